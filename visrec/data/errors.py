@@ -1,0 +1,24 @@
+"""The one error type for bad input data: it always names the file, and the row and field when known."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad input data.
+
+    The message reads ``<file>[, line <n>][, field '<name>']: <problem>``, where ``line`` is the
+    1-based line number in the file as a text editor shows it (header included).
+    """
+
+    def __init__(self, file: str | Path | None, problem: str, *, line: int | None = None, field: str | None = None):
+        self.file = None if file is None else str(file)
+        self.line = line
+        self.field = field
+        self.problem = problem
+        where = [self.file or "<data>"]
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(", ".join(where) + ": " + problem)

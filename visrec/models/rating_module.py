@@ -1,0 +1,105 @@
+"""LightningModule that trains a :class:`BiasedMF` on observed ratings.
+
+Loss per batch of B ratings (the objective, :meth:`RatingModule.objective`):
+    L = mean_B (r̂_ui - r_ui)² + λ_f · mean_B (‖p_u‖² + ‖q_i‖²) + λ_b · mean_B (b_u² + b_i²)
+The L2 terms are taken per rating, so frequent users and items are shrunk in proportion to their
+number of ratings (as in SGD matrix factorization). Predictions are never clipped in the loss; for
+metrics they are clipped to ``[rating_min, rating_max]`` when a range is set.
+Metrics (exact over the whole part, not averages of batch means):
+    rmse = sqrt(Σ (clip(r̂) - r)² / R),  mae = Σ |clip(r̂) - r| / R,  over the R ratings of the part.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+
+from visrec.models.biased_mf import BiasedMF
+
+
+class RatingModule(pl.LightningModule):
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        k: int = 64,
+        init_std: float = 0.1,
+        reg_factors: float = 0.05,
+        reg_bias: float = 0.01,
+        global_mean: float = 0.0,
+        rating_min: float | None = None,
+        rating_max: float | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., object] | None = None,
+        scheduler_monitor: str = "val/rmse",
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.net = BiasedMF(num_users, num_items, k, init_std=init_std, global_mean=global_mean)
+        self.reg_factors = float(reg_factors)
+        self.reg_bias = float(reg_bias)
+        self.rating_range = None if rating_min is None or rating_max is None else (float(rating_min), float(rating_max))
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
+        self.scheduler_factory = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        self._sums: dict[str, torch.Tensor] = {}
+
+    # ---- prediction -----------------------------------------------------------------------------
+    def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,) predictions with cold fallbacks, clipped to the rating range when one is set."""
+        pred = self.net.predict(users, items)
+        return pred if self.rating_range is None else pred.clamp(*self.rating_range)
+
+    # ---- training -------------------------------------------------------------------------------
+    def objective(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> dict[str, torch.Tensor]:
+        """MSE on observed ratings plus per-rating L2 (see module docstring). Returns loss and parts."""
+        pred = self.net(users, items)  # (B,)
+        mse = (pred - ratings).pow(2).mean()
+        factor_l2, bias_l2 = self.net.l2_terms(users, items)  # (B,), (B,)
+        loss = mse + self.reg_factors * factor_l2.mean() + self.reg_bias * bias_l2.mean()
+        return {"loss": loss, "mse": mse}
+
+    def training_step(self, batch, batch_idx):
+        users, items, ratings = batch
+        out = self.objective(users, items, ratings)
+        size = len(ratings)
+        self.log("train/loss", out["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train/mse", out["mse"], on_step=False, on_epoch=True, batch_size=size)
+        return out["loss"]
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def _accumulate(self, batch) -> None:
+        users, items, ratings = batch
+        err = self.predict_ratings(users, items) - ratings  # (B,)
+        sums = torch.stack([err.pow(2).sum(), err.abs().sum(), torch.tensor(float(len(err)), device=err.device)])
+        self._sums["current"] = self._sums.get("current", torch.zeros_like(sums)) + sums
+
+    def _log_epoch(self, stage: str) -> None:
+        sums = self._sums.pop("current", None)
+        if sums is None:
+            return
+        sums = self.all_gather(sums).reshape(-1, 3).sum(0) if self.trainer.world_size > 1 else sums
+        sse, sae, count = sums
+        self.log(f"{stage}/rmse", (sse / count).sqrt(), prog_bar=True, sync_dist=False)
+        self.log(f"{stage}/mae", sae / count, sync_dist=False)
+
+    def validation_step(self, batch, batch_idx):
+        self._accumulate(batch)
+
+    def on_validation_epoch_end(self):
+        self._log_epoch("val")
+
+    def test_step(self, batch, batch_idx):
+        self._accumulate(batch)
+
+    def on_test_epoch_end(self):
+        self._log_epoch("test")
+
+    # ---- optimization ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor}}

@@ -1,0 +1,87 @@
+"""``train(cfg)``: build data, model, trainer from a composed Hydra config; fit; test; write results.
+
+A run directory (``cfg.paths.output_dir``) ends up holding:
+    config.yaml          the resolved config, data-derived sizes filled in
+    user_map.parquet, item_map.parquet, split.parquet   the exact data the run saw
+    checkpoints/best.ckpt, checkpoints/last.ckpt
+    metrics.json         final metrics (test metrics from the best checkpoint), wall times
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from visrec.data.datamodule import RatingsDataModule
+from visrec.utils.atomic import write_json_atomic, write_text_atomic
+from visrec.utils.report import format_table
+
+log = logging.getLogger(__name__)
+
+
+def fill_data_sizes(cfg: DictConfig, datamodule: RatingsDataModule) -> None:
+    """Write the sizes that come from the data into ``cfg.model`` (they are ``???`` in YAML)."""
+    with open_dict(cfg):
+        cfg.model.num_users = datamodule.num_users
+        cfg.model.num_items = datamodule.num_items
+        cfg.model.global_mean = datamodule.global_mean
+        cfg.model.rating_min, cfg.model.rating_max = (float(v) for v in datamodule.rating_range)
+
+
+def build_model(cfg: DictConfig, datamodule: RatingsDataModule) -> pl.LightningModule:
+    """Instantiate ``cfg.model`` for this data (sizes filled in, cold users / items marked)."""
+    fill_data_sizes(cfg, datamodule)
+    model = instantiate(cfg.model)
+    model.net.set_known(datamodule.user_train_counts, datamodule.item_train_counts)
+    return model
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
+
+
+def load_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
+    """Load a Lightning checkpoint's ``state_dict`` safely (``weights_only=True``)."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(checkpoint["state_dict"])
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit the configured model; return the final metrics (also written to ``metrics.json``)."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule: RatingsDataModule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = build_model(cfg, datamodule)
+    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    datamodule.save(out_dir)
+
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=_instantiate_all(cfg.get("logger")) or False)
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - started
+
+    metrics: dict = {"fit_seconds": round(fit_seconds, 3), "epochs": trainer.current_epoch}
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))})
+    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best_path:
+        load_weights(model, best_path)
+        metrics["best_checkpoint"] = str(Path(best_path).relative_to(out_dir)) if Path(best_path).is_relative_to(out_dir) else best_path
+        metrics["val/rmse_best"] = float(trainer.checkpoint_callback.best_model_score)
+    if cfg.get("test"):
+        (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in results.items()})
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    print(format_table(
+        f"Results — {datamodule.source_description}, split {datamodule.split.describe()}",
+        [(k, metrics[k]) for k in ("test/rmse", "test/mae", "val/rmse_best", "epochs", "fit_seconds") if k in metrics],
+    ))
+    print(f"Run directory: {out_dir}")
+    return metrics
