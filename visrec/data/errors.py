@@ -22,3 +22,8 @@ class DataError(ValueError):
         if field is not None:
             where.append(f"field '{field}'")
         super().__init__(", ".join(where) + ": " + problem)
+
+
+def show(value) -> str:
+    """repr of a value as a user wrote it (``99``, not ``np.int64(99)``)."""
+    return repr(value.item() if hasattr(value, "item") else value)

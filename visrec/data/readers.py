@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from visrec.data.errors import DataError
+from visrec.data.errors import DataError, show
 from visrec.data.table import RatingsTable, read_delimited, resolve_duplicates, validate_ratings
 
 ML100K_FOLDS = ("1", "2", "3", "4", "5", "a", "b")
@@ -85,7 +85,7 @@ def _check_known(part: pd.DataFrame, col: str, catalog: np.ndarray, file: Path, 
         row = int(np.flatnonzero(unknown)[0])
         raise DataError(
             file,
-            f"{col} id {part[col].iloc[row]!r} is not in the catalog {catalog_name} ({int(unknown.sum())} such row(s))",
+            f"{col} id {show(part[col].iloc[row])} is not in the catalog {catalog_name} ({int(unknown.sum())} such row(s))",
             line=first_line + row,
             field=col,
         )
@@ -179,7 +179,7 @@ class RatingsFile:
         dup = frame["item"].duplicated().to_numpy()
         if dup.any():
             row = int(np.flatnonzero(dup)[0])
-            raise DataError(self.items_path, f"item {frame['item'].iloc[row]!r} listed twice", line=first_line + row, field=self.columns["item"])
+            raise DataError(self.items_path, f"item {show(frame['item'].iloc[row])} listed twice", line=first_line + row, field=self.columns["item"])
         image_paths = {}
         if self.image_col:
             image_paths = _paths_from_column(frame, self.items_path.parent)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from visrec.data.errors import DataError
+from visrec.data.errors import DataError, show
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def validate_ratings(
         rows = np.flatnonzero(mask)
         row = int(rows[0])
         value = frame[field_name].iloc[row]
-        raise DataError(file, f"{problem} (value {value!r}; {len(rows)} such row(s))", line=first_line + row, field=field_name)
+        raise DataError(file, f"{problem} (value {show(value)}; {len(rows)} such row(s))", line=first_line + row, field=field_name)
 
     for col in ("user", "item"):
         values = frame[col]
@@ -155,7 +155,7 @@ def resolve_duplicates(ratings: pd.DataFrame, policy: str, *, file: Path | str, 
     if policy == "error":
         raise DataError(
             file,
-            f"duplicate (user, item) pair ({ratings['user'].iloc[row]!r}, {ratings['item'].iloc[row]!r}); "
+            f"duplicate (user, item) pair ({show(ratings['user'].iloc[row])}, {show(ratings['item'].iloc[row])}); "
             f"{int(dup.sum())} repeated row(s). Set data.duplicates=last or mean to accept them",
             line=first_line + row,
         )

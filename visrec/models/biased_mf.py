@@ -25,9 +25,9 @@ class BiasedMF(nn.Module):
         nn.init.zeros_(self.user_bias.weight)
         nn.init.zeros_(self.item_bias.weight)
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
-        # Which users / items had training ratings; set by the trainer, saved in checkpoints.
-        self.register_buffer("known_users", torch.ones(num_users, dtype=torch.bool))
-        self.register_buffer("known_items", torch.ones(num_items, dtype=torch.bool))
+        # Training ratings per user / item (set from the data, saved in checkpoints). Zero = cold.
+        self.register_buffer("user_counts", torch.ones(num_users))
+        self.register_buffer("item_counts", torch.ones(num_items))
 
     @property
     def num_users(self) -> int:
@@ -37,9 +37,18 @@ class BiasedMF(nn.Module):
     def num_items(self) -> int:
         return self.item_factors.num_embeddings
 
-    def set_known(self, user_train_counts: torch.Tensor, item_train_counts: torch.Tensor) -> None:
-        self.known_users.copy_(user_train_counts > 0)
-        self.known_items.copy_(item_train_counts > 0)
+    def set_train_counts(self, user_counts: torch.Tensor, item_counts: torch.Tensor) -> None:
+        """Record how many training ratings each user (U,) and item (N,) has."""
+        self.user_counts.copy_(user_counts)
+        self.item_counts.copy_(item_counts)
+
+    @property
+    def known_users(self) -> torch.Tensor:
+        return self.user_counts > 0  # (U,)
+
+    @property
+    def known_items(self) -> torch.Tensor:
+        return self.item_counts > 0  # (N,)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Raw model output for (B,) user and item indices -> (B,) scores (no fallback)."""
@@ -55,12 +64,12 @@ class BiasedMF(nn.Module):
         b_i = self.item_bias(items).squeeze(-1) * item_ok  # (B,)
         return self.global_mean + b_u + b_i + dot
 
-    def l2_terms(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-rating squared norms for a batch: (factors ‖p_u‖²+‖q_i‖², biases b_u²+b_i²), each (B,).
-
-        Summed over the ratings of an epoch, these penalize each user and item in proportion to its
-        number of ratings (the frequency-aware L2 of SGD matrix factorization).
-        """
-        factors = self.user_factors(users).pow(2).sum(-1) + self.item_factors(items).pow(2).sum(-1)  # (B,)
-        biases = self.user_bias(users).squeeze(-1).pow(2) + self.item_bias(items).squeeze(-1).pow(2)  # (B,)
+    def l2_terms(self, users: torch.Tensor, items: torch.Tensor, user_weight: torch.Tensor | None = None,
+                 item_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-rating weighted squared norms for a batch, each (B,):
+        factors w_u‖p_u‖² + w_i‖q_i‖², biases w_u b_u² + w_i b_i² (weights (U,), (N,); default 1)."""
+        w_u = 1.0 if user_weight is None else user_weight[users]  # (B,)
+        w_i = 1.0 if item_weight is None else item_weight[items]  # (B,)
+        factors = w_u * self.user_factors(users).pow(2).sum(-1) + w_i * self.item_factors(items).pow(2).sum(-1)  # (B,)
+        biases = w_u * self.user_bias(users).squeeze(-1).pow(2) + w_i * self.item_bias(items).squeeze(-1).pow(2)  # (B,)
         return factors, biases

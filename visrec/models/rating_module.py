@@ -1,9 +1,14 @@
 """LightningModule that trains a :class:`BiasedMF` on observed ratings.
 
 Loss per batch of B ratings (the objective, :meth:`RatingModule.objective`):
-    L = mean_B (r̂_ui - r_ui)² + λ_f · mean_B (‖p_u‖² + ‖q_i‖²) + λ_b · mean_B (b_u² + b_i²)
-The L2 terms are taken per rating, so frequent users and items are shrunk in proportion to their
-number of ratings (as in SGD matrix factorization). Predictions are never clipped in the loss; for
+    L = mean_B (r̂_ui - r_ui)²
+        + λ_f · mean_B (w_u ‖p_u‖² + w_i ‖q_i‖²) + λ_b · mean_B (w_u b_u² + w_i b_i²)
+    w_u = (n_u / n̄_U)^(-α),  w_i = (n_i / n̄_N)^(-α)
+with n_u, n_i the training ratings of user u and item i, n̄ their means over users / items that have
+ratings, and α = ``reg_exponent``. The L2 terms are taken per rating, so over an epoch user u is
+shrunk in proportion to n_u · w_u = n_u^(1-α) (up to a constant): α = 0 is the per-rating L2 of SGD
+matrix factorization, α = 1 a plain Gaussian prior (the same weight for every user), and values in
+between are frequency-aware L2 — rare users and items get more shrinkage per rating. Predictions are never clipped in the loss; for
 metrics they are clipped to ``[rating_min, rating_max]`` when a range is set.
 Metrics (exact over the whole part, not averages of batch means):
     rmse = sqrt(Σ (clip(r̂) - r)² / R),  mae = Σ |clip(r̂) - r| / R,  over the R ratings of the part.
@@ -27,6 +32,7 @@ class RatingModule(pl.LightningModule):
         init_std: float = 0.1,
         reg_factors: float = 0.05,
         reg_bias: float = 0.01,
+        reg_exponent: float = 0.5,
         global_mean: float = 0.0,
         rating_min: float | None = None,
         rating_max: float | None = None,
@@ -39,6 +45,7 @@ class RatingModule(pl.LightningModule):
         self.net = BiasedMF(num_users, num_items, k, init_std=init_std, global_mean=global_mean)
         self.reg_factors = float(reg_factors)
         self.reg_bias = float(reg_bias)
+        self.reg_exponent = float(reg_exponent)
         self.rating_range = None if rating_min is None or rating_max is None else (float(rating_min), float(rating_max))
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
         self.scheduler_factory = scheduler
@@ -52,11 +59,22 @@ class RatingModule(pl.LightningModule):
         return pred if self.rating_range is None else pred.clamp(*self.rating_range)
 
     # ---- training -------------------------------------------------------------------------------
+    def _reg_weight(self, counts: torch.Tensor) -> torch.Tensor:
+        """(n / n̄)^(-α) per row of ``counts`` (rows with no ratings get weight 1; they are never in a batch)."""
+        mean = counts[counts > 0].mean() if (counts > 0).any() else counts.new_tensor(1.0)
+        return (counts.clamp(min=1.0) / mean).pow(-self.reg_exponent)
+
+    def user_reg_weight(self) -> torch.Tensor:
+        return self._reg_weight(self.net.user_counts)  # (U,)
+
+    def item_reg_weight(self) -> torch.Tensor:
+        return self._reg_weight(self.net.item_counts)  # (N,)
+
     def objective(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> dict[str, torch.Tensor]:
         """MSE on observed ratings plus per-rating L2 (see module docstring). Returns loss and parts."""
         pred = self.net(users, items)  # (B,)
         mse = (pred - ratings).pow(2).mean()
-        factor_l2, bias_l2 = self.net.l2_terms(users, items)  # (B,), (B,)
+        factor_l2, bias_l2 = self.net.l2_terms(users, items, self.user_reg_weight(), self.item_reg_weight())  # (B,), (B,)
         loss = mse + self.reg_factors * factor_l2.mean() + self.reg_bias * bias_l2.mean()
         return {"loss": loss, "mse": mse}
 

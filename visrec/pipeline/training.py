@@ -37,7 +37,7 @@ def build_model(cfg: DictConfig, datamodule: RatingsDataModule) -> pl.LightningM
     """Instantiate ``cfg.model`` for this data (sizes filled in, cold users / items marked)."""
     fill_data_sizes(cfg, datamodule)
     model = instantiate(cfg.model)
-    model.net.set_known(datamodule.user_train_counts, datamodule.item_train_counts)
+    model.net.set_train_counts(datamodule.user_train_counts, datamodule.item_train_counts)
     return model
 
 
@@ -70,11 +70,12 @@ def train(cfg: DictConfig) -> dict:
 
     metrics: dict = {"fit_seconds": round(fit_seconds, 3), "epochs": trainer.current_epoch}
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))})
-    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best_path:
-        load_weights(model, best_path)
-        metrics["best_checkpoint"] = str(Path(best_path).relative_to(out_dir)) if Path(best_path).is_relative_to(out_dir) else best_path
-        metrics["val/rmse_best"] = float(trainer.checkpoint_callback.best_model_score)
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_path:
+        # Test the best model by the monitored metric, not the last epoch's.
+        load_weights(model, checkpoint.best_model_path)
+        metrics["best_checkpoint"] = checkpoint.best_model_path
+        metrics[f"{checkpoint.monitor}_best"] = float(checkpoint.best_model_score)
     if cfg.get("test"):
         (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in results.items()})
