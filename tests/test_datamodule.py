@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+import torch
+
+from visrec.data import ColdItemSplit, IdMap, MovieLens100K, PredefinedSplit, RatingsDataModule
+from visrec.data.synthetic import SyntheticSource
+
+from conftest import TINY_GENERATOR
+
+
+def test_parts_are_disjoint_and_batches_are_tensors(tmp_path):
+    dm = RatingsDataModule(SyntheticSource(tmp_path, **TINY_GENERATOR), ColdItemSplit(0.25, seed=3), val_ratio=0.1, batch_size=64)
+    dm.setup()
+    train, val, test = (dm.tensors[p] for p in ("train", "val", "test"))
+    pairs = [set(zip(t.users.tolist(), t.items.tolist())) for t in (train, val, test)]
+    assert not (pairs[0] & pairs[1]) and not (pairs[0] & pairs[2]) and not (pairs[1] & pairs[2])
+    assert (dm.item_train_counts[test.items] == 0).all()  # cold items: no training ratings
+    users, items, ratings = next(iter(dm.train_dataloader()))
+    assert users.dtype == torch.int64 and ratings.dtype == torch.float32 and len(users) == 64
+    assert dm.num_items == TINY_GENERATOR["num_items"] and len(dm.image_paths) == dm.num_items
+    dm.save(tmp_path / "run")
+    assert IdMap.load(tmp_path / "run" / "item_map.parquet") == dm.item_map
+
+
+def test_movielens_fold_u1(ml100k):
+    dm = RatingsDataModule(MovieLens100K(ml100k, fold=1), PredefinedSplit(), val_ratio=0.05, seed=0)
+    dm.setup()
+    assert (dm.num_users, dm.num_items) == (943, 1682)
+    assert len(dm.tensors["test"]) == 20000
+    assert len(dm.tensors["train"]) + len(dm.tensors["val"]) == 80000
+    assert len(dm.tensors["val"]) == 4000
+    assert sum(p is not None and p.exists() for p in dm.image_paths) == 1650
+    assert dm.rating_range == (1.0, 5.0)
+    assert np.isclose(dm.global_mean, dm.tensors["train"].ratings.mean().item())
