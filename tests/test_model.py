@@ -42,8 +42,9 @@ def test_metrics_are_exact_over_unequal_batches():
     logged = {}
     module.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
     module._trainer = type("T", (), {"world_size": 1})()
-    for b in batches:
-        module.validation_step(b, 0)
+    with torch.no_grad():
+        for b in batches:
+            module.validation_step(b, 0)
     module.on_validation_epoch_end()
     errors = torch.tensor([3.0 - 4.0, 3.0 - 3.0, 3.0 - 1.0])
     assert logged["val/rmse"] == pytest.approx(errors.pow(2).mean().sqrt().item())
@@ -66,3 +67,20 @@ def test_frequency_aware_weights():
     torch.testing.assert_close(module.item_reg_weight(), torch.ones(2))
     module.reg_exponent = 0.0
     torch.testing.assert_close(module.user_reg_weight(), torch.ones(3))
+
+
+def test_cold_ratings_are_reported_apart():
+    """Warm metrics cover ratings whose user and item have training ratings; the rest are *_cold."""
+    module = RatingModule(2, 2, k=1, global_mean=3.0, rating_min=1, rating_max=5)
+    module.net.set_train_counts(torch.tensor([3.0, 3.0]), torch.tensor([4.0, 0.0]))
+    with torch.no_grad():
+        module.net.user_factors.weight.zero_()
+    logged = {}
+    module.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
+    module._trainer = type("T", (), {"world_size": 1})()
+    with torch.no_grad():
+        module.test_step((torch.tensor([0, 1, 0]), torch.tensor([0, 0, 1]), torch.tensor([4.0, 2.0, 5.0])), 0)
+    module.on_test_epoch_end()
+    assert logged["test/ratings"] == 2 and logged["test/ratings_cold"] == 1
+    assert logged["test/rmse"] == pytest.approx(((1.0 + 1.0) / 2) ** 0.5)
+    assert logged["test/rmse_cold"] == pytest.approx(2.0)

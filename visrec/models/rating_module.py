@@ -11,7 +11,11 @@ matrix factorization, α = 1 a plain Gaussian prior (the same weight for every u
 between are frequency-aware L2 — rare users and items get more shrinkage per rating. Predictions are never clipped in the loss; for
 metrics they are clipped to ``[rating_min, rating_max]`` when a range is set.
 Metrics (exact over the whole part, not averages of batch means):
-    rmse = sqrt(Σ (clip(r̂) - r)² / R),  mae = Σ |clip(r̂) - r| / R,  over the R ratings of the part.
+    rmse = sqrt(Σ (clip(r̂) - r)² / R),  mae = Σ |clip(r̂) - r| / R,
+over the R ratings of the part whose user and item both have training ratings ("warm"; the protocol
+of Cornac's ``exclude_unknowns``). The other ratings (cold user or cold item, scored with the
+fallback) get the same metrics as ``rmse_cold`` / ``mae_cold``; ``ratings`` and ``ratings_cold``
+count both groups, so nothing is dropped silently.
 """
 from __future__ import annotations
 
@@ -90,17 +94,22 @@ class RatingModule(pl.LightningModule):
     def _accumulate(self, batch) -> None:
         users, items, ratings = batch
         err = self.predict_ratings(users, items) - ratings  # (B,)
-        sums = torch.stack([err.pow(2).sum(), err.abs().sum(), torch.tensor(float(len(err)), device=err.device)])
+        warm = (self.net.known_users[users] & self.net.known_items[items]).float()  # (B,)
+        groups = torch.stack([warm, 1.0 - warm])  # (2, B): warm, cold
+        sums = torch.stack([groups @ err.pow(2), groups @ err.abs(), groups.sum(1)], dim=1)  # (2, 3): sse, sae, count
         self._sums["current"] = self._sums.get("current", torch.zeros_like(sums)) + sums
 
     def _log_epoch(self, stage: str) -> None:
         sums = self._sums.pop("current", None)
         if sums is None:
             return
-        sums = self.all_gather(sums).reshape(-1, 3).sum(0) if self.trainer.world_size > 1 else sums
-        sse, sae, count = sums
-        self.log(f"{stage}/rmse", (sse / count).sqrt(), prog_bar=True, sync_dist=False)
-        self.log(f"{stage}/mae", sae / count, sync_dist=False)
+        if self.trainer.world_size > 1:
+            sums = self.all_gather(sums).reshape(-1, 2, 3).sum(0)
+        for (sse, sae, count), suffix in zip(sums, ("", "_cold")):
+            self.log(f"{stage}/ratings{suffix}", count, sync_dist=False)
+            if count > 0:
+                self.log(f"{stage}/rmse{suffix}", (sse / count).sqrt(), prog_bar=not suffix, sync_dist=False)
+                self.log(f"{stage}/mae{suffix}", sae / count, sync_dist=False)
 
     def validation_step(self, batch, batch_idx):
         self._accumulate(batch)

@@ -82,7 +82,8 @@ def train(cfg: DictConfig) -> dict:
     write_json_atomic(out_dir / "metrics.json", metrics)
     print(format_table(
         f"Results — {datamodule.source_description}, split {datamodule.split.describe()}",
-        [(k, metrics[k]) for k in ("test/rmse", "test/mae", "val/rmse_best", "epochs", "fit_seconds") if k in metrics],
+        [(k, metrics[k]) for k in ("test/rmse", "test/mae", "test/ratings", "test/rmse_cold", "test/mae_cold", "test/ratings_cold",
+                                    "val/rmse_best", "epochs", "fit_seconds") if k in metrics],
     ))
     print(f"Run directory: {out_dir}")
     return metrics
