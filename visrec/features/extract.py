@@ -1,0 +1,167 @@
+"""Batched feature extraction for a catalog of item images, through the cache.
+
+Only images whose content digest is not cached go through the CNN (each distinct content once);
+JPEG decoding and preprocessing run in DataLoader worker processes while the main process runs the
+forward passes. Missing and unreadable images are counted, reported with a few example items, and
+marked ``has_image = False``; they never stop the run.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from visrec.features.backbone import Backbone
+from visrec.features.cache import FeatureCache, file_digest
+from visrec.features.images import MISSING, load_rgb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractionReport:
+    """What happened to the catalog's images in one extraction."""
+
+    items: int = 0  # items in the catalog
+    images: int = 0  # items with an image path
+    missing: int = 0  # path absent or file not found
+    unreadable: int = 0  # file exists but cannot be decoded
+    from_cache: int = 0  # items whose features came from the cache
+    forwards: int = 0  # images pushed through the CNN in this run
+    seconds: float = 0.0
+    cache_rebuilt: str | None = None
+    missing_examples: list = field(default_factory=list)
+    unreadable_examples: list = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.forwards / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        line = (f"image features: {self.items} items, {self.images} with an image path, {self.missing} missing, "
+                f"{self.unreadable} unreadable, {self.from_cache} from cache, {self.forwards} computed in "
+                f"{self.seconds:.1f} s ({self.images_per_second:.1f} images/s)")
+        if self.missing_examples:
+            line += f"; missing e.g. {self.missing_examples}"
+        if self.unreadable_examples:
+            line += f"; unreadable e.g. {self.unreadable_examples}"
+        if self.cache_rebuilt:
+            line += f"; cache was corrupt and rebuilt ({self.cache_rebuilt})"
+        return line
+
+
+@dataclass
+class ItemFeatures:
+    features: torch.Tensor  # (N, D) float32; rows without an image are zero
+    has_image: torch.Tensor  # (N,) bool
+    report: ExtractionReport
+    backbone_key: str
+
+    @property
+    def feature_dim(self) -> int:
+        return self.features.shape[1]
+
+
+class _Decode(Dataset):
+    """(path) -> (preprocessed (3, H, W) tensor or None, reason)."""
+
+    def __init__(self, paths: list[Path], transform):
+        self.paths = paths
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        image, reason = load_rgb(self.paths[i])
+        return i, (None if image is None else self.transform(image)), reason
+
+
+def _collate(samples):
+    """Keep decodable images as one (B, 3, H, W) batch and pass failures through."""
+    ok = [(i, t) for i, t, _ in samples if t is not None]
+    failed = [(i, reason) for i, t, reason in samples if t is None]
+    batch = torch.stack([t for _, t in ok]) if ok else None
+    return [i for i, _ in ok], batch, failed
+
+
+def extract_item_features(
+    image_paths: list,
+    backbone: Backbone,
+    cache_dir: str | Path,
+    item_ids: list | None = None,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    progress: bool = True,
+    examples: int = 5,
+) -> ItemFeatures:
+    """Features (N, D) for the N items whose image paths are given (None = no image)."""
+    started = time.perf_counter()
+    n = len(image_paths)
+    ids = list(item_ids) if item_ids is not None else list(range(n))
+    report = ExtractionReport(items=n, images=sum(p is not None for p in image_paths))
+    cache = FeatureCache(cache_dir, backbone.key, backbone.feature_dim)
+    report.cache_rebuilt = cache.rebuilt_reason
+
+    digests: list[str | None] = [None] * n
+    reasons: dict[int, str] = {}
+    for i, path in enumerate(image_paths):
+        if path is None or not Path(path).is_file():
+            reasons[i] = MISSING
+        else:
+            digests[i] = file_digest(path)
+            if digests[i] in cache.failed:
+                reasons[i] = "unreadable (cached)"
+
+    # Each distinct uncached content goes through the CNN once.
+    todo: dict[str, Path] = {}
+    for i, digest in enumerate(digests):
+        if digest is not None and i not in reasons and cache.get(digest) is None and digest not in todo:
+            todo[digest] = Path(image_paths[i])
+    if todo:
+        todo_digests, todo_paths = list(todo), list(todo.values())
+        loader = DataLoader(_Decode(todo_paths, backbone.transform()), batch_size=batch_size,
+                            num_workers=num_workers, collate_fn=_collate)
+        bar = tqdm(total=len(todo_paths), desc="image features", unit="img", disable=not progress)
+        with torch.inference_mode():
+            for positions, batch, failed in loader:
+                if batch is not None:
+                    feats = backbone.model(batch).float().numpy()  # (B, D)
+                    report.forwards += len(positions)
+                    for pos, feat in zip(positions, feats):
+                        cache.put(todo_digests[pos], feat)
+                for pos, reason in failed:
+                    cache.failed.add(todo_digests[pos])
+                    log.debug("unreadable image %s: %s", todo_paths[pos], reason)
+                bar.update(len(positions) + len(failed))
+        bar.close()
+        cache.save()
+
+    features = np.zeros((n, backbone.feature_dim), dtype=np.float32)
+    has_image = np.zeros(n, dtype=bool)
+    for i, digest in enumerate(digests):
+        row = None if (digest is None or i in reasons) else cache.get(digest)
+        if row is None:
+            reasons.setdefault(i, "unreadable")
+            continue
+        features[i], has_image[i] = row, True
+    for i, reason in reasons.items():
+        if reason == MISSING:
+            report.missing += 1
+            if len(report.missing_examples) < examples and image_paths[i] is not None:
+                report.missing_examples.append(ids[i])
+        else:
+            report.unreadable += 1
+            if len(report.unreadable_examples) < examples:
+                report.unreadable_examples.append(ids[i])
+    report.from_cache = int(has_image.sum()) - report.forwards  # items served from the cache
+    report.from_cache = max(report.from_cache, 0)
+    report.seconds = time.perf_counter() - started
+    log.info(report.summary())
+    return ItemFeatures(torch.from_numpy(features), torch.from_numpy(has_image), report, backbone.key)
