@@ -48,7 +48,7 @@ class SyntheticParams:
     k: int = 8
     mean_ratings_per_user: float = 40.0
     popularity_exponent: float = 0.8
-    item_noise: float = 0.3
+    item_noise: float = 0.15
     rating_noise: float = 0.4
     missing_image_ratio: float = 0.02
     image_size: int = 64

@@ -4,11 +4,22 @@ Loss per batch of B ratings (the objective, :meth:`RatingModule.objective`):
     L = mean_B (r̂_ui - r_ui)²
         + λ_f · mean_B (w_u ‖p_u‖² + w_i ‖q_i‖²) + λ_b · mean_B (w_u b_u² + w_i b_i²)
     w_u = (n_u / n̄_U)^(-α),  w_i = (n_i / n̄_N)^(-α)
+        + [visual modes reg, init+reg]  λ_v · mean_B (v_i w_i ‖q_i − E f̃_i‖²) + λ_vb · mean_B (v_i w_i (b_i − w·f̃_i − c)²)
+        + [any visual mode]            λ_E (‖E‖² + ‖w‖²)
 with n_u, n_i the training ratings of user u and item i, n̄ their means over users / items that have
 ratings, and α = ``reg_exponent``. The L2 terms are taken per rating, so over an epoch user u is
 shrunk in proportion to n_u · w_u = n_u^(1-α) (up to a constant): α = 0 is the per-rating L2 of SGD
 matrix factorization, α = 1 a plain Gaussian prior (the same weight for every user), and values in
-between are frequency-aware L2 — rare users and items get more shrinkage per rating. Predictions are never clipped in the loss; for
+between are frequency-aware L2 — rare users and items get more shrinkage per rating.
+
+Visual modes (``visual_mode``; f̃_i standardized frozen CNN features, v_i = 1 if item i has an image):
+    none      plain biased MF;
+    init      q_i starts at E₀ f̃_i (E₀: the top-K whitened principal components of the
+              training items' features, scaled to ``init_std``); E and w learn to predict the (detached) q_i and b_i,
+              which do not feel the prior;
+    reg       q_i starts as noise and is pulled toward E f̃_i (and b_i toward w·f̃_i), E and w learned jointly;
+    init+reg  both.
+Cold items (no training ratings) with an image are scored with q_i = E f̃_i, b_i = w·f̃_i + c. Predictions are never clipped in the loss; for
 metrics they are clipped to ``[rating_min, rating_max]`` when a range is set.
 Metrics (exact over the whole part, not averages of batch means):
     rmse = sqrt(Σ (clip(r̂) - r)² / R),  mae = Σ |clip(r̂) - r| / R,
@@ -25,6 +36,7 @@ import pytorch_lightning as pl
 import torch
 
 from visrec.models.biased_mf import BiasedMF
+from visrec.models.visual import VISUAL_MODES, VisualPrior
 
 
 class RatingModule(pl.LightningModule):
@@ -43,6 +55,12 @@ class RatingModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., object] | None = None,
         scheduler_monitor: str = "val/rmse",
+        visual_mode: str = "none",
+        feature_dim: int = 0,
+        reg_visual: float = 1.0,
+        reg_visual_bias: float = 1.0,
+        reg_projection: float = 1e-3,
+        visual_pca_dim: int = 64,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -55,12 +73,58 @@ class RatingModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_monitor = scheduler_monitor
         self._sums: dict[str, torch.Tensor] = {}
+        if visual_mode not in VISUAL_MODES:
+            raise ValueError(f"model.visual_mode must be one of {VISUAL_MODES}, got {visual_mode!r}")
+        self.visual_mode = visual_mode
+        self.visual = None
+        if visual_mode != "none":
+            if feature_dim <= 0:
+                raise ValueError(f"visual_mode={visual_mode} needs image features (feature_dim > 0)")
+            self.visual = VisualPrior(num_items, feature_dim, k, pca_dim=visual_pca_dim)
+        self.reg_visual = float(reg_visual)
+        self.reg_visual_bias = float(reg_visual_bias)
+        self.reg_projection = float(reg_projection)
 
+    # ---- image features -------------------------------------------------------------------------
+    def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
+        """Give the model the (N, D) frozen features and (N,) has-image mask.
+
+        ``fit=True`` (a new training run) fits the standardization on training items and, in the
+        ``init`` modes, starts item vectors and E from the features' principal directions.
+        ``fit=False`` (a model restored from a checkpoint) keeps the saved statistics.
+        """
+        if self.visual is None:
+            return
+        train_items = self.net.known_items
+        self.visual.attach(features, has_image, train_items, fit_scaler=fit)
+        if fit and "init" in self.visual_mode:
+            self._init_from_features(train_items)
+
+    @torch.no_grad()
+    def _init_from_features(self, train_items: torch.Tensor) -> None:
+        """q_i = E₀ f̃_i for items with an image; E₀ = the top-K principal components scaled to init_std."""
+        visual = self.visual
+        rows = train_items & visual.has_image  # (N,)
+        directions = visual.leading_components(self.net.item_factors.embedding_dim)  # (K, P)
+        projected = visual.features @ directions.T  # (N, K)
+        scale = self.hparams.init_std / projected[rows].std().clamp(min=1e-8)
+        visual.projection.weight.copy_(directions * scale)
+        has = visual.has_image
+        self.net.item_factors.weight[has] = projected[has] * scale
     # ---- prediction -----------------------------------------------------------------------------
     def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B,) predictions with cold fallbacks, clipped to the rating range when one is set."""
         pred = self.net.predict(users, items)
+        if self.visual is not None:
+            pred = pred + self._visual_cold_terms(users, items)
         return pred if self.rating_range is None else pred.clamp(*self.rating_range)
+
+    def _visual_cold_terms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,) what the visual prior adds for cold items with an image: w·f̃_i + c + p_u·E f̃_i (p_u if u is known)."""
+        cold_image = (~self.net.known_items[items]) & self.visual.has_image[items]  # (B,)
+        user_ok = self.net.known_users[users]  # (B,)
+        dot = (self.net.user_factors(users) * self.visual.item_vectors(items)).sum(-1) * user_ok  # (B,)
+        return (self.visual.item_biases(items) + dot) * cold_image
 
     # ---- training -------------------------------------------------------------------------------
     def _reg_weight(self, counts: torch.Tensor) -> torch.Tensor:
@@ -80,14 +144,28 @@ class RatingModule(pl.LightningModule):
         mse = (pred - ratings).pow(2).mean()
         factor_l2, bias_l2 = self.net.l2_terms(users, items, self.user_reg_weight(), self.item_reg_weight())  # (B,), (B,)
         loss = mse + self.reg_factors * factor_l2.mean() + self.reg_bias * bias_l2.mean()
-        return {"loss": loss, "mse": mse}
+        out = {"mse": mse}
+        if self.visual is not None:
+            weight = self.visual.has_image[items] * self.item_reg_weight()[items]  # (B,)
+            q = self.net.item_factors(items)  # (B, K)
+            b = self.net.item_bias(items).squeeze(-1)  # (B,)
+            if self.visual_mode == "init":  # the prior learns from q and b but does not pull them
+                q, b = q.detach(), b.detach()
+            align = (weight * (q - self.visual.item_vectors(items)).pow(2).sum(-1)).mean()
+            align_bias = (weight * (b - self.visual.item_biases(items)).pow(2)).mean()
+            loss = loss + self.reg_visual * align + self.reg_visual_bias * align_bias + self.reg_projection * self.visual.shrinkage()
+            out.update(align=align, align_bias=align_bias)
+        out["loss"] = loss
+        return out
 
     def training_step(self, batch, batch_idx):
         users, items, ratings = batch
         out = self.objective(users, items, ratings)
         size = len(ratings)
         self.log("train/loss", out["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log("train/mse", out["mse"], on_step=False, on_epoch=True, batch_size=size)
+        for name in ("mse", "align", "align_bias"):
+            if name in out:
+                self.log(f"train/{name}", out[name], on_step=False, on_epoch=True, batch_size=size)
         return out["loss"]
 
     # ---- evaluation -----------------------------------------------------------------------------

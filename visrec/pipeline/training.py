@@ -18,26 +18,45 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.data.datamodule import RatingsDataModule
+from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
 from visrec.utils.atomic import write_json_atomic, write_text_atomic
 from visrec.utils.report import format_table
 
 log = logging.getLogger(__name__)
 
 
-def fill_data_sizes(cfg: DictConfig, datamodule: RatingsDataModule) -> None:
+def item_features(cfg: DictConfig, datamodule: RatingsDataModule) -> ItemFeatures | None:
+    """Frozen CNN features of the catalog's images (cached), or None when the model uses none."""
+    if cfg.model.get("visual_mode", "none") == "none":
+        return None
+    backbone = create_backbone(BackboneSpec(**cfg.features.backbone))
+    features = extract_item_features(
+        datamodule.image_paths, backbone, cfg.features.cache_dir, item_ids=list(datamodule.item_map.raw_ids),
+        batch_size=cfg.features.batch_size, num_workers=cfg.features.num_workers, progress=cfg.features.progress,
+    )
+    print(features.report.summary())
+    return features
+
+
+def fill_data_sizes(cfg: DictConfig, datamodule: RatingsDataModule, features: ItemFeatures | None = None) -> None:
     """Write the sizes that come from the data into ``cfg.model`` (they are ``???`` in YAML)."""
     with open_dict(cfg):
+        cfg.model.feature_dim = 0 if features is None else features.feature_dim
         cfg.model.num_users = datamodule.num_users
         cfg.model.num_items = datamodule.num_items
         cfg.model.global_mean = datamodule.global_mean
         cfg.model.rating_min, cfg.model.rating_max = (float(v) for v in datamodule.rating_range)
 
 
-def build_model(cfg: DictConfig, datamodule: RatingsDataModule) -> pl.LightningModule:
-    """Instantiate ``cfg.model`` for this data (sizes filled in, cold users / items marked)."""
-    fill_data_sizes(cfg, datamodule)
+def build_model(cfg: DictConfig, datamodule: RatingsDataModule, features: ItemFeatures | None = None, fit: bool = True) -> pl.LightningModule:
+    """Instantiate ``cfg.model`` for this data (sizes filled in, cold users / items marked, features attached).
+
+    ``fit=False`` for a model about to receive a checkpoint's weights."""
+    fill_data_sizes(cfg, datamodule, features)
     model = instantiate(cfg.model)
     model.net.set_train_counts(datamodule.user_train_counts, datamodule.item_train_counts)
+    if features is not None:
+        model.attach_features(features.features, features.has_image, fit=fit)
     return model
 
 
@@ -59,7 +78,10 @@ def train(cfg: DictConfig) -> dict:
 
     datamodule: RatingsDataModule = instantiate(cfg.data)
     datamodule.setup("fit")
-    model = build_model(cfg, datamodule)
+    features = item_features(cfg, datamodule)
+    model = build_model(cfg, datamodule, features)
+    if features is not None:
+        write_json_atomic(out_dir / "features_report.json", {"backbone_key": features.backbone_key, **vars(features.report)})
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     datamodule.save(out_dir)
 

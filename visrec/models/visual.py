@@ -1,0 +1,76 @@
+"""Visual prior: a learned projection of frozen, whitened image features (torch only).
+
+f̃_i = diag(1/σ) V (f_i − m) ∈ R^P: the raw features projected on their top-P principal directions
+V (P, D) and scaled to unit variance, with m, V, σ fitted on *training* items that have an image (so
+nothing about held-out items leaks in). Whitening onto a few principal components matters: on
+1280-d CNN features of a few hundred items, per-dimension standardization blows up near-constant,
+noisy dimensions and a projection fitted on them overfits (see README, "Visual prior").
+    E f̃_i ∈ R^K   predicted item vector      (E: D -> K, no intercept)
+    w·f̃_i + c     predicted item bias
+Features live in a non-persistent buffer (they come from the feature cache, not the checkpoint);
+m, s, E, w, c are saved with the model.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+VISUAL_MODES = ("none", "init", "reg", "init+reg")
+
+
+class VisualPrior(nn.Module):
+    def __init__(self, num_items: int, feature_dim: int, k: int, pca_dim: int = 64):
+        super().__init__()
+        P = min(int(pca_dim), int(feature_dim))
+        self.projection = nn.Linear(P, k, bias=False)  # E: (K, P)
+        self.bias_projection = nn.Linear(P, 1)  # w: (1, P), c: (1,)
+        nn.init.zeros_(self.projection.weight)
+        nn.init.zeros_(self.bias_projection.weight)
+        nn.init.zeros_(self.bias_projection.bias)
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))  # m: (D,)
+        self.register_buffer("components", torch.zeros(P, feature_dim))  # V: (P, D)
+        self.register_buffer("component_scale", torch.ones(P))  # σ: (P,)
+        self.register_buffer("has_image", torch.zeros(num_items, dtype=torch.bool), persistent=False)  # (N,)
+        self.register_buffer("features", torch.zeros(num_items, P), persistent=False)  # f̃: (N, P)
+
+    def whiten(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D) raw features -> (B, P) whitened principal components."""
+        return (features.float() - self.feature_mean) @ self.components.T / self.component_scale
+
+    @torch.no_grad()
+    def attach(self, features: torch.Tensor, has_image: torch.Tensor, train_items: torch.Tensor, fit_scaler: bool = True) -> None:
+        """Set the (N, D) raw features; fit the whitening on ``train_items`` (N,) bool that have an image."""
+        features = features.float()
+        if fit_scaler:
+            rows = features[train_items & has_image]  # (M, D)
+            if len(rows) >= 2:
+                mean = rows.mean(0)  # (D,)
+                _, sing, v = torch.linalg.svd(rows - mean, full_matrices=False)  # sing: (r,), v: (r, D)
+                P = min(len(self.components), len(v))
+                scale = (sing[:P] / (len(rows) - 1) ** 0.5).clamp(min=1e-6)  # std along each component
+                self.feature_mean.copy_(mean)
+                self.components.zero_()
+                self.components[:P] = v[:P]
+                self.component_scale.fill_(1.0)
+                self.component_scale[:P] = scale
+        self.features.copy_(self.whiten(features) * has_image[:, None])
+        self.has_image.copy_(has_image)
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """E f̃_i for (B,) items -> (B, K)."""
+        return self.projection(self.features[items])
+
+    def item_biases(self, items: torch.Tensor) -> torch.Tensor:
+        """w·f̃_i + c for (B,) items -> (B,)."""
+        return self.bias_projection(self.features[items]).squeeze(-1)
+
+    def leading_components(self, k: int) -> torch.Tensor:
+        """(K, P) selector of the first K whitened components (the top principal directions)."""
+        out = torch.zeros(k, self.features.shape[1])
+        n = min(k, self.features.shape[1])
+        out[range(n), range(n)] = 1.0
+        return out
+
+    def shrinkage(self) -> torch.Tensor:
+        """‖E‖²_F + ‖w‖² (the intercept is not shrunk)."""
+        return self.projection.weight.pow(2).sum() + self.bias_projection.weight.pow(2).sum()
