@@ -97,7 +97,7 @@ def extract_item_features(
     cache_dir: str | Path,
     item_ids: list | None = None,
     batch_size: int = 64,
-    num_workers: int = 2,
+    num_workers: int = 1,
     progress: bool = True,
     examples: int = 5,
 ) -> ItemFeatures:

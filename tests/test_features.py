@@ -1,0 +1,215 @@
+"""Image loading, extraction, cache and weight sources (tiny random timm models keep it fast)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from visrec.features import BackboneSpec, create_backbone, extract_item_features
+from visrec.features.images import MISSING, load_rgb
+
+TINY = BackboneSpec("test_efficientnet", "random")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return create_backbone(TINY)
+
+
+def _picture(seed: int, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).convert(mode)
+
+
+@pytest.fixture
+def catalog(tmp_path) -> dict[str, Path | None]:
+    """Good pictures in several modes, and every kind of broken one."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = {}
+    for name, mode, ext in [("rgb", "RGB", "jpg"), ("grey", "L", "jpg"), ("cmyk", "CMYK", "jpg"), ("rgba", "RGBA", "png")]:
+        paths[name] = folder / f"{name}.{ext}"
+        _picture(len(paths), mode).save(paths[name])
+    paths["palette"] = folder / "palette.png"
+    _picture(9).convert("P").save(paths["palette"], transparency=0)
+    good = paths["rgb"].read_bytes()
+    paths["truncated"] = folder / "truncated.jpg"
+    paths["truncated"].write_bytes(good[: len(good) // 2])
+    paths["empty"] = folder / "empty.jpg"
+    paths["empty"].write_bytes(b"")
+    paths["text"] = folder / "text.jpg"
+    paths["text"].write_text("not an image")
+    paths["gone"] = folder / "gone.jpg"  # never written
+    paths["none"] = None
+    return paths
+
+
+GOOD = ("rgb", "grey", "cmyk", "rgba", "palette")
+UNREADABLE = ("truncated", "empty", "text")
+
+
+def test_load_rgb_never_raises(catalog):
+    for name in GOOD:
+        image, reason = load_rgb(catalog[name])
+        assert reason is None and image.mode == "RGB", name
+    for name in UNREADABLE:
+        image, reason = load_rgb(catalog[name])
+        assert image is None and reason.startswith("unreadable"), name
+    assert load_rgb(catalog["gone"]) == (None, MISSING)
+    assert load_rgb(None) == (None, MISSING)
+
+
+def test_transparency_composited_on_white(tmp_path):
+    Image.new("RGBA", (4, 4), (255, 0, 0, 0)).save(tmp_path / "clear.png")
+    image, _ = load_rgb(tmp_path / "clear.png")
+    assert image.getpixel((0, 0)) == (255, 255, 255)
+
+
+class ForwardCounter:
+    def __init__(self, model):
+        self.images = 0
+        model.register_forward_hook(lambda module, inputs, output: self._add(len(inputs[0])))
+
+    def _add(self, n):
+        self.images += n
+
+
+def _extract(catalog, backbone, cache_dir):
+    names = list(catalog)
+    return names, extract_item_features([catalog[n] for n in names], backbone, cache_dir, item_ids=names, num_workers=0, progress=False)
+
+
+def test_bad_images_are_counted_reported_and_imageless(catalog, tiny, tmp_path):
+    names, out = _extract(catalog, tiny, tmp_path / "cache")
+    report = out.report
+    assert (report.items, report.images, report.missing, report.unreadable) == (10, 9, 2, 3)
+    assert set(report.unreadable_examples) == set(UNREADABLE) and report.missing_examples == ["gone"]
+    has = dict(zip(names, out.has_image.tolist()))
+    assert all(has[n] for n in GOOD) and not any(has[n] for n in (*UNREADABLE, "gone", "none"))
+    assert torch.isfinite(out.features).all()
+    assert (out.features[~out.has_image] == 0).all()
+    assert out.feature_dim == tiny.model.num_features
+    assert "3 unreadable" in report.summary() and "truncated" in report.summary()
+
+
+def test_second_run_does_zero_forwards(catalog, tmp_path):
+    backbone = create_backbone(TINY)
+    counter = ForwardCounter(backbone.model)
+    _, first = _extract(catalog, backbone, tmp_path / "cache")
+    assert counter.images == first.report.forwards == len(GOOD)
+    _, second = _extract(catalog, backbone, tmp_path / "cache")
+    assert counter.images == len(GOOD) and second.report.forwards == 0  # zero CNN forward passes
+    assert second.report.from_cache == len(GOOD)
+    torch.testing.assert_close(first.features, second.features)
+
+
+def test_changed_or_added_image_recomputes_only_that(catalog, tmp_path):
+    backbone = create_backbone(TINY)
+    counter = ForwardCounter(backbone.model)
+    _, first = _extract(catalog, backbone, tmp_path / "cache")
+    _picture(99).save(catalog["rgb"])  # changed content
+    catalog["new"] = catalog["rgb"].with_name("new.jpg")
+    _picture(100).save(catalog["new"])  # added image
+    before = counter.images
+    names, second = _extract(catalog, backbone, tmp_path / "cache")
+    assert counter.images - before == 2 == second.report.forwards
+    row = names.index("grey")
+    torch.testing.assert_close(second.features[row], first.features[row])
+
+
+def test_identical_images_are_computed_once(tmp_path, tiny):
+    _picture(1).save(tmp_path / "a.jpg")
+    shutil.copy(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    out = extract_item_features([tmp_path / "a.jpg", tmp_path / "b.jpg"], tiny, tmp_path / "cache", num_workers=0, progress=False)
+    assert out.report.forwards == 1 and out.has_image.all()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "tamper"])
+def test_corrupt_cache_is_detected_and_rebuilt(catalog, tmp_path, damage):
+    backbone = create_backbone(TINY)
+    _, first = _extract(catalog, backbone, tmp_path / "cache")
+    (cache_file,) = (tmp_path / "cache").glob("*.npz")
+    if damage == "truncate":
+        cache_file.write_bytes(cache_file.read_bytes()[:200])
+    elif damage == "garbage":
+        cache_file.write_bytes(b"\x00" * 1000)
+    else:  # valid file, altered numbers, old checksum
+        with np.load(cache_file) as data:
+            arrays = dict(data)
+        arrays["features"] = arrays["features"] + 1.0
+        with open(cache_file, "wb") as handle:
+            np.savez(handle, **arrays)
+    _, second = _extract(catalog, backbone, tmp_path / "cache")
+    assert second.report.cache_rebuilt and second.report.forwards == len(GOOD)
+    torch.testing.assert_close(first.features, second.features)
+    _, third = _extract(catalog, backbone, tmp_path / "cache")
+    assert third.report.forwards == 0 and not third.report.cache_rebuilt
+
+
+def test_cache_is_keyed_by_weights(catalog, tmp_path):
+    _extract(catalog, create_backbone(TINY), tmp_path / "cache")
+    other = create_backbone(BackboneSpec("test_efficientnet", "random", seed=1))
+    _, out = _extract(catalog, other, tmp_path / "cache")
+    assert out.report.forwards == len(GOOD)  # different weights digest: nothing reused
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+# ---- weight sources -----------------------------------------------------------------------------
+def test_feature_width_comes_from_the_model():
+    for name in ("test_efficientnet", "test_resnet"):
+        backbone = create_backbone(BackboneSpec(name, "random"))
+        out = backbone.model(torch.zeros(1, 3, *backbone.data_config["input_size"][1:]))
+        assert out.shape == (1, backbone.feature_dim) and backbone.feature_dim == timm.create_model(name, num_classes=0).num_features
+
+
+def test_backbone_is_frozen_and_in_eval_mode(tiny):
+    assert not tiny.model.training
+    assert not any(p.requires_grad for p in tiny.model.parameters())
+
+
+def test_file_weights_load_a_saved_state_dict(tmp_path, tiny):
+    torch.save(tiny.model.state_dict(), tmp_path / "w.pth")
+    loaded = create_backbone(BackboneSpec("test_efficientnet", "file", path=str(tmp_path / "w.pth")))
+    assert loaded.weights_digest == tiny.weights_digest and loaded.key == tiny.key
+    torch.save({"state_dict": tiny.model.state_dict()}, tmp_path / "wrapped.pth")
+    assert create_backbone(BackboneSpec("test_efficientnet", "file", path=str(tmp_path / "wrapped.pth"))).key == tiny.key
+
+
+def test_file_weights_errors(tmp_path, tiny):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        create_backbone(BackboneSpec("test_efficientnet", "file", path=str(tmp_path / "nope.pth")))
+    torch.save(tiny.model.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(ValueError, match="do not match timm model 'test_resnet'"):
+        create_backbone(BackboneSpec("test_resnet", "file", path=str(tmp_path / "w.pth")))
+
+
+def test_hub_failure_names_the_other_sources(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        create_backbone(BackboneSpec("test_efficientnet", "hub"))
+    except RuntimeError as err:
+        assert "bundled" in str(err) and "file" in str(err)
+    else:  # pragma: no cover - weights were already in the local hub cache
+        pytest.skip("hub weights available locally")
+
+
+def test_bundled_weights_are_real_imagenet_weights():
+    bundled = create_backbone(BackboneSpec())
+    assert bundled.feature_dim == 1280
+    random = create_backbone(BackboneSpec("tf_efficientnet_lite0", "random"))
+    assert bundled.weights_digest != random.weights_digest
+    # ImageNet-trained BN statistics are far from their initial values (0 mean, 1 variance).
+    bn = dict(bundled.model.named_buffers())["bn2.running_var"]
+    assert not torch.allclose(bn, torch.ones_like(bn))
+    with pytest.raises(ValueError, match="bundled provides tf_efficientnet_lite0 only"):
+        create_backbone(BackboneSpec("resnet50", "bundled"))
+
+
+def test_unknown_weight_source():
+    with pytest.raises(ValueError, match="weights must be one of"):
+        create_backbone(BackboneSpec("test_resnet", "imagenet"))
