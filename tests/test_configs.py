@@ -18,7 +18,7 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_options():
-    for group in ("data", "data/split", "model", "trainer", "logger", "callbacks", "paths", "experiment"):
+    for group in ("data", "data/split", "model", "features", "trainer", "logger", "callbacks", "paths", "experiment"):
         assert options(group), group
 
 
@@ -34,13 +34,23 @@ def test_data_options_instantiate(tmp_path, name, split):
     assert isinstance(datamodule.split, Split) and datamodule.split.name == split
 
 
+@pytest.mark.parametrize("name", options("features"))
+def test_features_options_compose(tmp_path, name):
+    from visrec.features import BackboneSpec
+
+    overrides = [f"features={name}"] + (["features.backbone.name=x", "features.backbone.path=y"] if name == "file" else [])
+    cfg = compose_train(overrides, tmp_path)
+    spec = BackboneSpec(**cfg.features.backbone)
+    assert spec.weights == {"bundled": "bundled", "hub": "hub", "file": "file", "random": "random"}[name]
+
+
 @pytest.mark.parametrize("name", options("model"))
 def test_model_options_instantiate(tmp_path, name):
     cfg = compose_train([f"model={name}"], tmp_path)
     with pytest.raises(Exception, match="num_users"):  # data-derived sizes must be filled in
         instantiate(cfg.model)
     with open_dict(cfg):
-        cfg.model.update(num_users=5, num_items=7, global_mean=3.0, rating_min=1.0, rating_max=5.0)
+        cfg.model.update(num_users=5, num_items=7, global_mean=3.0, rating_min=1.0, rating_max=5.0, feature_dim=8)
     model = instantiate(cfg.model)
     assert isinstance(model, pl.LightningModule)
     assert model.net.num_users == 5 and model.net.num_items == 7

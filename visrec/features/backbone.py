@@ -91,7 +91,10 @@ def _load_file(name: str, path: str | None) -> nn.Module:
     if isinstance(state, dict):
         state = state.get("state_dict", state.get("model", state))
     model = timm.create_model(name, pretrained=False, num_classes=0)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{path}: weights do not match timm model {name!r}: {str(err)[:300]}") from None
     unexpected = [k for k in unexpected if not k.startswith(("fc.", "classifier.", "head.fc.", "head."))]
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match timm model {name!r} (missing {missing[:5]}, unexpected {unexpected[:5]})")

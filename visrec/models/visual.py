@@ -28,7 +28,7 @@ class VisualPrior(nn.Module):
         nn.init.zeros_(self.bias_projection.weight)
         nn.init.zeros_(self.bias_projection.bias)
         self.register_buffer("feature_mean", torch.zeros(feature_dim))  # m: (D,)
-        self.register_buffer("components", torch.zeros(P, feature_dim))  # V: (P, D)
+        self.register_buffer("components", torch.zeros(P, feature_dim))  # V: (P, D); unused rows stay 0
         self.register_buffer("component_scale", torch.ones(P))  # σ: (P,)
         self.register_buffer("has_image", torch.zeros(num_items, dtype=torch.bool), persistent=False)  # (N,)
         self.register_buffer("features", torch.zeros(num_items, P), persistent=False)  # f̃: (N, P)
@@ -46,8 +46,9 @@ class VisualPrior(nn.Module):
             if len(rows) >= 2:
                 mean = rows.mean(0)  # (D,)
                 _, sing, v = torch.linalg.svd(rows - mean, full_matrices=False)  # sing: (r,), v: (r, D)
-                P = min(len(self.components), len(v))
-                scale = (sing[:P] / (len(rows) - 1) ** 0.5).clamp(min=1e-6)  # std along each component
+                kept = int((sing > sing[0] * 1e-4).sum()) if sing[0] > 0 else 0  # drop degenerate directions
+                P = min(len(self.components), kept)
+                scale = sing[:P] / (len(rows) - 1) ** 0.5  # std along each kept component
                 self.feature_mean.copy_(mean)
                 self.components.zero_()
                 self.components[:P] = v[:P]
