@@ -213,3 +213,11 @@ def test_bundled_weights_are_real_imagenet_weights():
 def test_unknown_weight_source():
     with pytest.raises(ValueError, match="weights must be one of"):
         create_backbone(BackboneSpec("test_resnet", "imagenet"))
+
+
+def test_report_is_plain_json_with_numpy_ids(tmp_path, tiny):
+    import json
+
+    ids = np.array([7, 8], dtype=np.int64)
+    out = extract_item_features([tmp_path / "a.jpg", None], tiny, tmp_path / "cache", item_ids=list(ids), num_workers=0, progress=False)
+    assert json.loads(json.dumps(vars(out.report)))["missing_examples"] == [7]

@@ -32,7 +32,7 @@ class ExtractionReport:
     images: int = 0  # items with an image path
     missing: int = 0  # path absent or file not found
     unreadable: int = 0  # file exists but cannot be decoded
-    from_cache: int = 0  # items whose features came from the cache
+    from_cache: int = 0  # items whose image content was already in the cache before this run
     forwards: int = 0  # images pushed through the CNN in this run
     seconds: float = 0.0
     cache_rebuilt: str | None = None
@@ -66,6 +66,11 @@ class ItemFeatures:
     @property
     def feature_dim(self) -> int:
         return self.features.shape[1]
+
+
+def _plain(value):
+    """A numpy scalar id as the Python value it holds (for messages and JSON)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 class _Decode(Dataset):
@@ -119,6 +124,7 @@ def extract_item_features(
             if digests[i] in cache.failed:
                 reasons[i] = "unreadable (cached)"
 
+    report.from_cache = sum(1 for i, d in enumerate(digests) if d is not None and i not in reasons and cache.get(d) is not None)
     # Each distinct uncached content goes through the CNN once.
     todo: dict[str, Path] = {}
     for i, digest in enumerate(digests):
@@ -155,13 +161,11 @@ def extract_item_features(
         if reason == MISSING:
             report.missing += 1
             if len(report.missing_examples) < examples and image_paths[i] is not None:
-                report.missing_examples.append(ids[i])
+                report.missing_examples.append(_plain(ids[i]))
         else:
             report.unreadable += 1
             if len(report.unreadable_examples) < examples:
-                report.unreadable_examples.append(ids[i])
-    report.from_cache = int(has_image.sum()) - report.forwards  # items served from the cache
-    report.from_cache = max(report.from_cache, 0)
+                report.unreadable_examples.append(_plain(ids[i]))
     report.seconds = time.perf_counter() - started
     log.info(report.summary())
     return ItemFeatures(torch.from_numpy(features), torch.from_numpy(has_image), report, backbone.key)
