@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--modes", nargs="+", default=["none", "reg", "init+reg"])
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
+    parser.add_argument("--no-warm", action="store_true", help="skip the warm fold-u1 comparison")
     args = parser.parse_args()
     root = f"data.root={args.root}"
     cold: dict[str, list[float]] = {m: [] for m in args.modes}
@@ -43,7 +44,7 @@ def main() -> None:
         for mode in args.modes:
             metrics = run([root, "data/split=cold_item", f"seed={seed}", f"model.visual_mode={mode}", *args.extra])
             cold[mode].append(metrics["test/rmse_cold"])
-    warm = {mode: run([root, f"model.visual_mode={mode}", *args.extra])["test/rmse"] for mode in ("none", "reg")}
+    warm = {} if args.no_warm else {mode: run([root, f"model.visual_mode={mode}", *args.extra])["test/rmse"] for mode in ("none", "reg")}
 
     print(f"\nMovieLens-100K cold-item split (20% of items), test/rmse_cold; extra overrides: {args.extra or 'none'}")
     print(f"{'mode':<10}" + "".join(f"{'seed ' + str(s):>10}" for s in args.seeds) + f"{'mean':>10}{'vs none':>10}")
@@ -52,7 +53,8 @@ def main() -> None:
         mean = sum(values) / len(values)
         change = "" if base is None else f"{100 * (mean - base) / base:+.2f}%"
         print(f"{mode:<10}" + "".join(f"{v:>10.4f}" for v in values) + f"{mean:>10.4f}{change:>10}")
-    print(f"\nfold u1 warm test/rmse: none {warm['none']:.4f}, reg {warm['reg']:.4f}")
+    if warm:
+        print(f"\nfold u1 warm test/rmse: none {warm['none']:.4f}, reg {warm['reg']:.4f}")
 
 
 if __name__ == "__main__":
