@@ -22,8 +22,9 @@ def ml100k() -> Path:
     return ML100K
 
 
-def compose_train(overrides: list[str], tmp_path: Path):
-    """The real conf/train.yaml, composed with Hydra and shrunk for a test (CPU, few epochs, tmp dirs)."""
+def compose_train(overrides: list[str], tmp_path: Path, tiny: bool = True):
+    """The real conf/train.yaml, composed with Hydra and shrunk for a test (tmp dirs, no progress bar;
+    ``tiny``: the synthetic dataset at a few dozen users and items)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
@@ -31,6 +32,6 @@ def compose_train(overrides: list[str], tmp_path: Path):
         cfg.paths.data_dir = str(tmp_path / "data")
         cfg.paths.log_dir = str(tmp_path / "logs")
         cfg.trainer.enable_progress_bar = False
-        if cfg.data._target_.endswith("synthetic"):
+        if tiny and cfg.data._target_.endswith("synthetic"):
             cfg.data.generator.update(TINY_GENERATOR)
     return cfg

@@ -13,8 +13,9 @@ from conftest import compose_train
 def test_visual_prior_recovers_cold_items(tmp_path):
     results = {}
     for mode in ("none", "reg"):
-        cfg = compose_train(["data/split=cold_item", f"model.visual_mode={mode}", "logger=none", "features.progress=false"], tmp_path / mode)
-        cfg.data.generator.clear()  # the default synthetic dataset, not the tiny one
+        overrides = ["data/split=cold_item", f"model.visual_mode={mode}", "logger=none", "features.progress=false",
+                     f"paths.data_dir={tmp_path / 'data'}"]
+        cfg = compose_train(overrides, tmp_path / mode, tiny=False)  # the default synthetic dataset
         cfg.paths.data_dir = str(tmp_path / "data")
         results[mode] = train(cfg)
     none, reg = results["none"]["test/rmse_cold"], results["reg"]["test/rmse_cold"]
