@@ -65,22 +65,14 @@ def test_non_numeric_or_nan_rating(tmp_path, value):
         load(path)
 
 
-def test_rating_outside_range(tmp_path):
-    path = write(tmp_path, GOOD.replace("u2,i3,1,", "u2,i3,7,"))
-    with pytest.raises(DataError, match=r"line 5, field 'rating': rating outside the configured range \[1.0, 5.0\]"):
-        load(path)
-
-
-def test_missing_id(tmp_path):
-    path = write(tmp_path, GOOD.replace("u2,i3,", ",i3,"))
-    with pytest.raises(DataError, match=r"line 5, field 'user': missing id"):
-        load(path)
-
-
-def test_bad_timestamp(tmp_path):
-    path = write(tmp_path, GOOD.replace(",103", ",yesterday"))
-    with pytest.raises(DataError, match=r"line 5, field 'timestamp'"):
-        load(path)
+@pytest.mark.parametrize("old, new, expect", [
+    ("u2,i3,1,", "u2,i3,7,", r"line 5, field 'rating': rating outside the configured range \[1.0, 5.0\]"),
+    ("u2,i3,", ",i3,", r"line 5, field 'user': missing id"),
+    (",103", ",yesterday", r"line 5, field 'timestamp': timestamp is not an integer"),
+])
+def test_bad_value_names_line_and_field(tmp_path, old, new, expect):
+    with pytest.raises(DataError, match=r"r\.csv, " + expect):
+        load(write(tmp_path, GOOD.replace(old, new)))
 
 
 def test_duplicates_policies(tmp_path):

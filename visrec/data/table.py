@@ -114,7 +114,7 @@ def validate_ratings(
             if id_dtype.startswith("int"):
                 bad = converted.isna().to_numpy() | (converted.to_numpy(dtype=float, na_value=np.nan) % 1 != 0)
                 if bad.any():
-                    fail(bad, col, f"id is not an integer")
+                    fail(bad, col, "id is not an integer")
             values = converted.astype(id_dtype)
         out[col] = values.to_numpy()
 
