@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,10 +174,15 @@ class RatingsDataModule(pl.LightningDataModule):
 
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
-        """Write ``user_map.parquet``, ``item_map.parquet`` and ``split.parquet`` (user, item, rating, part)."""
+        """Write ``user_map.parquet``, ``item_map.parquet``, ``item_images.parquet`` (item, image_path;
+        null when the item has none) and ``split.parquet`` (user, item, rating, part), all with raw ids."""
         folder = Path(folder)
         self.user_map.save(folder / "user_map.parquet")
         self.item_map.save(folder / "item_map.parquet")
+        images = pd.DataFrame({"item": self.item_map.raw_ids,
+                               "image_path": pd.array([None if p is None else os.path.abspath(p) for p in self.image_paths], dtype="string")})
+        with atomic_path(folder / "item_images.parquet") as tmp:
+            images.to_parquet(tmp, index=False)
         split = pd.concat(
             [self.frames[p][["user", "item", "rating"]].assign(part=p) for p in PARTS], ignore_index=True
         )

@@ -112,6 +112,31 @@ class RatingModule(pl.LightningModule):
         has = visual.has_image
         self.net.item_factors.weight[has] = projected[has] * scale
     # ---- prediction -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def effective_factors(self) -> dict[str, torch.Tensor | float]:
+        """The factor tables that reproduce :meth:`predict_ratings` (before clipping) as
+        r̂_ui = μ + b_u + b_i + p_u · q_i, with the fallbacks folded in: users and items without training
+        ratings get zero vectors and biases, except cold items with an image, which get q_i = E f̃_i and
+        b_i = w·f̃_i + c. Returns user_factors (U, K), user_bias (U,), item_factors (N, K), item_bias (N,),
+        global_mean (float) — what the evaluator ranks with and what an export bundle stores."""
+        net = self.net
+        known_users = net.known_users[:, None].float()  # (U, 1)
+        known_items = net.known_items[:, None].float()  # (N, 1)
+        item_factors = net.item_factors.weight * known_items  # (N, K)
+        item_bias = net.item_bias.weight.squeeze(-1) * known_items.squeeze(-1)  # (N,)
+        if self.visual is not None:
+            cold_image = (~net.known_items) & self.visual.has_image  # (N,)
+            all_items = torch.arange(net.num_items, device=item_factors.device)
+            item_factors = torch.where(cold_image[:, None], self.visual.item_vectors(all_items), item_factors)
+            item_bias = torch.where(cold_image, self.visual.item_biases(all_items), item_bias)
+        return {
+            "user_factors": (net.user_factors.weight * known_users).detach().clone(),
+            "user_bias": (net.user_bias.weight * known_users).squeeze(-1).detach().clone(),
+            "item_factors": item_factors.detach().clone(),
+            "item_bias": item_bias.detach().clone(),
+            "global_mean": float(net.global_mean),
+        }
+
     def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B,) predictions with cold fallbacks, clipped to the rating range when one is set."""
         pred = self.net.predict(users, items)

@@ -25,13 +25,13 @@ from visrec.utils.report import format_table
 log = logging.getLogger(__name__)
 
 
-def item_features(cfg: DictConfig, datamodule: RatingsDataModule) -> ItemFeatures | None:
+def item_features(cfg: DictConfig, image_paths: list, item_ids: list) -> ItemFeatures | None:
     """Frozen CNN features of the catalog's images (cached), or None when the model uses none."""
     if cfg.model.get("visual_mode", "none") == "none":
         return None
     backbone = create_backbone(BackboneSpec(**cfg.features.backbone))
     features = extract_item_features(
-        datamodule.image_paths, backbone, cfg.features.cache_dir, item_ids=list(datamodule.item_map.raw_ids),
+        image_paths, backbone, cfg.features.cache_dir, item_ids=item_ids,
         batch_size=cfg.features.batch_size, num_workers=cfg.features.num_workers, progress=cfg.features.progress,
     )
     print(features.report.summary())
@@ -78,7 +78,7 @@ def train(cfg: DictConfig) -> dict:
 
     datamodule: RatingsDataModule = instantiate(cfg.data)
     datamodule.setup("fit")
-    features = item_features(cfg, datamodule)
+    features = item_features(cfg, datamodule.image_paths, list(datamodule.item_map.raw_ids))
     model = build_model(cfg, datamodule, features)
     if features is not None:
         write_json_atomic(out_dir / "features_report.json", {"backbone_key": features.backbone_key, **vars(features.report)})

@@ -1,0 +1,21 @@
+"""Evaluate a training run: ``python evaluate.py run_dir=<run directory> [key=value ...]`` (see README)."""
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from visrec.data.errors import DataError
+from visrec.pipeline.evaluation import evaluate_run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate_run(cfg)
+    except DataError as error:
+        print(f"evaluate.py: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

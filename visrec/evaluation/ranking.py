@@ -1,0 +1,86 @@
+"""Batched top-K ranking evaluation: users in batches, one score matrix per batch, masking, ``top_k``.
+
+Memory is bounded by the batch: about ``max_batch_elements`` scores (B · N) are alive at once,
+whatever the number of users; the batch size B is derived from the catalog size N.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from visrec.evaluation.metrics import RANKING_METRICS, ranking_metrics
+from visrec.evaluation.topk import top_k
+from visrec.evaluation.user_items import UserItems
+
+ScoreUsers = Callable[[torch.Tensor], torch.Tensor]  # (B,) user indices -> (B, N) scores
+
+DEFAULT_BATCH_ELEMENTS = 2**24  # 16.7M scores per batch: ~64 MB of float32
+
+
+@dataclass
+class RankingTask:
+    """Who is ranked against what.
+
+    users:      (E,) user indices to evaluate (each with >= 1 relevant item);
+    candidates: (N,) bool, the item universe of this task;
+    excluded:   E rows of items removed from that user's candidates (subset of the candidates);
+    relevant:   E rows of relevant test items (subset of the candidates, disjoint from excluded).
+    """
+
+    users: torch.Tensor
+    candidates: torch.Tensor
+    excluded: UserItems
+    relevant: UserItems
+
+    @property
+    def num_candidates(self) -> torch.Tensor:
+        """(E,) candidates per user after exclusions."""
+        return int(self.candidates.sum()) - self.excluded.counts()
+
+
+@dataclass
+class RankingResult:
+    per_user: dict[str, torch.Tensor]  # "precision@10" -> (E,) float64
+    coverage: dict[int, float]  # K -> distinct recommended items / candidates
+    num_users: int
+
+    def means(self) -> dict[str, float]:
+        """Macro averages over users, plus coverage@K."""
+        out = {name: float(values.mean()) if len(values) else float("nan") for name, values in self.per_user.items()}
+        out.update({f"coverage@{k}": c for k, c in self.coverage.items()})
+        return out
+
+
+def evaluate_ranking(score_users: ScoreUsers, task: RankingTask, ks: Sequence[int],
+                     max_batch_elements: int = DEFAULT_BATCH_ELEMENTS) -> RankingResult:
+    """Per-user ranking metrics (see :mod:`visrec.evaluation.metrics`) for every K in ``ks``."""
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"cut-offs K must be positive integers, got {ks}")
+    num_items = len(task.candidates)
+    num_users = len(task.users)
+    batch = max(1, int(max_batch_elements) // max(num_items, 1))
+    num_candidates = task.num_candidates  # (E,)
+    num_relevant = task.relevant.counts()  # (E,)
+    per_user = {f"{name}@{k}": torch.empty(num_users, dtype=torch.float64) for k in ks for name in RANKING_METRICS}
+    recommended = {k: torch.zeros(num_items, dtype=torch.bool) for k in ks}
+
+    for start in range(0, num_users, batch):
+        stop = min(start + batch, num_users)
+        scores = score_users(task.users[start:stop]).to(torch.float32)  # (B, N)
+        scores = scores.masked_fill(~task.candidates, float("-inf"))  # (B, N), a fresh tensor
+        rows, items = task.excluded.block(start, stop)
+        scores[rows, items] = float("-inf")
+        top = top_k(scores, ks[-1])  # (B, L), L = min(max K, N)
+        valid = torch.arange(top.shape[1]) < num_candidates[start:stop, None]  # (B, L) rank holds a candidate
+        hits = task.relevant.dense_block(start, stop, num_items).gather(1, top) & valid  # (B, L)
+        for k in ks:
+            for name, values in ranking_metrics(hits, num_relevant[start:stop], k).items():
+                per_user[f"{name}@{k}"][start:stop] = values
+            recommended[k][top[:, :k][valid[:, :k]]] = True
+
+    catalog = max(int(task.candidates.sum()), 1)
+    coverage = {k: float(recommended[k].sum()) / catalog for k in ks}
+    return RankingResult(per_user, coverage, num_users)

@@ -1,0 +1,65 @@
+"""What the evaluator ranks with: anything that scores all items for a batch of users.
+
+A scorer has ``name``, ``score_users(users (B,)) -> (B, N)`` and ``predict(users (R,), items (R,)) ->
+(R,)`` rating predictions (or ``None`` for a ranking-only baseline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score_users(self, users: torch.Tensor) -> torch.Tensor: ...
+
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None: ...
+
+
+@dataclass
+class FactorScorer:
+    """r̂_ui = μ + b_u + b_i + p_u · q_i from effective factor tables (fallbacks already applied:
+    unknown users / items have zero vectors and biases, cold items with an image their visual ones).
+
+    user_factors (U, K), user_bias (U,), item_factors (N, K), item_bias (N,); predictions are clipped
+    to ``rating_range`` for rating metrics (ranking uses the raw scores)."""
+
+    user_factors: torch.Tensor
+    user_bias: torch.Tensor
+    item_factors: torch.Tensor
+    item_bias: torch.Tensor
+    global_mean: float
+    rating_range: tuple[float, float] | None = None
+    name: str = "model"
+
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        dots = self.user_factors[users] @ self.item_factors.T  # (B, N)
+        return dots + self.item_bias + (self.user_bias[users] + self.global_mean)[:, None]  # (B, N)
+
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        dots = (self.user_factors[users] * self.item_factors[items]).sum(-1)  # (R,)
+        pred = self.global_mean + self.user_bias[users] + self.item_bias[items] + dots
+        return pred if self.rating_range is None else pred.clamp(*self.rating_range)
+
+
+@dataclass
+class PopularityScorer:
+    """Ranks items by their number of training interactions (train + validation parts), the same
+    order for every user; ties by lower item index (see :mod:`visrec.evaluation.topk`).
+    No rating predictions."""
+
+    item_counts: torch.Tensor  # (N,)
+    name: str = "popularity"
+
+    @classmethod
+    def from_interactions(cls, items: torch.Tensor, num_items: int) -> "PopularityScorer":
+        return cls(torch.bincount(items, minlength=num_items).to(torch.float32))
+
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        return self.item_counts.expand(len(users), -1)  # (B, N)
+
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        return None

@@ -1,0 +1,107 @@
+"""From a split to evaluation segments: which test ratings and which ranking task each segment has.
+
+Known user / known item = one with at least one rating in the training data of the run (its train
+and validation parts together: everything the model could see).
+
+Segments (present when the split has test ratings in them):
+    warm        known user, known item. Ranking: candidates = all known items minus the user's
+                training items (protocol ``all``: every training and validation item; protocol
+                ``positives``: only those rated >= threshold, Cornac's protocol).
+    cold_items  known user, item with no training ratings. Ranking: candidates = all catalog items
+                without training ratings (nothing to exclude).
+    cold_users  user with no training ratings. Rating metrics over all their test ratings; ranking
+                against all known items (nothing to exclude).
+A user is ranked in a segment when they have at least one relevant test item (rating >= threshold)
+in it; users with test ratings there but none relevant are counted as skipped. Test ratings whose
+user or item is unknown are left out of the warm segment and counted (``test_ratings_not_warm``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from visrec.evaluation.ranking import RankingTask
+from visrec.evaluation.user_items import UserItems
+
+PROTOCOLS = ("all", "positives")
+
+
+@dataclass
+class Interactions:
+    """Parallel (R,) tensors in index space: users, items (int64), ratings (float)."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    ratings: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def subset(self, mask: torch.Tensor) -> "Interactions":
+        return Interactions(self.users[mask], self.items[mask], self.ratings[mask])
+
+
+@dataclass
+class Segment:
+    name: str
+    ratings: Interactions  # the test ratings of the segment (rating metrics)
+    task: RankingTask | None  # None when no user has a relevant item
+    users_skipped: int  # users with test ratings in the ranking part of the segment, but none relevant
+    notes: dict[str, int]
+
+
+def _rank_task(test: Interactions, candidates: torch.Tensor, excluded: Interactions | None, num_users: int,
+               threshold: float) -> tuple[RankingTask | None, int]:
+    """Task over the users of ``test`` (already restricted to candidate items) that have a relevant item."""
+    relevant = test.subset(test.ratings >= threshold)
+    users = torch.unique(relevant.users)  # (E,) sorted
+    skipped = len(torch.unique(test.users)) - len(users)
+    if len(users) == 0:
+        return None, skipped
+    row_of = torch.full((num_users,), -1, dtype=torch.int64)  # user index -> task row
+    row_of[users] = torch.arange(len(users))
+    relevant_rows = UserItems.from_pairs(row_of[relevant.users], relevant.items, len(users))
+    if excluded is None:
+        excluded = Interactions(*(torch.empty(0, dtype=dtype) for dtype in (torch.int64, torch.int64, torch.float32)))
+    excluded = excluded.subset((row_of[excluded.users] >= 0) & candidates[excluded.items])
+    excluded_rows = UserItems.from_pairs(row_of[excluded.users], excluded.items, len(users))
+    return RankingTask(users, candidates, excluded_rows, relevant_rows), skipped
+
+
+def build_segments(train: Interactions, test: Interactions, num_users: int, num_items: int,
+                   threshold: float = 4.0, exclude_train: str = "all") -> dict[str, Segment]:
+    """Segments of ``test`` given the training data ``train`` (train + validation parts of the run)."""
+    if exclude_train not in PROTOCOLS:
+        raise ValueError(f"exclude_train must be one of {PROTOCOLS}, got {exclude_train!r}")
+    overlap = torch.isin(test.users * num_items + test.items, train.users * num_items + train.items)  # (R,)
+    if overlap.any():
+        raise ValueError(
+            f"{int(overlap.sum())} test rating(s) repeat a (user, item) pair of the training data "
+            f"(e.g. user index {int(test.users[overlap][0])}, item index {int(test.items[overlap][0])}); "
+            "a split must not share pairs between its parts"
+        )
+    known_user = torch.bincount(train.users, minlength=num_users) > 0  # (U,)
+    known_item = torch.bincount(train.items, minlength=num_items) > 0  # (N,)
+    test_known_user = known_user[test.users]  # (R,)
+    test_known_item = known_item[test.items]  # (R,)
+
+    excluded = train if exclude_train == "all" else train.subset(train.ratings >= threshold)
+    segments: dict[str, Segment] = {}
+
+    warm = test.subset(test_known_user & test_known_item)
+    if len(warm):
+        task, skipped = _rank_task(warm, known_item, excluded, num_users, threshold)
+        segments["warm"] = Segment("warm", warm, task, skipped, {"test_ratings_not_warm": len(test) - len(warm)})
+
+    cold_items = test.subset(test_known_user & ~test_known_item)
+    if len(cold_items):
+        task, skipped = _rank_task(cold_items, ~known_item, None, num_users, threshold)
+        segments["cold_items"] = Segment("cold_items", cold_items, task, skipped, {})
+
+    cold_users = test.subset(~test_known_user)
+    if len(cold_users):
+        rankable = cold_users.subset(known_item[cold_users.items])
+        task, skipped = _rank_task(rankable, known_item, None, num_users, threshold) if len(rankable) else (None, 0)
+        segments["cold_users"] = Segment("cold_users", cold_users, task, skipped, {})
+    return segments

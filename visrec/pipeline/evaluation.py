@@ -1,0 +1,182 @@
+"""``evaluate_run(cfg)``: rebuild a training run's model and exact split from its directory, evaluate it
+against a popularity baseline, and write the report next to the run.
+
+Reads from the run directory (written by :func:`visrec.pipeline.training.train`):
+    config.yaml, user_map.parquet, item_map.parquet, split.parquet, item_images.parquet (visual models),
+    checkpoints/best.ckpt or last.ckpt (or any checkpoint path)
+Writes ``<run_dir>/eval/<checkpoint>_<protocol>/``: metrics.json, metrics.csv, report.txt (atomically).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from visrec.data.errors import DataError
+from visrec.data.idmap import IdMap
+from visrec.evaluation import EvaluationReport, FactorScorer, Interactions, PopularityScorer, evaluate
+from visrec.evaluation.ranking import DEFAULT_BATCH_ELEMENTS
+from visrec.pipeline.training import item_features
+from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+SPLIT_COLUMNS = ("user", "item", "rating", "part")
+
+
+@dataclass
+class RunData:
+    """A run's saved data, in index space."""
+
+    config: DictConfig
+    user_map: IdMap
+    item_map: IdMap
+    parts: dict[str, Interactions]  # train, val, test
+    image_paths: list  # (N,) path or None
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DataError(path, f"missing: {what}. Is {path.parent} a run directory written by train.py?")
+    return path
+
+
+def load_run_data(run_dir: str | Path) -> RunData:
+    """Config, id maps and split of a run directory, with every id checked against the maps."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(run_dir, "run directory not found")
+    config = OmegaConf.load(_require(run_dir / "config.yaml", "the run's resolved config"))
+    user_map = IdMap.load(_require(run_dir / "user_map.parquet", "the user id map"), name="user")
+    item_map = IdMap.load(_require(run_dir / "item_map.parquet", "the item id map"), name="item")
+    split_path = _require(run_dir / "split.parquet", "the split")
+    frame = pd.read_parquet(split_path)
+    missing = [c for c in SPLIT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(split_path, f"missing column(s) {missing}; expected {list(SPLIT_COLUMNS)}")
+    indices = {}
+    for field_name, id_map, map_file in (("user", user_map, "user_map.parquet"), ("item", item_map, "item_map.parquet")):
+        idx = id_map.lookup(frame[field_name].to_numpy())
+        if (idx < 0).any():
+            row = int((idx < 0).argmax())
+            raise DataError(split_path, f"{int((idx < 0).sum())} row(s) name a {field_name} id absent from {map_file}, "
+                            f"first at row {row + 1} ({frame[field_name].iloc[row]!r})", field=field_name)
+        indices[field_name] = torch.from_numpy(idx)
+    ratings = torch.tensor(frame["rating"].to_numpy(dtype="float32"))
+    parts = {}
+    for part in ("train", "val", "test"):
+        mask = torch.from_numpy((frame["part"] == part).to_numpy(dtype=bool, copy=True))
+        parts[part] = Interactions(indices["user"][mask], indices["item"][mask], ratings[mask])
+    unknown_parts = sorted(set(frame["part"].unique()) - {"train", "val", "test"})
+    if unknown_parts:
+        raise DataError(split_path, f"unknown part name(s) {unknown_parts}; expected train, val, test", field="part")
+    image_paths: list = [None] * len(item_map)
+    images_file = run_dir / "item_images.parquet"
+    if images_file.exists():
+        images = pd.read_parquet(images_file)
+        rows = item_map.lookup(images["item"].to_numpy())
+        for row, path in zip(rows, images["image_path"]):
+            if row >= 0 and not pd.isna(path):
+                image_paths[row] = str(path)
+    return RunData(config, user_map, item_map, parts, image_paths)
+
+
+def resolve_checkpoint(run_dir: str | Path, ckpt: str) -> Path:
+    """``best`` / ``last`` (in ``<run_dir>/checkpoints``) or a path."""
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last") else Path(ckpt)
+    if not path.is_file():
+        found = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+        raise DataError(path, f"checkpoint not found (checkpoints in {run_dir / 'checkpoints'}: {found or 'none'})")
+    return path
+
+
+def load_model(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None = None) -> torch.nn.Module:
+    """The run's model with the checkpoint's weights (``weights_only=True``), checked against the split."""
+    cfg = data.config
+    model = instantiate(cfg.model)
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = checkpoint["state_dict"]
+    except Exception as error:  # not a checkpoint, truncated, or pickled objects
+        raise DataError(ckpt_path, f"cannot be read as a Lightning checkpoint: {error}") from error
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise DataError(ckpt_path, f"does not match the run's config.yaml (model {cfg.model._target_}): {error}") from error
+    train = data.parts["train"]
+    counts = torch.bincount(train.items, minlength=model.net.num_items).to(model.net.item_counts.dtype)
+    if not torch.equal(counts, model.net.item_counts):
+        raise DataError(ckpt_path, "was not trained on this run's split: its per-item training counts differ from split.parquet")
+    if getattr(model, "visual", None) is not None:
+        with_features = cfg.copy()
+        if features_cfg is not None:
+            with_features.features = features_cfg
+        features = item_features(with_features, data.image_paths, list(data.item_map.raw_ids))
+        model.attach_features(features.features, features.has_image, fit=False)
+    return model.eval()
+
+
+def model_scorer(model: torch.nn.Module, name: str = "model") -> FactorScorer:
+    rating_range = getattr(model, "rating_range", None)
+    return FactorScorer(**model.effective_factors(), rating_range=rating_range, name=name)
+
+
+def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_users: int, num_items: int,
+                   ks, threshold: float, exclude_train: str, baselines=("popularity",),
+                   max_batch_elements: int = DEFAULT_BATCH_ELEMENTS, part: str = "test") -> EvaluationReport:
+    """The model and the baselines on one part of the split (training data = train + val)."""
+    seen = _concat(parts["train"], parts["val"]) if part == "test" else parts["train"]
+    scorers = [model_scorer(model)]
+    for baseline in baselines:
+        if baseline != "popularity":
+            raise ValueError(f"unknown baseline {baseline!r}; available: popularity")
+        scorers.append(PopularityScorer.from_interactions(seen.items, num_items))
+    return evaluate(scorers, seen, parts[part], num_users, num_items, ks=ks, threshold=threshold,
+                    exclude_train=exclude_train, max_batch_elements=max_batch_elements)
+
+
+def _concat(a: Interactions, b: Interactions) -> Interactions:
+    return Interactions(torch.cat([a.users, b.users]), torch.cat([a.items, b.items]), torch.cat([a.ratings, b.ratings]))
+
+
+def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = None) -> None:
+    """metrics.json (protocol + flat metrics), metrics.csv (one row per metric), report.txt."""
+    write_json_atomic(out_dir / "metrics.json", {"protocol": report.protocol, **(extra or {}), "metrics": report.flat()})
+    with atomic_path(out_dir / "metrics.csv") as tmp:
+        pd.DataFrame(report.rows()).to_csv(tmp, index=False)
+    write_text_atomic(out_dir / "report.txt", report.format() + "\n")
+
+
+def evaluate_run(cfg: DictConfig) -> EvaluationReport:
+    """Entry point of ``evaluate.py`` (see ``conf/evaluate.yaml``)."""
+    run_dir = Path(cfg.run_dir)
+    data = load_run_data(run_dir)
+    ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt)
+    model = load_model(data, ckpt_path, cfg.get("features"))
+    report = run_evaluation(model, data.parts, len(data.user_map), len(data.item_map), ks=list(cfg.ks),
+                            threshold=float(cfg.relevance_threshold), exclude_train=cfg.exclude_train,
+                            baselines=list(cfg.baselines), max_batch_elements=int(cfg.max_batch_elements), part=cfg.part)
+    out_dir = run_dir / "eval" / f"{ckpt_path.stem}_{cfg.part}_{cfg.exclude_train}"
+    write_report(report, out_dir, {"checkpoint": str(ckpt_path), "part": cfg.part})
+    if cfg.get("log_to_run_logger", True):
+        log_to_loggers(data.config.get("logger"), report)
+    print(report.format())
+    print(f"Written to {out_dir}")
+    return report
+
+
+def log_to_loggers(logger_cfg: DictConfig | None, report: EvaluationReport) -> None:
+    """Send the flat metrics (prefixed ``eval/``) to each logger configured for the run."""
+    for node in (logger_cfg or {}).values():
+        if node is None or "_target_" not in node:
+            continue
+        logger = instantiate(node)
+        logger.log_metrics({f"eval/{k}": float(v) for k, v in report.flat().items()})
+        logger.save()
+        logger.finalize("success")
