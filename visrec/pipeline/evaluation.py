@@ -64,7 +64,7 @@ def load_run_data(run_dir: str | Path) -> RunData:
         idx = id_map.lookup(frame[field_name].to_numpy())
         if (idx < 0).any():
             row = int((idx < 0).argmax())
-            raise DataError(split_path, f"{int((idx < 0).sum())} row(s) name a {field_name} id absent from {map_file}, "
+            raise DataError(split_path, f"{int((idx < 0).sum())} row(s) name {field_name} ids absent from {map_file}, "
                             f"first at row {row + 1} ({frame[field_name].iloc[row]!r})", field=field_name)
         indices[field_name] = torch.from_numpy(idx)
     ratings = torch.tensor(frame["rating"].to_numpy(dtype="float32"))

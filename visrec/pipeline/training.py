@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.data.datamodule import RatingsDataModule
+from visrec.evaluation import DEFAULT_KS
 from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
 from visrec.utils.atomic import write_json_atomic, write_text_atomic
 from visrec.utils.report import format_table
@@ -102,6 +103,8 @@ def train(cfg: DictConfig) -> dict:
         (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in results.items()})
     write_json_atomic(out_dir / "metrics.json", metrics)
+    if cfg.get("test") and cfg.get("evaluate"):
+        _evaluate_after_training(model, datamodule, out_dir, metrics.get("best_checkpoint"))
     print(format_table(
         f"Results — {datamodule.source_description}, split {datamodule.split.describe()}",
         [(k, metrics[k]) for k in ("test/rmse", "test/mae", "test/ratings", "test/rmse_cold", "test/mae_cold", "test/ratings_cold",
@@ -109,3 +112,17 @@ def train(cfg: DictConfig) -> dict:
     ))
     print(f"Run directory: {out_dir}")
     return metrics
+
+
+def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataModule, out_dir: Path, checkpoint: str | None) -> None:
+    """The evaluator's default protocol on the test part (what ``evaluate.py run_dir=...`` gives)."""
+    from visrec.evaluation import Interactions
+    from visrec.pipeline.evaluation import run_evaluation, write_report
+
+    parts = {p: Interactions(t.users, t.items, t.ratings) for p, t in datamodule.tensors.items()}
+    model.eval()
+    report = run_evaluation(model, parts, datamodule.num_users, datamodule.num_items, ks=DEFAULT_KS,
+                            threshold=4.0, exclude_train="all")
+    stem = Path(checkpoint).stem if checkpoint else "final"
+    write_report(report, out_dir / "eval" / f"{stem}_test_all", {"checkpoint": checkpoint, "part": "test"})
+    print(report.format())
