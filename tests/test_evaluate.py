@@ -147,3 +147,17 @@ def test_popularity_reproduces_reference_values_on_ml100k_u1(ml100k):
         assert warm["users_evaluated"] == 456
         got = (warm["precision@10"], warm["recall@10"], warm["f1@10"], warm["ndcg@10"])
         assert got == pytest.approx(values, abs=0.002), protocol
+
+
+def test_evaluate_cli_reports_a_bad_run_directory_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    missing = tmp_path / "nowhere"
+    done = subprocess.run([sys.executable, str(REPO / "evaluate.py"), f"run_dir={missing}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert f"{missing}: run directory not found" in done.stderr
+    assert not missing.exists() and list(tmp_path.iterdir()) == []

@@ -66,11 +66,13 @@ def evaluate_ranking(score_users: ScoreUsers, task: RankingTask, ks: Sequence[in
     num_relevant = task.relevant.counts()  # (E,)
     per_user = {f"{name}@{k}": torch.empty(num_users, dtype=torch.float64) for k in ks for name in RANKING_METRICS}
     recommended = {k: torch.zeros(num_items, dtype=torch.bool) for k in ks}
+    all_candidates = bool(task.candidates.all())
 
     for start in range(0, num_users, batch):
         stop = min(start + batch, num_users)
-        scores = score_users(task.users[start:stop]).to(torch.float32)  # (B, N)
-        scores = scores.masked_fill(~task.candidates, float("-inf"))  # (B, N), a fresh tensor
+        scores = score_users(task.users[start:stop]).to(torch.float32)  # (B, N), ours to modify
+        if not all_candidates:
+            scores.masked_fill_(~task.candidates, float("-inf"))
         rows, items = task.excluded.block(start, stop)
         scores[rows, items] = float("-inf")
         top = top_k(scores, ks[-1])  # (B, L), L = min(max K, N)
