@@ -23,9 +23,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from visrec.evaluation import PopularityScorer, evaluate
+from visrec.evaluation import evaluate
 from visrec.evaluation.topk import top_k
-from visrec.pipeline.evaluation import _concat, evaluate_run, load_model, load_run_data, model_scorer, resolve_checkpoint
+from visrec.interactions import Interactions
+from visrec.pipeline.evaluation import evaluate_run, load_model, load_run_data, model_scorer, resolve_checkpoint
 from visrec.pipeline.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def main() -> None:
         data = load_run_data(tmp)
         model = load_model(data, resolve_checkpoint(tmp, "best"))
         scorer = model_scorer(model)
-        seen, test = _concat(data.parts["train"], data.parts["val"]), data.parts["test"]
+        seen, test = Interactions.concat(data.parts["train"], data.parts["val"]), data.parts["test"]
         num_users, num_items = len(data.user_map), len(data.item_map)
         full = median_seconds(lambda: evaluate([scorer], seen, test, num_users, num_items), args.repeats)
         all_users = torch.arange(num_users)

@@ -1,7 +1,6 @@
 """Every kind of bad input gets a DataError naming the file, the line and the field."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd

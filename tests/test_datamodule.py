@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from visrec.data import ColdItemSplit, IdMap, MovieLens100K, PredefinedSplit, RatingsDataModule

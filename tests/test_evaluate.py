@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from visrec.data.datamodule import movielens_100k
 from visrec.data.errors import DataError
 from visrec.data.splits import PredefinedSplit
-from visrec.evaluation import Interactions, PopularityScorer, evaluate
+from visrec.evaluation import PopularityScorer, evaluate
 from visrec.pipeline.evaluation import evaluate_run, load_model, load_run_data, model_scorer, resolve_checkpoint
 from visrec.pipeline.training import train
 
@@ -139,7 +139,7 @@ def test_split_with_unknown_ids_names_file_row_and_field(plain_run, tmp_path):
 def test_popularity_reproduces_reference_values_on_ml100k_u1(ml100k):
     dm = movielens_100k(str(ml100k), PredefinedSplit(), fold=1, images=None, val_ratio=0)
     dm.setup()
-    train_part, test_part = (Interactions(t.users, t.items, t.ratings) for t in (dm.tensors["train"], dm.tensors["test"]))
+    train_part, test_part = dm.tensors["train"], dm.tensors["test"]
     pop = PopularityScorer.from_interactions(train_part.items, dm.num_items)
     reference = {"all": (0.2136, 0.1180, 0.1203, 0.2451), "positives": (0.1842, 0.1075, 0.1072, 0.2162)}
     for protocol, values in reference.items():

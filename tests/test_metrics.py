@@ -31,7 +31,7 @@ class MatrixScorer:
 def inter(rows) -> Interactions:
     """[(user, item, rating), ...] -> Interactions."""
     if not rows:
-        return Interactions(torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64), torch.empty(0))
+        return Interactions.empty()
     u, i, r = zip(*rows)
     return Interactions(torch.tensor(u), torch.tensor(i), torch.tensor(r, dtype=torch.float32))
 

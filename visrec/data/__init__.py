@@ -1,5 +1,5 @@
 """Data layer: readers, id maps, splits, the synthetic visual dataset and the LightningDataModule."""
-from visrec.data.datamodule import RatingsDataModule, RatingTensors
+from visrec.data.datamodule import RatingsDataModule
 from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
 from visrec.data.readers import MovieLens100K, RatingsFile
@@ -7,5 +7,5 @@ from visrec.data.splits import ColdItemSplit, PerUserSplit, PredefinedSplit, Ran
 
 __all__ = [
     "ColdItemSplit", "DataError", "IdMap", "MovieLens100K", "PerUserSplit", "PredefinedSplit",
-    "RandomSplit", "RatingTensors", "RatingsDataModule", "RatingsFile", "TemporalSplit",
+    "RandomSplit", "RatingsDataModule", "RatingsFile", "TemporalSplit",
 ]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
 from visrec.data.readers import RatingsSource
 from visrec.data.splits import Split
+from visrec.interactions import Interactions
 from visrec.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -23,22 +23,10 @@ log = logging.getLogger(__name__)
 PARTS = ("train", "val", "test")
 
 
-@dataclass
-class RatingTensors:
-    """Parallel tensors of one part of the data: users (R,) int64, items (R,) int64, ratings (R,) float32."""
-
-    users: torch.Tensor
-    items: torch.Tensor
-    ratings: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.ratings)
-
-
 class _Rows(Dataset):
     """Indexing with a list of row numbers returns a whole batch, so there is no per-row collation."""
 
-    def __init__(self, data: RatingTensors):
+    def __init__(self, data: Interactions):
         self.data = data
 
     def __len__(self) -> int:
@@ -80,7 +68,7 @@ class RatingsDataModule(pl.LightningDataModule):
         self.min_user_ratings = int(min_user_ratings)
         self.min_item_ratings = int(min_item_ratings)
         self.frames: dict[str, pd.DataFrame] = {}
-        self.tensors: dict[str, RatingTensors] = {}
+        self.tensors: dict[str, Interactions] = {}
 
     # ---- set-up ---------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -130,8 +118,8 @@ class RatingsDataModule(pl.LightningDataModule):
             )
         return ratings.reset_index(drop=True)
 
-    def _to_tensors(self, frame: pd.DataFrame) -> RatingTensors:
-        return RatingTensors(
+    def _to_tensors(self, frame: pd.DataFrame) -> Interactions:
+        return Interactions(
             users=torch.from_numpy(self.user_map.to_index(frame["user"].to_numpy())),
             items=torch.from_numpy(self.item_map.to_index(frame["item"].to_numpy())),
             ratings=torch.from_numpy(np.array(frame["rating"], dtype=np.float32)),

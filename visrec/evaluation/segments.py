@@ -23,23 +23,9 @@ import torch
 
 from visrec.evaluation.ranking import RankingTask
 from visrec.evaluation.user_items import UserItems
+from visrec.interactions import Interactions
 
 PROTOCOLS = ("all", "positives")
-
-
-@dataclass
-class Interactions:
-    """Parallel (R,) tensors in index space: users, items (int64), ratings (float)."""
-
-    users: torch.Tensor
-    items: torch.Tensor
-    ratings: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    def subset(self, mask: torch.Tensor) -> "Interactions":
-        return Interactions(self.users[mask], self.items[mask], self.ratings[mask])
 
 
 @dataclass
@@ -63,7 +49,7 @@ def _rank_task(test: Interactions, candidates: torch.Tensor, excluded: Interacti
     row_of[users] = torch.arange(len(users))
     relevant_rows = UserItems.from_pairs(row_of[relevant.users], relevant.items, len(users))
     if excluded is None:
-        excluded = Interactions(*(torch.empty(0, dtype=dtype) for dtype in (torch.int64, torch.int64, torch.float32)))
+        excluded = Interactions.empty()
     excluded = excluded.subset((row_of[excluded.users] >= 0) & candidates[excluded.items])
     excluded_rows = UserItems.from_pairs(row_of[excluded.users], excluded.items, len(users))
     return RankingTask(users, candidates, excluded_rows, relevant_rows), skipped

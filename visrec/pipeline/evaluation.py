@@ -131,7 +131,7 @@ def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_u
                    ks, threshold: float, exclude_train: str, baselines=("popularity",),
                    max_batch_elements: int = DEFAULT_BATCH_ELEMENTS, part: str = "test") -> EvaluationReport:
     """The model and the baselines on one part of the split (training data = train + val)."""
-    seen = _concat(parts["train"], parts["val"]) if part == "test" else parts["train"]
+    seen = Interactions.concat(parts["train"], parts["val"]) if part == "test" else parts["train"]
     scorers = [model_scorer(model)]
     for baseline in baselines:
         if baseline != "popularity":
@@ -139,10 +139,6 @@ def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_u
         scorers.append(PopularityScorer.from_interactions(seen.items, num_items))
     return evaluate(scorers, seen, parts[part], num_users, num_items, ks=ks, threshold=threshold,
                     exclude_train=exclude_train, max_batch_elements=max_batch_elements)
-
-
-def _concat(a: Interactions, b: Interactions) -> Interactions:
-    return Interactions(torch.cat([a.users, b.users]), torch.cat([a.items, b.items]), torch.cat([a.ratings, b.ratings]))
 
 
 def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = None) -> None:

@@ -116,12 +116,10 @@ def train(cfg: DictConfig) -> dict:
 
 def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataModule, out_dir: Path, checkpoint: str | None) -> None:
     """The evaluator's default protocol on the test part (what ``evaluate.py run_dir=...`` gives)."""
-    from visrec.evaluation import Interactions
     from visrec.pipeline.evaluation import run_evaluation, write_report
 
-    parts = {p: Interactions(t.users, t.items, t.ratings) for p, t in datamodule.tensors.items()}
     model.eval()
-    report = run_evaluation(model, parts, datamodule.num_users, datamodule.num_items, ks=DEFAULT_KS,
+    report = run_evaluation(model, datamodule.tensors, datamodule.num_users, datamodule.num_items, ks=DEFAULT_KS,
                             threshold=4.0, exclude_train="all")
     stem = Path(checkpoint).stem if checkpoint else "final"
     write_report(report, out_dir / "eval" / f"{stem}_test_all", {"checkpoint": checkpoint, "part": "test"})
