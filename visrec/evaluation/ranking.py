@@ -53,6 +53,31 @@ class RankingResult:
         return out
 
 
+def ranked_batches(score_users: ScoreUsers, task: RankingTask, k: int, max_batch_elements: int = DEFAULT_BATCH_ELEMENTS):
+    """Yield (start, stop, top (B, L), valid (B, L)) for consecutive batches of the task's users:
+    the top L = min(k, N) candidates of each, best first, and whether each rank holds a candidate."""
+    num_items = len(task.candidates)
+    batch = max(1, int(max_batch_elements) // max(num_items, 1))
+    num_candidates = task.num_candidates  # (E,)
+    all_candidates = bool(task.candidates.all())
+    for start in range(0, len(task.users), batch):
+        stop = min(start + batch, len(task.users))
+        scores = score_users(task.users[start:stop]).to(torch.float32)  # (B, N), ours to modify
+        if not all_candidates:
+            scores.masked_fill_(~task.candidates, float("-inf"))
+        rows, items = task.excluded.block(start, stop)
+        scores[rows, items] = float("-inf")
+        top = top_k(scores, k)  # (B, L)
+        valid = torch.arange(top.shape[1]) < num_candidates[start:stop, None]  # (B, L)
+        yield start, stop, top, valid
+
+
+def top_k_lists(score_users: ScoreUsers, task: RankingTask, k: int, max_batch_elements: int = DEFAULT_BATCH_ELEMENTS) -> torch.Tensor:
+    """(E, min(k, N)) item indices each evaluated user is recommended, best first; -1 where a user has fewer candidates."""
+    parts = [top.masked_fill(~valid, -1) for _, _, top, valid in ranked_batches(score_users, task, k, max_batch_elements)]
+    return torch.cat(parts) if parts else torch.empty(0, min(k, len(task.candidates)), dtype=torch.int64)
+
+
 def evaluate_ranking(score_users: ScoreUsers, task: RankingTask, ks: Sequence[int],
                      max_batch_elements: int = DEFAULT_BATCH_ELEMENTS) -> RankingResult:
     """Per-user ranking metrics (see :mod:`visrec.evaluation.metrics`) for every K in ``ks``."""
@@ -61,28 +86,15 @@ def evaluate_ranking(score_users: ScoreUsers, task: RankingTask, ks: Sequence[in
         raise ValueError(f"cut-offs K must be positive integers, got {ks}")
     num_items = len(task.candidates)
     num_users = len(task.users)
-    batch = max(1, int(max_batch_elements) // max(num_items, 1))
-    num_candidates = task.num_candidates  # (E,)
     num_relevant = task.relevant.counts()  # (E,)
     per_user = {f"{name}@{k}": torch.empty(num_users, dtype=torch.float64) for k in ks for name in RANKING_METRICS}
     recommended = {k: torch.zeros(num_items, dtype=torch.bool) for k in ks}
-    all_candidates = bool(task.candidates.all())
-
-    for start in range(0, num_users, batch):
-        stop = min(start + batch, num_users)
-        scores = score_users(task.users[start:stop]).to(torch.float32)  # (B, N), ours to modify
-        if not all_candidates:
-            scores.masked_fill_(~task.candidates, float("-inf"))
-        rows, items = task.excluded.block(start, stop)
-        scores[rows, items] = float("-inf")
-        top = top_k(scores, ks[-1])  # (B, L), L = min(max K, N)
-        valid = torch.arange(top.shape[1]) < num_candidates[start:stop, None]  # (B, L) rank holds a candidate
+    for start, stop, top, valid in ranked_batches(score_users, task, ks[-1], max_batch_elements):
         hits = task.relevant.dense_block(start, stop, num_items).gather(1, top) & valid  # (B, L)
         for k in ks:
             for name, values in ranking_metrics(hits, num_relevant[start:stop], k).items():
                 per_user[f"{name}@{k}"][start:stop] = values
             recommended[k][top[:, :k][valid[:, :k]]] = True
-
     catalog = max(int(task.candidates.sum()), 1)
     coverage = {k: float(recommended[k].sum()) / catalog for k in ks}
     return RankingResult(per_user, coverage, num_users)

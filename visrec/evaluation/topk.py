@@ -39,13 +39,9 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     k = min(int(k), n)
     if k == 0:
         return torch.empty(scores.shape[0], 0, dtype=torch.int64, device=scores.device)
+    if torch.isnan(scores.sum()):  # one cheap reduction; only then the full NaN -> -inf pass
+        scores = torch.nan_to_num(scores, nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
     values, indices = torch.topk(scores, min(k + 1, n), dim=1, sorted=True)  # (B, k+1): one extra to see the cut-off
-    # torch ranks NaN above everything, so a row with a NaN has it first: redo those rows with NaN = -inf.
-    nan_rows = torch.isnan(values[:, 0]).nonzero().squeeze(1)
-    if len(nan_rows):
-        scores = scores.clone()
-        scores[nan_rows] = torch.nan_to_num(scores[nan_rows], nan=float("-inf"))
-        values[nan_rows], indices[nan_rows] = torch.topk(scores[nan_rows], min(k + 1, n), dim=1, sorted=True)
     across_cut = values[:, k] == values[:, k - 1] if k < n else torch.zeros(len(values), dtype=torch.bool, device=values.device)
     values, indices = values[:, :k], indices[:, :k]
     # Ties inside the top k: order by index, then stable-sort by score (descending).

@@ -52,8 +52,19 @@ class Backbone:
         text = json.dumps({"name": self.spec.name, "weights": self.weights_digest, "data": self.data_config}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def describe(self) -> dict:
+        """JSON-able description: what a serving system needs to embed a new image the same way."""
+        return {"name": self.spec.name, "weights": self.spec.weights, "path": self.spec.path,
+                "weights_digest": self.weights_digest, "data_config": {k: _plain(v) for k, v in self.data_config.items()},
+                "key": self.key, "feature_dim": self.feature_dim}
+
     def transform(self):
         return timm.data.create_transform(**self.data_config, is_training=False)
+
+
+def _plain(value):
+    """Tuples -> lists, so a data config round-trips through JSON."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def bundled_weights_path() -> Path:

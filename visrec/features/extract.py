@@ -62,6 +62,7 @@ class ItemFeatures:
     has_image: torch.Tensor  # (N,) bool
     report: ExtractionReport
     backbone_key: str
+    backbone: dict = field(default_factory=dict)  # name, weights, path, weights_digest, data_config, key
 
     @property
     def feature_dim(self) -> int:
@@ -168,4 +169,4 @@ def extract_item_features(
                 report.unreadable_examples.append(_plain(ids[i]))
     report.seconds = time.perf_counter() - started
     log.info(report.summary())
-    return ItemFeatures(torch.from_numpy(features), torch.from_numpy(has_image), report, backbone.key)
+    return ItemFeatures(torch.from_numpy(features), torch.from_numpy(has_image), report, backbone.key, backbone.describe())

@@ -4,10 +4,13 @@ Loss per batch of B ratings (the objective, :meth:`RatingModule.objective`):
     L = mean_B (r̂_ui - r_ui)²
         + λ_f · mean_B (w_u ‖p_u‖² + w_i ‖q_i‖²) + λ_b · mean_B (w_u b_u² + w_i b_i²)
     w_u = (n_u / n̄_U)^(-α),  w_i = (n_i / n̄_N)^(-α)
-        + [visual modes reg, init+reg]  λ_v · mean_B (v_i w_i ‖q_i − E f̃_i‖²) + λ_vb · mean_B (v_i w_i (b_i − w·f̃_i − c)²)
+        + [visual modes reg, init+reg]  λ_v · mean_B (v_i ω_i ‖q_i − E f̃_i‖²) + λ_vb · mean_B (v_i ω_i (b_i − w·f̃_i − c)²)
         + [any visual mode]            λ_E (‖E‖² + ‖w‖²)
 with n_u, n_i the training ratings of user u and item i, n̄ their means over users / items that have
-ratings, and α = ``reg_exponent``. The L2 terms are taken per rating, so over an epoch user u is
+ratings, α = ``reg_exponent`` and ω_i = (n_i / n̄_N)^(-β), β = ``visual_reg_exponent`` (default α).
+With β = 1 every item feels the visual prior equally per epoch, like a Gaussian prior
+q_i ~ N(E f̃_i, σ²I): popular items follow their ratings, rare ones lean on their image, and each item
+counts once in fitting E and w. The L2 terms are taken per rating, so over an epoch user u is
 shrunk in proportion to n_u · w_u = n_u^(1-α) (up to a constant): α = 0 is the per-rating L2 of SGD
 matrix factorization, α = 1 a plain Gaussian prior (the same weight for every user), and values in
 between are frequency-aware L2 — rare users and items get more shrinkage per rating.
@@ -61,6 +64,7 @@ class RatingModule(pl.LightningModule):
         reg_visual_bias: float = 1.0,
         reg_projection: float = 1e-3,
         visual_pca_dim: int = 64,
+        visual_reg_exponent: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -83,6 +87,7 @@ class RatingModule(pl.LightningModule):
             self.visual = VisualPrior(num_items, feature_dim, k, pca_dim=visual_pca_dim)
         self.reg_visual = float(reg_visual)
         self.reg_visual_bias = float(reg_visual_bias)
+        self.visual_reg_exponent = self.reg_exponent if visual_reg_exponent is None else float(visual_reg_exponent)
         self.reg_projection = float(reg_projection)
 
     # ---- image features -------------------------------------------------------------------------
@@ -152,10 +157,10 @@ class RatingModule(pl.LightningModule):
         return (self.visual.item_biases(items) + dot) * cold_image
 
     # ---- training -------------------------------------------------------------------------------
-    def _reg_weight(self, counts: torch.Tensor) -> torch.Tensor:
+    def _reg_weight(self, counts: torch.Tensor, exponent: float | None = None) -> torch.Tensor:
         """(n / n̄)^(-α) per row of ``counts`` (rows with no ratings get weight 1; they are never in a batch)."""
         mean = counts[counts > 0].mean() if (counts > 0).any() else counts.new_tensor(1.0)
-        return (counts.clamp(min=1.0) / mean).pow(-self.reg_exponent)
+        return (counts.clamp(min=1.0) / mean).pow(-(self.reg_exponent if exponent is None else exponent))
 
     def user_reg_weight(self) -> torch.Tensor:
         return self._reg_weight(self.net.user_counts)  # (U,)
@@ -171,7 +176,7 @@ class RatingModule(pl.LightningModule):
         loss = mse + self.reg_factors * factor_l2.mean() + self.reg_bias * bias_l2.mean()
         out = {"mse": mse}
         if self.visual is not None:
-            weight = self.visual.has_image[items] * self.item_reg_weight()[items]  # (B,)
+            weight = self.visual.has_image[items] * self._reg_weight(self.net.item_counts, self.visual_reg_exponent)[items]  # (B,)
             q = self.net.item_factors(items)  # (B, K)
             b = self.net.item_bias(items).squeeze(-1)  # (B,)
             if self.visual_mode == "init":  # the prior learns from q and b but does not pull them

@@ -98,6 +98,11 @@ def resolve_checkpoint(run_dir: str | Path, ckpt: str) -> Path:
 
 def load_model(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None = None) -> torch.nn.Module:
     """The run's model with the checkpoint's weights (``weights_only=True``), checked against the split."""
+    return load_model_and_features(data, ckpt_path, features_cfg)[0]
+
+
+def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None = None):
+    """(model, ItemFeatures or None): :func:`load_model` plus the image features it was given."""
     cfg = data.config
     model = instantiate(cfg.model)
     try:
@@ -113,13 +118,14 @@ def load_model(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None =
     counts = torch.bincount(train.items, minlength=model.net.num_items).to(model.net.item_counts.dtype)
     if not torch.equal(counts, model.net.item_counts):
         raise DataError(ckpt_path, "was not trained on this run's split: its per-item training counts differ from split.parquet")
+    features = None
     if getattr(model, "visual", None) is not None:
         with_features = cfg.copy()
         if features_cfg is not None:
             with_features.features = features_cfg
         features = item_features(with_features, data.image_paths, list(data.item_map.raw_ids))
         model.attach_features(features.features, features.has_image, fit=False)
-    return model.eval()
+    return model.eval(), features
 
 
 def model_scorer(model: torch.nn.Module, name: str = "model") -> FactorScorer:

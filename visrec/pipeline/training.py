@@ -105,6 +105,8 @@ def train(cfg: DictConfig) -> dict:
     write_json_atomic(out_dir / "metrics.json", metrics)
     if cfg.get("test") and cfg.get("evaluate"):
         _evaluate_after_training(model, datamodule, out_dir, metrics.get("best_checkpoint"))
+    if cfg.get("export"):
+        _export_after_training(cfg, model, datamodule, features, out_dir, metrics)
     print(format_table(
         f"Results — {datamodule.source_description}, split {datamodule.split.describe()}",
         [(k, metrics[k]) for k in ("test/rmse", "test/mae", "test/ratings", "test/rmse_cold", "test/mae_cold", "test/ratings_cold",
@@ -124,3 +126,16 @@ def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataM
     stem = Path(checkpoint).stem if checkpoint else "final"
     write_report(report, out_dir / "eval" / f"{stem}_test_all", {"checkpoint": checkpoint, "part": "test"})
     print(report.format())
+
+
+def _export_after_training(cfg: DictConfig, model: pl.LightningModule, datamodule: RatingsDataModule,
+                           features: ItemFeatures | None, out_dir: Path, metrics: dict) -> None:
+    """A serving bundle of the tested model in ``<run dir>/export`` (see :mod:`visrec.export`)."""
+    from visrec.export import export_model
+    from visrec.interactions import Interactions
+
+    seen = Interactions.concat(datamodule.tensors["train"], datamodule.tensors["val"])
+    path = export_model(model, datamodule.user_map, datamodule.item_map, seen, out_dir / "export",
+                        model_config=OmegaConf.to_container(cfg.model, resolve=True), metrics=metrics,
+                        backbone=None if features is None else features.backbone)
+    print(f"Serving bundle: {path}")

@@ -1,0 +1,187 @@
+"""Export bundles and the numpy serving API: round trip against the Lightning model and the evaluator,
+tampering, unknown ids, image queries, FAISS, and no torch import."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from visrec.evaluation.ranking import top_k_lists
+from visrec.evaluation.segments import build_segments
+from visrec.interactions import Interactions
+from visrec.pipeline.evaluation import load_model, load_run_data, model_scorer, resolve_checkpoint
+from visrec.pipeline.exporting import export_run
+from visrec.pipeline.training import train
+from visrec.serving import BundleError, Recommender, UnknownIdError
+
+from conftest import REPO, compose_train
+
+
+@pytest.fixture(scope="module")
+def visual_run(tmp_path_factory):
+    """Visual prior on a random split with some cold items (tiny data, random tiny backbone), exported."""
+    tmp = tmp_path_factory.mktemp("serving")
+    cfg = compose_train(["features=random", "model.visual_mode=reg", "trainer.max_epochs=4", "export=true",
+                         "data/split=cold_item", "data.split.test_ratio=0.3"], tmp)
+    train(cfg)
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serving_plain")
+    train(compose_train(["model.visual_mode=none", "trainer.max_epochs=6", "export=true"], tmp))
+    return tmp / "run"
+
+
+def test_scores_equal_the_lightning_model(visual_run):
+    data = load_run_data(visual_run)
+    model = load_model(data, resolve_checkpoint(visual_run, "best"))
+    rec = Recommender.load(visual_run / "export")
+    pairs = Interactions.concat(data.parts["train"], data.parts["test"])
+    with torch.no_grad():
+        expected = model.predict_ratings(pairs.users, pairs.items).numpy()  # clipped to the rating range
+    full = rec.score_indices(pairs.users.numpy())  # (R, N)
+    got = np.clip(full[np.arange(len(pairs)), pairs.items.numpy()], *rec.bundle.manifest["rating_range"])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert (~rec.bundle.arrays["known_items"] & rec.bundle.arrays["has_image"]).any()  # cold items with images exist
+    rows = (pairs.users == pairs.users[0]).nonzero().squeeze(1).numpy()  # one user's ratings
+    user = data.user_map.raw_ids[int(pairs.users[0])]
+    items = data.item_map.raw_ids[pairs.items[rows].numpy()]
+    np.testing.assert_allclose(np.clip(rec.score(user, items), 1, 5), expected[rows], atol=1e-5)
+
+
+def test_recommend_equals_the_evaluators_top_k(plain_run):
+    data = load_run_data(plain_run)
+    model = load_model(data, resolve_checkpoint(plain_run, "best"))
+    seen = Interactions.concat(data.parts["train"], data.parts["val"])
+    segment = build_segments(seen, data.parts["test"], len(data.user_map), len(data.item_map))["warm"]
+    expected = top_k_lists(model_scorer(model).score_users, segment.task, 10).numpy()  # (E, 10) indices
+    rec = Recommender.load(plain_run / "export")
+    ids, scores = rec.recommend(data.user_map.raw_ids[segment.task.users.numpy()], k=10, include_cold=False)
+    got = np.array([[-1 if i is None else rec.item_index([i])[0] for i in row] for row in ids])  # None = no candidate left
+    np.testing.assert_array_equal(got, expected)
+    assert (expected == -1).any()  # users with fewer candidates than K are part of the check
+    assert np.all(np.diff(np.where(np.isfinite(scores), scores, -1e9), axis=1) <= 0)
+
+
+def test_bundle_is_complete_and_pickle_free(visual_run):
+    bundle = visual_run / "export"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for key in ("format_version", "global_mean", "model_config", "metrics", "data_fingerprint", "library_versions", "backbone", "files"):
+        assert key in manifest, key
+    assert manifest["backbone"]["name"] == "test_efficientnet" and len(manifest["backbone"]["weights_digest"]) == 64
+    for name in manifest["files"]:
+        if name.endswith(".npy"):
+            np.load(bundle / name, allow_pickle=False)  # raises on any pickled object array
+    ids = pd.read_parquet(bundle / "item_map.parquet")["raw_id"]
+    assert ids.tolist() == list(load_run_data(visual_run).item_map.raw_ids)
+    assert not [p for p in visual_run.iterdir() if p.name.startswith(".export")]  # no temporary leftovers
+
+
+def test_export_from_a_checkpoint_matches_the_training_time_bundle(plain_run, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "visrec.export", str(plain_run), "--out", str(tmp_path / "b")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    again, original = Recommender.load(tmp_path / "b"), Recommender.load(plain_run / "export")
+    for name in ("user_factors", "item_factors", "item_bias", "seen_items"):
+        np.testing.assert_array_equal(again.bundle.arrays[name], original.bundle.arrays[name])
+    export_run(plain_run, out_dir=tmp_path / "b")  # replacing an existing bundle works, atomically
+    assert Recommender.load(tmp_path / "b").bundle.manifest["format_version"] == 1
+
+
+@pytest.mark.parametrize("damage", ["changed byte", "missing file", "newer format", "extra file"])
+def test_tampered_bundle_is_refused(plain_run, tmp_path, damage):
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(plain_run / "export", bundle)
+    if damage == "changed byte":
+        path = bundle / "item_factors.npy"
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 0x01
+        path.write_bytes(bytes(raw))
+        message = r"item_factors\.npy: checksum mismatch"
+    elif damage == "missing file":
+        (bundle / "user_bias.npy").unlink()
+        message = r"user_bias\.npy: missing from the bundle"
+    elif damage == "newer format":
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["format_version"] = 99
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        message = "format_version 99 is not supported"
+    else:
+        (bundle / "evil.npy").write_bytes(b"x")
+        message = r"files not in the manifest: \['evil\.npy'\]"
+    with pytest.raises(BundleError, match=message):
+        Recommender.load(bundle)
+
+
+def test_unknown_ids_and_fallbacks(plain_run):
+    rec = Recommender.load(plain_run / "export")
+    with pytest.raises(UnknownIdError, match=r"1 unknown user id\(s\): \['nobody'\]"):
+        rec.recommend([rec.user_ids[0], "nobody"], k=3)
+    with pytest.raises(UnknownIdError, match="unknown item id"):
+        rec.score(rec.user_ids[0], ["no-such-item"])
+    ids, scores = rec.recommend(["nobody"], k=3, on_unknown="fallback")  # ranked by μ + b_i
+    order = np.argsort(-(rec.item_bias + np.where(rec.known_items, 0, -np.inf)), kind="stable")[:3]
+    assert list(ids[0]) == list(rec.item_ids[order])
+    assert np.isnan(rec.score(rec.user_ids[0], ["no-such-item"], on_unknown="fallback")[0])
+    with pytest.raises(ValueError, match="no visual prior"):
+        rec.recommend_for_new_item(np.zeros(8))
+
+
+def test_more_k_than_candidates_pads_with_none(plain_run):
+    rec = Recommender.load(plain_run / "export")
+    ids, scores = rec.recommend(rec.user_ids[:2], k=len(rec.item_ids) + 3, include_cold=False)
+    assert ids.dtype == object and ids[0, -1] is None and scores[0, -1] == -np.inf
+    assert all(i is not None for i in ids[0, : int(np.isfinite(scores[0]).sum())])
+
+
+def test_similar_items_and_new_items(visual_run):
+    rec = Recommender.load(visual_run / "export")
+    item = rec.item_ids[np.nonzero(rec.known_items)[0][0]]
+    ids, cosines = rec.similar_items(item, k=5)
+    assert item not in list(ids) and np.all(np.diff(cosines) <= 0) and cosines[0] <= 1 + 1e-6
+    features = np.random.default_rng(0).normal(size=rec.bundle.arrays["feature_mean"].shape[0]).astype(np.float32)
+    users, predicted = rec.recommend_for_new_item(features, k=4)
+    q, b = rec.new_item_factors(features)
+    u = rec.user_index(users)
+    np.testing.assert_allclose(predicted, rec.global_mean + rec.user_bias[u] + b[0] + rec.user_factors[u] @ q[0], rtol=1e-5)
+
+
+def test_items_like_image_finds_the_item_whose_picture_it_is(visual_run):
+    rec = Recommender.load(visual_run / "export")
+    images = pd.read_parquet(visual_run / "item_images.parquet").dropna()
+    has_image = rec.bundle.arrays["has_image"]
+    item, path = next((i, p) for i, p in zip(images["item"], images["image_path"]) if has_image[rec.item_index([i])[0]])
+    ids, cosines = rec.items_like_image(path, k=3)
+    assert ids[0] == item and cosines[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_faiss_flat_and_full_ivf_equal_exact_numpy(plain_run):
+    pytest.importorskip("faiss")
+    from visrec.serving.faiss_index import FaissIndex
+
+    rec = Recommender.load(plain_run / "export")
+    users = rec.user_ids[:50]
+    exact_ids, exact_scores = rec.recommend(users, k=10)
+    for kind, options in (("flat", {}), ("ivf", {"nlist": 4, "nprobe": 4})):
+        rec.index = FaissIndex(rec, kind=kind, **options)
+        ids, scores = rec.recommend(users, k=10)
+        rec.index = None
+        np.testing.assert_allclose(scores, exact_scores, atol=1e-4)
+        assert (ids == exact_ids).mean() > 0.99, kind  # float rounding may swap near-ties
+
+
+def test_serving_imports_no_torch(plain_run):
+    code = ("import sys; from visrec.serving import Recommender; "
+            f"r = Recommender.load({str(plain_run / 'export')!r}); r.recommend(r.user_ids[:3], k=2); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

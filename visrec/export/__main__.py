@@ -1,0 +1,24 @@
+"""``python -m visrec.export RUN_DIR [--ckpt best|last|PATH] [--out DIR]``: write a serving bundle."""
+import argparse
+import sys
+
+from visrec.data.errors import DataError
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m visrec.export", description=__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--ckpt", default="best")
+    parser.add_argument("--out", default=None, help="bundle directory (default: RUN_DIR/export)")
+    args = parser.parse_args()
+    from visrec.pipeline.exporting import export_run
+
+    try:
+        print(f"bundle written to {export_run(args.run_dir, args.ckpt, args.out)}")
+    except DataError as error:
+        print(f"export: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

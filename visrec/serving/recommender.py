@@ -1,0 +1,203 @@
+"""Serving API over an export bundle: numpy only (torch and timm are imported lazily, and only by
+:meth:`Recommender.items_like_image`, which has to run the CNN on a new picture).
+
+Scores are the model's: r̂_ui = μ + b_u + b_i + p_u · q_i (float32 factors, float64 arithmetic).
+Unknown raw ids raise :class:`UnknownIdError` naming them, unless ``on_unknown="fallback"``: an
+unknown user is then scored like a user without training ratings (r̂ = μ + b_i: items ranked by
+their bias), and unknown items in :meth:`score` get NaN.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from visrec.serving.bundle import Bundle, load_bundle
+from visrec.serving.topk import top_k
+
+
+class UnknownIdError(KeyError):
+    """Raw ids that are not in the bundle's id maps."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class Recommender:
+    def __init__(self, bundle: Bundle, batch_size: int = 1024):
+        self.bundle = bundle
+        a = bundle.arrays
+        self.user_factors = a["user_factors"]  # (U, K)
+        self.user_bias = a["user_bias"]  # (U,)
+        self.item_factors = a["item_factors"]  # (N, K)
+        self.item_bias = a["item_bias"]  # (N,)
+        self.global_mean = float(bundle.manifest["global_mean"])
+        self.known_items = a["known_items"]  # (N,)
+        has_image = a.get("has_image", np.zeros(len(self.item_bias), dtype=bool))
+        # Items that can be recommended: trained ones, and cold ones whose image gives them a vector.
+        self.scorable_items = self.known_items | (has_image & bundle.is_visual)  # (N,)
+        self.batch_size = int(batch_size)
+        self.index = None  # optional approximate / exact FAISS index (see visrec.serving.faiss_index)
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True, **kwargs) -> "Recommender":
+        return cls(load_bundle(path, verify=verify), **kwargs)
+
+    # ---- ids ---------------------------------------------------------------------------------------
+    @property
+    def user_ids(self) -> np.ndarray:
+        return self.bundle.user_ids.to_numpy()
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.bundle.item_ids.to_numpy()
+
+    def _indices(self, index, raw, kind: str, on_unknown: str) -> np.ndarray:
+        raw = np.asarray(raw).reshape(-1)
+        idx = index.get_indexer(raw)
+        if (idx < 0).any() and on_unknown != "fallback":
+            unknown = list(dict.fromkeys(raw[idx < 0].tolist()))
+            raise UnknownIdError(f"{len(unknown)} unknown {kind} id(s): {unknown[:5]} (on_unknown='fallback' scores them "
+                                 f"{'as users without ratings' if kind == 'user' else 'as NaN'})")
+        return idx.astype(np.int64)
+
+    def user_index(self, user_ids, on_unknown: str = "error") -> np.ndarray:
+        return self._indices(self.bundle.user_ids, user_ids, "user", on_unknown)
+
+    def item_index(self, item_ids, on_unknown: str = "error") -> np.ndarray:
+        return self._indices(self.bundle.item_ids, item_ids, "item", on_unknown)
+
+    # ---- scoring -----------------------------------------------------------------------------------
+    def _user_rows(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, K) vectors and (B,) biases; index -1 (unknown user, fallback) -> zeros."""
+        known = users >= 0
+        vectors = np.where(known[:, None], self.user_factors[np.maximum(users, 0)], 0.0)
+        biases = np.where(known, self.user_bias[np.maximum(users, 0)], 0.0)
+        return vectors, biases
+
+    def score_indices(self, users: np.ndarray) -> np.ndarray:
+        """(B,) user indices (-1 = unknown) -> (B, N) float32 scores over the whole catalog."""
+        vectors, biases = self._user_rows(users)
+        scores = vectors.astype(np.float32) @ self.item_factors.T  # (B, N)
+        scores += self.item_bias
+        scores += (biases + self.global_mean).astype(np.float32)[:, None]
+        return scores
+
+    def score(self, user_id, item_ids: Sequence, on_unknown: str = "error") -> np.ndarray:
+        """Predicted ratings (unclipped) of one user for the given items -> (M,) float64."""
+        (user,) = self.user_index([user_id], on_unknown)
+        items = self.item_index(item_ids, on_unknown)
+        vector, bias = self._user_rows(np.array([user]))
+        ok = items >= 0
+        safe = np.maximum(items, 0)
+        out = self.global_mean + bias[0] + self.item_bias[safe].astype(np.float64) + self.item_factors[safe].astype(np.float64) @ vector[0].astype(np.float64)
+        return np.where(ok, out, np.nan)
+
+    # ---- recommendation ----------------------------------------------------------------------------
+    def _excluded(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(m,) rows in the batch and (m,) items each user has seen in training."""
+        indptr, seen = self.bundle.arrays["seen_indptr"], self.bundle.arrays["seen_items"]
+        safe = np.maximum(users, 0)
+        counts = np.where(users >= 0, indptr[safe + 1] - indptr[safe], 0)  # (B,)
+        rows = np.repeat(np.arange(len(users)), counts)
+        starts = np.repeat(indptr[safe] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return rows, seen[starts + np.arange(counts.sum())]
+
+    def recommend(self, user_ids, k: int = 10, exclude_seen: bool = True, include_cold: bool = True,
+                  on_unknown: str = "error") -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for each user -> (item_ids (B, k), scores (B, k)), best first.
+
+        Candidates: trained items, plus (``include_cold``) cold items whose image gives them a vector;
+        minus the user's training items when ``exclude_seen``. Ties are broken by lower item index,
+        as in the evaluator, so ``include_cold=False`` reproduces the evaluator's top-K under
+        ``exclude_train=all``. A row with fewer than ``k`` candidates is padded with item id None
+        (the id array is then of dtype object) and score -inf.
+        """
+        users = self.user_index(user_ids, on_unknown)
+        candidates = self.scorable_items if include_cold else self.known_items
+        if self.index is not None:
+            return self.index.recommend(self, users, k, exclude_seen, candidates)
+        k = int(k)
+        top = np.empty((len(users), min(k, len(candidates))), dtype=np.int64)
+        top_scores = np.empty(top.shape, dtype=np.float32)
+        for start in range(0, len(users), self.batch_size):
+            batch = users[start:start + self.batch_size]
+            scores = self.score_indices(batch)  # (B, N)
+            scores[:, ~candidates] = -np.inf
+            if exclude_seen:
+                rows, items = self._excluded(batch)
+                scores[rows, items] = -np.inf
+            chosen = top_k(scores, k)
+            top[start:start + len(batch)] = chosen
+            top_scores[start:start + len(batch)] = np.take_along_axis(scores, chosen, axis=1)
+        return self._as_ids(top, top_scores, k)
+
+    def _as_ids(self, top: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices -> raw ids; slots with -inf score or beyond the catalog become None / -inf."""
+        if top.shape[1] < k:
+            top = np.pad(top, ((0, 0), (0, k - top.shape[1])), constant_values=0)
+            scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
+        ids = self.item_ids[top]
+        empty = ~np.isfinite(scores) & (scores < 0)
+        if empty.any():
+            ids = ids.astype(object)
+            ids[empty] = None
+        return ids, scores
+
+    def similar_items(self, item_id, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items whose vectors q_j have the highest cosine with q_i (the item itself and
+        items without a vector excluded) -> (item_ids (k,), cosines (k,))."""
+        (item,) = self.item_index([item_id])
+        norms = np.linalg.norm(self.item_factors, axis=1)  # (N,)
+        if norms[item] == 0:
+            raise ValueError(f"item {item_id!r} has no vector (no training ratings and no image): nothing is similar to it")
+        cosines = (self.item_factors @ self.item_factors[item]) / (np.maximum(norms, 1e-12) * norms[item])  # (N,)
+        cosines[(norms == 0) | (np.arange(len(norms)) == item)] = -np.inf
+        top = top_k(cosines[None], k)
+        ids, scores = self._as_ids(top, np.take_along_axis(cosines[None], top, axis=1), k)
+        return ids[0], scores[0]
+
+    # ---- new items from image features ------------------------------------------------------------
+    def _require_visual(self) -> None:
+        if not self.bundle.is_visual:
+            raise ValueError(f"{self.bundle.path}: this bundle has no visual prior (trained with visual_mode=none)")
+
+    def whiten(self, features: np.ndarray) -> np.ndarray:
+        """(M, D) raw CNN features -> (M, P) whitened components, as in training."""
+        self._require_visual()
+        a = self.bundle.arrays
+        features = np.atleast_2d(np.asarray(features, dtype=np.float32))
+        if features.shape[1] != a["feature_mean"].shape[0]:
+            raise ValueError(f"features have width {features.shape[1]}, the bundle's backbone gives {a['feature_mean'].shape[0]}")
+        return (features - a["feature_mean"]) @ a["feature_components"].T / a["feature_scale"]
+
+    def new_item_factors(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cold-start vectors of new items from raw CNN features (M, D) -> q (M, K) = E f̃, b (M,) = w·f̃ + c."""
+        whitened = self.whiten(features)  # (M, P)
+        a = self.bundle.arrays
+        return whitened @ a["visual_projection"].T, whitened @ a["visual_bias_weight"] + self.bundle.manifest["visual_bias_intercept"]
+
+    def recommend_for_new_item(self, features: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` users with the highest predicted rating for one new item described by its raw
+        CNN features (D,) -> (user_ids (k,), predicted ratings (k,))."""
+        q, b = self.new_item_factors(features)
+        scores = self.user_factors @ q[0] + self.user_bias + b[0] + self.global_mean  # (U,)
+        scores = np.where(self.bundle.arrays["known_users"], scores, -np.inf)
+        top = top_k(scores[None].astype(np.float32), k)[0]
+        return self.user_ids[top], scores[top]
+
+    def items_like_image(self, image_path: str | Path, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog items whose images look most like a new picture: cosine between whitened CNN
+        features (items with an image only) -> (item_ids (k,), cosines (k,)). Runs the bundle's
+        backbone on the picture (imports torch and timm here), checking its weights digest."""
+        self._require_visual()
+        from visrec.serving.embed import embed_image
+
+        whitened = self.whiten(embed_image(image_path, self.bundle.manifest["backbone"]))[0]  # (P,)
+        catalog = self.bundle.arrays["item_visual_features"]  # (N, P)
+        norms = np.linalg.norm(catalog, axis=1) * max(np.linalg.norm(whitened), 1e-12)
+        cosines = np.where(self.bundle.arrays["has_image"] & (norms > 0), catalog @ whitened / np.maximum(norms, 1e-12), -np.inf)
+        top = top_k(cosines[None].astype(np.float32), k)
+        ids, scores = self._as_ids(top, np.take_along_axis(cosines[None], top, axis=1).astype(np.float32), k)
+        return ids[0], scores[0]
