@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
@@ -24,7 +24,7 @@ PARTS = ("train", "val", "test")
 
 
 class _Rows(Dataset):
-    """Indexing with a list of row numbers returns a whole batch, so there is no per-row collation."""
+    """Indexing with a tensor of row numbers returns a whole batch, so there is no per-row collation."""
 
     def __init__(self, data: Interactions):
         self.data = data
@@ -35,6 +35,49 @@ class _Rows(Dataset):
     def __getitem__(self, rows):
         rows = torch.as_tensor(rows)
         return self.data.users[rows], self.data.items[rows], self.data.ratings[rows]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class RowBatches(Sampler):
+    """Batches of row numbers (tensors). With ``shuffle``, the order is a permutation drawn from
+    (seed, epoch) — not from the global RNG — so a run resumed from a checkpoint sees exactly the
+    batches an uninterrupted run would (Lightning calls :meth:`set_epoch` every epoch).
+
+    Under torch.distributed each process takes every world-th row of the order. For training
+    (``shuffle``) the order is padded by wrapping around to a multiple of the world size, so every
+    process runs the same number of steps (as ``DistributedSampler`` does); evaluation is not padded,
+    so no rating is counted twice (the metric sums are gathered across processes).
+    """
+
+    def __init__(self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0):
+        self.num_rows, self.batch_size, self.shuffle, self.seed = int(num_rows), int(batch_size), bool(shuffle), int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _rows(self) -> torch.Tensor:
+        rank, world = _rank_and_world()
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.num_rows, generator=generator)
+            padding = (-self.num_rows) % world
+            order = torch.cat([order, order[:padding]])
+        else:
+            order = torch.arange(self.num_rows)
+        return order[rank::world]
+
+    def __iter__(self):
+        rows = self._rows()
+        return iter(rows.split(self.batch_size))
+
+    def __len__(self) -> int:
+        return -(-len(self._rows()) // self.batch_size)
 
 
 class RatingsDataModule(pl.LightningDataModule):
@@ -141,11 +184,10 @@ class RatingsDataModule(pl.LightningDataModule):
     # ---- loaders --------------------------------------------------------------------------------
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         rows = _Rows(self.tensors[part])
-        sampler = RandomSampler(rows) if shuffle else SequentialSampler(rows)
         batch = self.batch_size if shuffle else self.eval_batch_size
         return DataLoader(
             rows,
-            sampler=BatchSampler(sampler, batch, drop_last=False),
+            sampler=RowBatches(len(rows), batch, shuffle=shuffle, seed=self.seed),
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

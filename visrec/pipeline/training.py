@@ -18,7 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.data.datamodule import RatingsDataModule
+from visrec.data.errors import DataError
 from visrec.evaluation import DEFAULT_KS
+from visrec.interactions import Interactions
 from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
 from visrec.utils.atomic import write_json_atomic, write_text_atomic
 from visrec.utils.report import format_table
@@ -71,8 +73,58 @@ def load_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
     model.load_state_dict(checkpoint["state_dict"])
 
 
+def resume_settings(cfg: DictConfig) -> None:
+    """``resume_dir=<run dir>``: continue that run — same directory, its ``last.ckpt``, its W&B run."""
+    resume_dir = cfg.get("resume_dir")
+    if not resume_dir:
+        return
+    resume_dir = Path(resume_dir)
+    last = resume_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise DataError(last, f"cannot resume {resume_dir}: no last checkpoint (was it trained with callbacks=default?)")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(resume_dir)
+        cfg.ckpt_path = str(last)
+
+
+def make_loggers(cfg: DictConfig, out_dir: Path) -> list:
+    """The configured loggers. A W&B logger gets the sweep's name as its group in a multirun, and
+    the run id saved in the run directory when the run is resumed."""
+    nodes = cfg.get("logger") or {}
+    saved_id = out_dir / "wandb_run_id.txt"
+    loggers = []
+    for name, node in nodes.items():
+        if node is None or "_target_" not in node:
+            continue
+        if node._target_.endswith("make_wandb_logger"):
+            node = node.copy()
+            with open_dict(node):
+                if node.get("group") is None:
+                    node.group = _sweep_name()
+                if node.get("run_id") is None and saved_id.is_file():
+                    node.run_id = saved_id.read_text().strip()
+            logger = instantiate(node)
+            write_text_atomic(saved_id, logger.experiment.id + "\n")
+        else:
+            logger = instantiate(node)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        loggers.append(logger)
+    return loggers
+
+
+def _sweep_name() -> str | None:
+    """The multirun's sweep directory name (jobs of one sweep share it), or None outside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit the configured model; return the final metrics (also written to ``metrics.json``)."""
+    resume_settings(cfg)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
@@ -86,7 +138,8 @@ def train(cfg: DictConfig) -> dict:
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     datamodule.save(out_dir)
 
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=_instantiate_all(cfg.get("logger")) or False)
+    loggers = make_loggers(cfg, out_dir)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False)
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_seconds = time.perf_counter() - started
@@ -103,10 +156,17 @@ def train(cfg: DictConfig) -> dict:
         (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in results.items()})
     write_json_atomic(out_dir / "metrics.json", metrics)
+    report = bundle = None
     if cfg.get("test") and cfg.get("evaluate"):
-        _evaluate_after_training(model, datamodule, out_dir, metrics.get("best_checkpoint"))
+        report = _evaluate_after_training(model, datamodule, out_dir, metrics.get("best_checkpoint"))
     if cfg.get("export"):
-        _export_after_training(cfg, model, datamodule, features, out_dir, metrics)
+        bundle = _export_after_training(cfg, model, datamodule, features, out_dir, metrics)
+    if report is not None and trainer.is_global_zero:
+        from visrec.tracking.results import log_run_results
+
+        log_run_results(loggers, report, model.effective_factors(), Interactions.concat(datamodule.tensors["train"], datamodule.tensors["val"]),
+                        datamodule.image_paths, datamodule.user_map.raw_ids, bundle, None if features is None else features.has_image)
+    _finish_wandb(loggers)
     print(format_table(
         f"Results — {datamodule.source_description}, split {datamodule.split.describe()}",
         [(k, metrics[k]) for k in ("test/rmse", "test/mae", "test/ratings", "test/rmse_cold", "test/mae_cold", "test/ratings_cold",
@@ -116,7 +176,7 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataModule, out_dir: Path, checkpoint: str | None) -> None:
+def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataModule, out_dir: Path, checkpoint: str | None):
     """The evaluator's default protocol on the test part (what ``evaluate.py run_dir=...`` gives)."""
     from visrec.pipeline.evaluation import run_evaluation, write_report
 
@@ -126,16 +186,25 @@ def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataM
     stem = Path(checkpoint).stem if checkpoint else "final"
     write_report(report, out_dir / "eval" / f"{stem}_test_all", {"checkpoint": checkpoint, "part": "test"})
     print(report.format())
+    return report
 
 
 def _export_after_training(cfg: DictConfig, model: pl.LightningModule, datamodule: RatingsDataModule,
                            features: ItemFeatures | None, out_dir: Path, metrics: dict) -> None:
     """A serving bundle of the tested model in ``<run dir>/export`` (see :mod:`visrec.export`)."""
     from visrec.export import export_model
-    from visrec.interactions import Interactions
 
     seen = Interactions.concat(datamodule.tensors["train"], datamodule.tensors["val"])
     path = export_model(model, datamodule.user_map, datamodule.item_map, seen, out_dir / "export",
                         model_config=OmegaConf.to_container(cfg.model, resolve=True), metrics=metrics,
                         backbone=None if features is None else features.backbone)
     print(f"Serving bundle: {path}")
+    return path
+
+
+def _finish_wandb(loggers: list) -> None:
+    """Finish every W&B run this job opened (a sweep's next job must start a new run, not log into this one)."""
+    from visrec.tracking.results import wandb_loggers
+
+    for logger in wandb_loggers(loggers):
+        logger.experiment.finish()

@@ -1,0 +1,73 @@
+"""W&B tracking (offline), sweeps as separate runs in one group, and resuming an interrupted run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from visrec.pipeline.training import train
+from visrec.tracking.offline_run import read_offline_run
+
+from conftest import REPO, TINY_GENERATOR, compose_train
+
+
+def offline_runs(run_dir):
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_wandb_offline_run_has_config_metrics_summary_media_and_bundle(tmp_path):
+    epochs = 3
+    cfg = compose_train(["logger=wandb", "logger.wandb.mode=offline", f"trainer.max_epochs={epochs}", "export=true",
+                         "features=random"], tmp_path)
+    train(cfg)
+    (run_dir,) = offline_runs(tmp_path / "run")
+    run = read_offline_run(run_dir)
+    assert run.exit_code == 0  # finished
+    assert run.config["model"]["k"] == cfg.model.k and run.config["data"]["_target_"].endswith("synthetic")  # full config
+    assert len([h for h in run.history if "val/rmse" in h]) == epochs  # per-epoch metrics
+    assert any("train/loss" in h for h in run.history)
+    report = json.loads((tmp_path / "run" / "eval" / "best_test_all" / "metrics.json").read_text())["metrics"]
+    assert run.summary["eval/model/warm/ndcg@10"] == pytest.approx(report["model/warm/ndcg@10"])
+    media = {p.name.split("_")[0] for p in (run.files_dir / "media").rglob("*.png")}
+    assert {"recommendations", "item"} <= media  # poster grid and the item-vector map
+    assert any(p.name.endswith(".table.json") for p in (run.files_dir / "media").rglob("*"))
+    assert any(name.startswith("bundle-") for name in run.artifacts)
+
+
+def test_multirun_gives_one_finished_wandb_run_per_job_in_one_group(tmp_path):
+    tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
+    command = [sys.executable, str(REPO / "train.py"), "-m", "model.k=4,8,16", "logger=wandb", "logger.wandb.mode=offline",
+               "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "model.visual_mode=none", "evaluate=false",
+               f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}", *tiny]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [read_offline_run(d) for d in sorted((tmp_path / "logs").rglob("offline-run-*"))]
+    assert len(runs) == 3
+    assert len({r.run_id for r in runs}) == 3 and all(r.exit_code == 0 for r in runs)
+    groups = {r.group for r in runs}
+    assert len(groups) == 1 and groups != {""}
+    assert sorted(r.config["model"]["k"] for r in runs) == [4, 8, 16]
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one_and_continues_its_wandb_run(tmp_path):
+    common = ["logger=wandb", "logger.wandb.mode=offline", "model.visual_mode=none", "evaluate=false"]
+    full = train(compose_train([*common, "trainer.max_epochs=6"], tmp_path / "full"))
+    stopped_dir = tmp_path / "stopped" / "run"
+    train(compose_train([*common, "trainer.max_epochs=3"], tmp_path / "stopped"))  # "interrupted" after 3 epochs
+    first_id = (stopped_dir / "wandb_run_id.txt").read_text().strip()
+    resumed = train(compose_train([*common, "trainer.max_epochs=6", f"resume_dir={stopped_dir}"], tmp_path / "other"))
+    assert resumed["epochs"] == full["epochs"] == 6
+    for key in ("test/rmse", "test/mae", "val/rmse_best"):
+        assert resumed[key] == pytest.approx(full[key], rel=1e-6), key
+    assert (stopped_dir / "wandb_run_id.txt").read_text().strip() == first_id
+    assert {read_offline_run(d).run_id for d in offline_runs(stopped_dir)} == {first_id}
+    assert not (tmp_path / "other" / "run").exists()  # the resumed run wrote into its own directory
+
+
+def test_resume_without_a_last_checkpoint_is_a_clear_error(tmp_path):
+    from visrec.data.errors import DataError
+
+    with pytest.raises(DataError, match=r"last\.ckpt: cannot resume"):
+        train(compose_train([f"resume_dir={tmp_path / 'nothing'}"], tmp_path))
