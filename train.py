@@ -8,7 +8,7 @@ from visrec.pipeline.training import train
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
-    return metrics.get("val/rmse_best")  # the value a Hydra sweeper optimizes
+    return metrics.get(cfg.get("optimized_metric") or "val/rmse_best")  # the value a Hydra sweeper optimizes
 
 
 if __name__ == "__main__":

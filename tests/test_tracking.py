@@ -71,3 +71,39 @@ def test_resume_without_a_last_checkpoint_is_a_clear_error(tmp_path):
 
     with pytest.raises(DataError, match=r"last\.ckpt: cannot resume"):
         train(compose_train([f"resume_dir={tmp_path / 'nothing'}"], tmp_path))
+
+
+def test_optuna_search_runs_four_trials(tmp_path):
+    tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
+    command = [sys.executable, str(REPO / "train.py"), "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4",
+               "hydra.sweeper.sampler.n_startup_trials=2", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+               "model.visual_mode=none", "logger=none", f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}", *tiny]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = sorted((tmp_path / "logs").rglob("metrics.json"))
+    trials = [t for t in trials if t.parent.parent.name != "eval" and "eval" not in t.parts[-3:-1]]
+    assert len(trials) == 4
+    (results,) = (tmp_path / "logs").rglob("optimization_results.yaml")
+    import yaml
+
+    best = yaml.safe_load(results.read_text())
+    values = [json.loads(t.read_text())["val/rmse_best"] for t in trials]
+    assert best["best_value"] == pytest.approx(min(values))
+
+
+def test_ddp_on_two_cpu_processes_matches_a_single_process(tmp_path):
+    """Two gloo processes, each with half the batch, take the same steps as one process with the whole
+    batch (the rows of a step are the same; gradients are averaged), so the metrics agree up to float
+    rounding and the one duplicated row that evens out the shards: tolerance 1e-3 relative."""
+    tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
+    common = ["trainer.max_epochs=4", "trainer.enable_progress_bar=false", "model.visual_mode=none", "logger=none",
+              "evaluate=false", f"paths.data_dir={tmp_path / 'data'}", *tiny]
+    results = {}
+    for name, extra in (("single", ["data.batch_size=256"]), ("ddp", ["trainer=ddp_cpu", "data.batch_size=128"])):
+        out = tmp_path / name
+        done = subprocess.run([sys.executable, str(REPO / "train.py"), *common, *extra, f"paths.output_dir={out}",
+                               f"hydra.run.dir={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[name] = json.loads((out / "metrics.json").read_text())
+    for key in ("test/rmse", "test/mae", "val/rmse_best"):
+        assert results["ddp"][key] == pytest.approx(results["single"][key], rel=1e-3), key

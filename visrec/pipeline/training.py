@@ -155,13 +155,16 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("test"):
         (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in results.items()})
+    if not trainer.is_global_zero:  # other DDP processes stop here; rank 0 writes and reports
+        return metrics
     write_json_atomic(out_dir / "metrics.json", metrics)
     report = bundle = None
     if cfg.get("test") and cfg.get("evaluate"):
         report = _evaluate_after_training(model, datamodule, out_dir, metrics.get("best_checkpoint"))
+        metrics.update({f"eval/{key}": value for key, value in report.flat().items()})
     if cfg.get("export"):
         bundle = _export_after_training(cfg, model, datamodule, features, out_dir, metrics)
-    if report is not None and trainer.is_global_zero:
+    if report is not None:
         from visrec.tracking.results import log_run_results
 
         log_run_results(loggers, report, model.effective_factors(), Interactions.concat(datamodule.tensors["train"], datamodule.tensors["val"]),
