@@ -18,7 +18,8 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_options():
-    for group in ("data", "data/split", "model", "features", "trainer", "logger", "callbacks", "paths", "experiment"):
+    for group in ("data", "data/split", "model", "features", "trainer", "logger", "callbacks", "paths", "experiment",
+                  "hparams_search", "hydra/launcher"):
         assert options(group), group
 
 
@@ -83,3 +84,15 @@ def test_experiment_options_compose(tmp_path, name):
 def test_paths_resolve(tmp_path):
     cfg = compose_train([], tmp_path)
     assert OmegaConf.to_container(cfg.paths, resolve=True)["data_dir"] == str(tmp_path / "data")
+
+
+def test_search_and_launcher_options_compose():
+    from hydra import compose, initialize_config_dir
+
+    assert options("hparams_search") == ["optuna"] and options("hydra/launcher") == ["slurm"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=optuna", "hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.timeout_min == 240
+    assert type(instantiate(cfg.hydra.sweeper.sampler)).__name__ == "TPESampler"
+    assert cfg.optimized_metric == "val/rmse_best"

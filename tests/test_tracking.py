@@ -35,6 +35,15 @@ def test_wandb_offline_run_has_config_metrics_summary_media_and_bundle(tmp_path)
     assert any(p.name.endswith(".table.json") for p in (run.files_dir / "media").rglob("*"))
     assert any(name.startswith("bundle-") for name in run.artifacts)
 
+    # evaluate.py later logs into the same W&B run.
+    from test_evaluate import compose_evaluate
+    from visrec.pipeline.evaluation import evaluate_run
+
+    evaluate_run(compose_evaluate(tmp_path / "run", ["exclude_train=positives"]))
+    later = [read_offline_run(d) for d in offline_runs(tmp_path / "run")]
+    assert {r.run_id for r in later} == {run.run_id} and len(later) == 2
+    assert any("eval/model/warm/ndcg@10" in h for h in later[-1].history)
+
 
 def test_multirun_gives_one_finished_wandb_run_per_job_in_one_group(tmp_path):
     tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]

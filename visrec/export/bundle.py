@@ -33,17 +33,10 @@ import torch
 
 from visrec.data.idmap import IdMap
 from visrec.interactions import Interactions
+from visrec.utils.checksums import sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str]:

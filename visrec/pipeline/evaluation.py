@@ -167,18 +167,25 @@ def evaluate_run(cfg: DictConfig) -> EvaluationReport:
     out_dir = run_dir / "eval" / f"{ckpt_path.stem}_{cfg.part}_{cfg.exclude_train}"
     write_report(report, out_dir, {"checkpoint": str(ckpt_path), "part": cfg.part})
     if cfg.get("log_to_run_logger", True):
-        log_to_loggers(data.config.get("logger"), report)
+        log_to_loggers(data.config.get("logger"), report, run_dir)
     print(report.format())
     print(f"Written to {out_dir}")
     return report
 
 
-def log_to_loggers(logger_cfg: DictConfig | None, report: EvaluationReport) -> None:
-    """Send the flat metrics (prefixed ``eval/``) to each logger configured for the run."""
+def log_to_loggers(logger_cfg: DictConfig | None, report: EvaluationReport, run_dir: Path | None = None) -> None:
+    """Send the flat metrics (prefixed ``eval/``) to each logger configured for the run; a W&B logger
+    continues the run's own W&B run (its id is in ``wandb_run_id.txt``)."""
     for node in (logger_cfg or {}).values():
         if node is None or "_target_" not in node:
             continue
+        saved_id = None if run_dir is None else run_dir / "wandb_run_id.txt"
+        if node._target_.endswith("make_wandb_logger") and saved_id is not None and saved_id.is_file():
+            node = node.copy()
+            node.run_id = saved_id.read_text().strip()
         logger = instantiate(node)
         logger.log_metrics({f"eval/{k}": float(v) for k, v in report.flat().items()})
         logger.save()
         logger.finalize("success")
+        if hasattr(logger, "experiment") and node._target_.endswith("make_wandb_logger"):
+            logger.experiment.finish()

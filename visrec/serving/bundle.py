@@ -1,13 +1,14 @@
 """Load and verify an export bundle (numpy, pandas and the standard library only; no torch, no pickle)."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from visrec.utils.checksums import sha256_file
 
 SUPPORTED_FORMAT_VERSION = 1
 REQUIRED_ARRAYS = ("user_factors", "user_bias", "item_factors", "item_bias", "known_users", "known_items",
@@ -31,14 +32,6 @@ class Bundle:
     @property
     def is_visual(self) -> bool:
         return "visual_projection" in self.arrays
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_map(path: Path) -> pd.Index:
@@ -68,7 +61,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
             file = path / name
             if not file.is_file():
                 raise BundleError(f"{file}: missing from the bundle (listed in manifest.json)")
-            if file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
+            if file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
                 raise BundleError(f"{file}: checksum mismatch — the file changed after export; refusing to load")
         unlisted = sorted(p.name for p in path.iterdir() if p.name != "manifest.json" and p.name not in files)
         if unlisted:
