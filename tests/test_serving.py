@@ -185,3 +185,19 @@ def test_serving_imports_no_torch(plain_run):
             "assert 'torch' not in sys.modules, 'torch was imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_numpy_top_k_orders_like_the_evaluator(seed):
+    """Both top-K paths of the serving code (whole rows, and two stages over chunks for large
+    catalogs) against the evaluator's torch top_k, on scores with many ties, NaN and -inf."""
+    from visrec.evaluation.topk import top_k as torch_top_k
+    from visrec.serving.topk import top_k
+
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        rows, n, k = int(rng.integers(1, 6)), int(rng.integers(1, 9000)), int(rng.integers(1, 14))
+        scores = rng.integers(0, int(rng.integers(1, 2000)), (rows, n)).astype(np.float32)
+        scores[rng.random((rows, n)) < rng.choice([0.0, 0.2])] = np.nan
+        scores[rng.random((rows, n)) < rng.choice([0.0, 0.5, 0.999])] = -np.inf
+        np.testing.assert_array_equal(top_k(scores, k), torch_top_k(torch.from_numpy(scores), k).numpy())
