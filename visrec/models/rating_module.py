@@ -22,6 +22,10 @@ Visual modes (``visual_mode``; f̃_i standardized frozen CNN features, v_i = 1 i
               which do not feel the prior;
     reg       q_i starts as noise and is pulled toward E f̃_i (and b_i toward w·f̃_i), E and w learned jointly;
     init+reg  both.
+    head      the item vectors and biases never feel the images (warm training is that of ``none``);
+              E, w, c are trained to predict the ratings as if each item were cold,
+              λ_v · mean_B (v_i ω_i (μ + b_u + w·f̃_i + c + p_u · E f̃_i − r_ui)²) with p_u, b_u detached,
+              + λ_E (‖E‖² + ‖w‖²): a cold-start head fitted for exactly what it is used for.
 Cold items (no training ratings) with an image are scored with q_i = E f̃_i, b_i = w·f̃_i + c. Predictions are never clipped in the loss; for
 metrics they are clipped to ``[rating_min, rating_max]`` when a range is set.
 Metrics (exact over the whole part, not averages of batch means):
@@ -175,7 +179,12 @@ class RatingModule(pl.LightningModule):
         factor_l2, bias_l2 = self.net.l2_terms(users, items, self.user_reg_weight(), self.item_reg_weight())  # (B,), (B,)
         loss = mse + self.reg_factors * factor_l2.mean() + self.reg_bias * bias_l2.mean()
         out = {"mse": mse}
-        if self.visual is not None:
+        if self.visual is not None and self.visual_mode == "head":
+            weight = self.visual.has_image[items] * self._reg_weight(self.net.item_counts, self.visual_reg_exponent)[items]  # (B,)
+            head = (weight * (self._cold_head_predictions(users, items) - ratings).pow(2)).mean()
+            loss = loss + self.reg_visual * head + self.reg_projection * self.visual.shrinkage()
+            out.update(head=head)
+        elif self.visual is not None:
             weight = self.visual.has_image[items] * self._reg_weight(self.net.item_counts, self.visual_reg_exponent)[items]  # (B,)
             q = self.net.item_factors(items)  # (B, K)
             b = self.net.item_bias(items).squeeze(-1)  # (B,)
@@ -188,12 +197,19 @@ class RatingModule(pl.LightningModule):
         out["loss"] = loss
         return out
 
+    def _cold_head_predictions(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,) ratings predicted as if each item were cold: μ + b_u + w·f̃_i + c + p_u · E f̃_i, with the
+        user's parameters detached, so this loss trains only E, w and c (mode ``head``)."""
+        p_u = self.net.user_factors(users).detach()  # (B, K)
+        b_u = self.net.user_bias(users).squeeze(-1).detach()  # (B,)
+        return self.net.global_mean + b_u + self.visual.item_biases(items) + (p_u * self.visual.item_vectors(items)).sum(-1)
+
     def training_step(self, batch, batch_idx):
         users, items, ratings = batch
         out = self.objective(users, items, ratings)
         size = len(ratings)
         self.log("train/loss", out["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
-        for name in ("mse", "align", "align_bias"):
+        for name in ("mse", "align", "align_bias", "head"):
             if name in out:
                 self.log(f"train/{name}", out[name], on_step=False, on_epoch=True, batch_size=size)
         return out["loss"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-VISUAL_MODES = ("none", "init", "reg", "init+reg")
+VISUAL_MODES = ("none", "init", "reg", "init+reg", "head")
 
 
 class VisualPrior(nn.Module):
