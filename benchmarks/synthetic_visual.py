@@ -1,6 +1,6 @@
 """Visual prior on the embedded synthetic dataset, cold-item split: test/rmse_cold by visual mode.
 
-    .venv/bin/python benchmarks/synthetic_visual.py [--modes none init reg init+reg]
+    .venv/bin/python benchmarks/synthetic_visual.py [--modes none init reg init+reg head]
 
 The synthetic ground truth makes item vectors depend on the pictures, so this checks the whole
 pathway (procedural images -> bundled CNN features -> whitening -> prior -> cold scoring). Target:
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--modes", nargs="+", default=["none", "init", "reg", "init+reg"])
+    parser.add_argument("--modes", nargs="+", default=["none", "init", "reg", "init+reg", "head"])
     parser.add_argument("--extra", nargs="*", default=[])
     args = parser.parse_args()
     results = {}
