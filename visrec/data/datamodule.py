@@ -73,8 +73,9 @@ class RowBatches(Sampler):
         return order[rank::world]
 
     def __iter__(self):
-        rows = self._rows()
-        return iter(rows.split(self.batch_size))
+        # A generator: the order is drawn at the first batch, not when the iterator is created —
+        # Lightning creates the training iterator before it calls set_epoch on a resumed run.
+        yield from self._rows().split(self.batch_size)
 
     def __len__(self) -> int:
         return -(-len(self._rows()) // self.batch_size)

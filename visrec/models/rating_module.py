@@ -179,13 +179,13 @@ class RatingModule(pl.LightningModule):
         factor_l2, bias_l2 = self.net.l2_terms(users, items, self.user_reg_weight(), self.item_reg_weight())  # (B,), (B,)
         loss = mse + self.reg_factors * factor_l2.mean() + self.reg_bias * bias_l2.mean()
         out = {"mse": mse}
-        if self.visual is not None and self.visual_mode == "head":
+        if self.visual is not None:
             weight = self.visual.has_image[items] * self._reg_weight(self.net.item_counts, self.visual_reg_exponent)[items]  # (B,)
+        if self.visual is not None and self.visual_mode == "head":
             head = (weight * (self._cold_head_predictions(users, items) - ratings).pow(2)).mean()
             loss = loss + self.reg_visual * head + self.reg_projection * self.visual.shrinkage()
             out.update(head=head)
         elif self.visual is not None:
-            weight = self.visual.has_image[items] * self._reg_weight(self.net.item_counts, self.visual_reg_exponent)[items]  # (B,)
             q = self.net.item_factors(items)  # (B, K)
             b = self.net.item_bias(items).squeeze(-1)  # (B,)
             if self.visual_mode == "init":  # the prior learns from q and b but does not pull them

@@ -93,7 +93,7 @@ def make_loggers(cfg: DictConfig, out_dir: Path) -> list:
     nodes = cfg.get("logger") or {}
     saved_id = out_dir / "wandb_run_id.txt"
     loggers = []
-    for name, node in nodes.items():
+    for node in nodes.values():
         if node is None or "_target_" not in node:
             continue
         if node._target_.endswith("make_wandb_logger"):
