@@ -221,3 +221,15 @@ def test_report_is_plain_json_with_numpy_ids(tmp_path, tiny):
     ids = np.array([7, 8], dtype=np.int64)
     out = extract_item_features([tmp_path / "a.jpg", None], tiny, tmp_path / "cache", item_ids=list(ids), num_workers=0, progress=False)
     assert json.loads(json.dumps(vars(out.report)))["missing_examples"] == [7]
+
+
+def test_permuted_features_are_a_reordering_with_their_image_flags(catalog, tiny, tmp_path):
+    _, features = _extract(catalog, tiny, tmp_path / "cache")
+    control = features.permuted(seed=3)
+    assert torch.equal(control.features, features.permuted(seed=3).features)  # deterministic by seed
+    assert not torch.equal(control.features, features.features)
+    # Every row still exists once, and still travels with its own has-image flag.
+    original = {tuple(row.tolist()): bool(flag) for row, flag in zip(features.features, features.has_image)}
+    moved = {tuple(row.tolist()): bool(flag) for row, flag in zip(control.features, control.has_image)}
+    assert moved == original
+    assert int(control.has_image.sum()) == int(features.has_image.sum())

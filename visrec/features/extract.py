@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,13 @@ class ItemFeatures:
     @property
     def feature_dim(self) -> int:
         return self.features.shape[1]
+
+    def permuted(self, seed: int) -> "ItemFeatures":
+        """A control for experiments: the same feature rows (and has-image flags) dealt to items in a
+        random order drawn from ``seed``. The features keep their distribution but no longer describe
+        their item, so any gain a model still shows comes from something other than the pictures."""
+        order = torch.randperm(len(self.features), generator=torch.Generator().manual_seed(int(seed)))  # (N,)
+        return replace(self, features=self.features[order], has_image=self.has_image[order])
 
 
 def _plain(value):

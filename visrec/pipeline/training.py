@@ -38,6 +38,9 @@ def item_features(cfg: DictConfig, image_paths: list, item_ids: list) -> ItemFea
         batch_size=cfg.features.batch_size, num_workers=cfg.features.num_workers, progress=cfg.features.progress,
     )
     print(features.report.summary())
+    if cfg.features.get("permute_seed") is not None:
+        print(f"image features permuted across items (control run, features.permute_seed={cfg.features.permute_seed})")
+        features = features.permuted(cfg.features.permute_seed)
     return features
 
 
