@@ -6,8 +6,8 @@ Cold: data/split=cold_item (20% of the items held out with all their ratings), o
 prints test/rmse_cold for visual_mode none (bias-only fallback μ + b_u), reg and init+reg, and the
 mean relative change against none. With --controls MODE..., those modes also run on permuted features
 (features.permute_seed: the same feature rows dealt to the wrong items), which separates what the
-pictures add from what the rest of the model (e.g. the prior's intercept c) adds. Warm: fold u1 with visual_mode none and each mode given. Everything else is
-conf/experiment/ml100k_u1.yaml, through the same code as train.py; features come from the cache.
+pictures add from what the rest of the model (e.g. the prior's intercept c) adds.
+Warm: fold u1 with visual_mode none and each mode given. Everything else is conf/experiment/ml100k_u1.yaml, through the same code as train.py; features come from the cache.
 """
 from __future__ import annotations
 

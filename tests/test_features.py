@@ -10,8 +10,10 @@ import timm
 import torch
 from PIL import Image
 
+from conftest import compose_train
 from visrec.features import BackboneSpec, create_backbone, extract_item_features
 from visrec.features.images import MISSING, load_rgb
+from visrec.pipeline.training import item_features
 
 TINY = BackboneSpec("test_efficientnet", "random")
 
@@ -233,3 +235,16 @@ def test_permuted_features_are_a_reordering_with_their_image_flags(catalog, tiny
     moved = {tuple(row.tolist()): bool(flag) for row, flag in zip(control.features, control.has_image)}
     assert moved == original
     assert int(control.has_image.sum()) == int(features.has_image.sum())
+
+
+def test_permute_seed_in_config_permutes_the_pipeline_features(catalog, tmp_path):
+    names = list(catalog)
+    paths = [catalog[n] for n in names]
+    plain_cfg = compose_train(["features=random", "model.visual_mode=reg", "features.progress=false", "features.num_workers=0"], tmp_path)
+    control_cfg = compose_train(["features=random", "model.visual_mode=reg", "features.progress=false", "features.num_workers=0",
+                                 "features.permute_seed=3"], tmp_path)
+    plain = item_features(plain_cfg, paths, names)
+    control = item_features(control_cfg, paths, names)  # same cache: no new forwards, only the permutation
+    assert torch.equal(control.features, plain.permuted(seed=3).features)
+    assert torch.equal(control.has_image, plain.permuted(seed=3).has_image)
+    assert not torch.equal(control.features, plain.features)
