@@ -43,3 +43,18 @@ def test_same_seed_same_metrics(tmp_path):
         cfg = compose_train(["trainer.max_epochs=3", "callbacks=none"], tmp_path / str(attempt))
         results.append(train(cfg))
     assert results[0]["test/rmse"] == results[1]["test/rmse"]
+
+
+def test_sliced_steps_equal_small_loader_batches(tmp_path):
+    """model.step_batch_size=s on loader batches of 4s takes the very same SGD steps as loader batches
+    of s (same row order, one step per s ratings), plateau scheduler included."""
+    common = ["trainer.max_epochs=4", "model.visual_mode=none", "model.optimizer._target_=torch.optim.SGD",
+              "model.optimizer.lr=0.5", "model.scheduler.patience=0", "model.scheduler.factor=0.5", "evaluate=false"]
+    small = train(compose_train([*common, "data.batch_size=16"], tmp_path / "small"))
+    sliced = train(compose_train([*common, "data.batch_size=64", "model.step_batch_size=16"], tmp_path / "sliced"))
+    states = [torch.load(tmp_path / name / "run/checkpoints/last.ckpt", weights_only=True) for name in ("small", "sliced")]
+    for key, value in states[0]["state_dict"].items():
+        torch.testing.assert_close(states[1]["state_dict"][key], value, msg=key)
+    lrs = [state["optimizer_states"][0]["param_groups"][0]["lr"] for state in states]
+    assert lrs[0] == lrs[1] < 0.5 and sliced["train/loss"] == small["train/loss"]
+    assert sliced["test/rmse"] == small["test/rmse"]

@@ -89,26 +89,3 @@ def test_none_mode_has_no_prior_and_visual_needs_features():
 def test_features_are_not_saved_in_checkpoints_but_statistics_are():
     state = make("reg").state_dict()
     assert "visual.features" not in state and "visual.feature_mean" in state and "visual.components" in state
-
-
-def test_head_mode_trains_only_the_projection_and_predicts_cold_ratings():
-    module = make("head")
-    with torch.no_grad():
-        module.visual.projection.weight.normal_()
-        module.visual.bias_projection.weight.normal_()
-    users, items, ratings = torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1, 2, 3]), torch.tensor([4.0, 2.0, 5.0, 3.0])
-    module.objective(users, items, ratings)["loss"].backward()
-    with_head = {n: p.grad.clone() for n, p in module.named_parameters()}
-    module.zero_grad()
-    module.reg_visual = 0.0  # drop the head loss: the MF parameters' gradients must not change
-    module.reg_projection = 0.0
-    module.objective(users, items, ratings)["loss"].backward()
-    for name, param in module.named_parameters():
-        if name.startswith("net."):
-            torch.testing.assert_close(param.grad, with_head[name], msg=name)
-        else:
-            assert with_head[name].abs().sum() > 0 and param.grad.abs().sum() == 0, name
-    # The head's prediction is the cold-item score of predict_ratings for a known user.
-    expected = module.net.global_mean + module.net.user_bias.weight[0, 0] + module.visual.item_biases(torch.tensor([4]))[0] \
-        + module.net.user_factors.weight[0] @ module.visual.item_vectors(torch.tensor([4]))[0]
-    torch.testing.assert_close(module._cold_head_predictions(torch.tensor([0]), torch.tensor([4]))[0], expected)

@@ -11,7 +11,7 @@ Layout (format version 1; no pickle anywhere — arrays are saved and loaded wit
     seen_indptr.npy (U+1,), seen_items.npy (nnz,) int64   each user's training items (CSR), for exclude_seen
   visual models only:
     feature_mean.npy (D,), feature_components.npy (P, D), feature_scale.npy (P,)   whitening f -> f̃
-    visual_projection.npy (K, P), visual_bias_weight.npy (P,)  (intercept c in the manifest)
+    visual_projection.npy (K, P), visual_vector_intercept.npy (K,), visual_bias_weight.npy (P,)  (intercept c in the manifest)
     item_visual_features.npy (N, P) float32, has_image.npy (N,) bool   catalog items' whitened features
 
 The bundle is written into a temporary directory beside the target and renamed into place, so a crash
@@ -74,6 +74,7 @@ def model_arrays(model, seen: Interactions) -> tuple[dict[str, np.ndarray], dict
             feature_components=visual.components.numpy(),
             feature_scale=visual.component_scale.numpy(),
             visual_projection=visual.projection.weight.detach().numpy(),
+            visual_vector_intercept=visual.projection.bias.detach().numpy(),
             visual_bias_weight=visual.bias_projection.weight.detach().numpy()[0],
             item_visual_features=visual.features.numpy(),
             has_image=visual.has_image.numpy(),

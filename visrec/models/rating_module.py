@@ -4,12 +4,12 @@ Loss per batch of B ratings (the objective, :meth:`RatingModule.objective`):
     L = mean_B (r̂_ui - r_ui)²
         + λ_f · mean_B (w_u ‖p_u‖² + w_i ‖q_i‖²) + λ_b · mean_B (w_u b_u² + w_i b_i²)
     w_u = (n_u / n̄_U)^(-α),  w_i = (n_i / n̄_N)^(-α)
-        + [visual modes reg, init+reg]  λ_v · mean_B (v_i ω_i ‖q_i − E f̃_i‖²) + λ_vb · mean_B (v_i ω_i (b_i − w·f̃_i − c)²)
-        + [any visual mode]            λ_E (‖E‖² + ‖w‖²)
+        + [visual modes init, reg, init+reg]  λ_v · mean_B (v_i ω_i ‖q_i − E f̃_i − e‖²) + λ_vb · mean_B (v_i ω_i (b_i − w·f̃_i − c)²)
+                                              + λ_E (‖E‖² + ‖w‖²)
 with n_u, n_i the training ratings of user u and item i, n̄ their means over users / items that have
 ratings, α = ``reg_exponent`` and ω_i = (n_i / n̄_N)^(-β), β = ``visual_reg_exponent`` (default α).
 With β = 1 every item feels the visual prior equally per epoch, like a Gaussian prior
-q_i ~ N(E f̃_i, σ²I): popular items follow their ratings, rare ones lean on their image, and each item
+q_i ~ N(E f̃_i + e, σ²I): popular items follow their ratings, rare ones lean on their image, and each item
 counts once in fitting E and w. The L2 terms are taken per rating, so over an epoch user u is
 shrunk in proportion to n_u · w_u = n_u^(1-α) (up to a constant): α = 0 is the per-rating L2 of SGD
 matrix factorization, α = 1 a plain Gaussian prior (the same weight for every user), and values in
@@ -20,13 +20,14 @@ Visual modes (``visual_mode``; f̃_i standardized frozen CNN features, v_i = 1 i
     init      q_i starts at E₀ f̃_i (E₀: the top-K whitened principal components of the
               training items' features, scaled to ``init_std``); E and w learn to predict the (detached) q_i and b_i,
               which do not feel the prior;
-    reg       q_i starts as noise and is pulled toward E f̃_i (and b_i toward w·f̃_i), E and w learned jointly;
+    reg       q_i starts as noise and is pulled toward E f̃_i + e (and b_i toward w·f̃_i + c), E, e, w, c learned jointly;
     init+reg  both.
-    head      the item vectors and biases never feel the images (warm training is that of ``none``);
-              E, w, c are trained to predict the ratings as if each item were cold,
-              λ_v · mean_B (v_i ω_i (μ + b_u + w·f̃_i + c + p_u · E f̃_i − r_ui)²) with p_u, b_u detached,
-              + λ_E (‖E‖² + ‖w‖²): a cold-start head fitted for exactly what it is used for.
-Cold items (no training ratings) with an image are scored with q_i = E f̃_i, b_i = w·f̃_i + c. Predictions are never clipped in the loss; for
+    head      the item vectors and biases never feel the images (training is exactly that of ``none``);
+              after training, :meth:`RatingModule.fit_cold_head` fits E, e, w, c in closed form to predict
+              each training rating as if its item were cold (ridge regression with the number of
+              components and the penalties chosen by item-fold cross-validation; see
+              :mod:`visrec.models.cold_head`): a cold-start head fitted for exactly what it is used for.
+Cold items (no training ratings) with an image are scored with q_i = E f̃_i + e, b_i = w·f̃_i + c. Predictions are never clipped in the loss; for
 metrics they are clipped to ``[rating_min, rating_max]`` when a range is set.
 Metrics (exact over the whole part, not averages of batch means):
     rmse = sqrt(Σ (clip(r̂) - r)² / R),  mae = Σ |clip(r̂) - r| / R,
@@ -42,7 +43,9 @@ from typing import Callable
 import pytorch_lightning as pl
 import torch
 
+from visrec.interactions import Interactions
 from visrec.models.biased_mf import BiasedMF
+from visrec.models.cold_head import ColdHeadFit, fit_cold_head
 from visrec.models.visual import VISUAL_MODES, VisualPrior
 
 
@@ -69,6 +72,7 @@ class RatingModule(pl.LightningModule):
         reg_projection: float = 1e-3,
         visual_pca_dim: int = 64,
         visual_reg_exponent: float | None = None,
+        step_batch_size: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -89,10 +93,17 @@ class RatingModule(pl.LightningModule):
             if feature_dim <= 0:
                 raise ValueError(f"visual_mode={visual_mode} needs image features (feature_dim > 0)")
             self.visual = VisualPrior(num_items, feature_dim, k, pca_dim=visual_pca_dim)
+            if visual_mode == "head":  # fitted after training (fit_cold_head), never by the optimizer
+                self.visual.requires_grad_(False)
         self.reg_visual = float(reg_visual)
         self.reg_visual_bias = float(reg_visual_bias)
         self.visual_reg_exponent = self.reg_exponent if visual_reg_exponent is None else float(visual_reg_exponent)
         self.reg_projection = float(reg_projection)
+        # None: one optimizer step per loader batch (Lightning's automatic optimization). An int: each
+        # loader batch is cut into consecutive slices of this many ratings, one optimizer step each —
+        # small-batch SGD without paying Lightning's per-batch overhead on every step.
+        self.step_batch_size = None if not step_batch_size else int(step_batch_size)
+        self.automatic_optimization = self.step_batch_size is None
 
     # ---- image features -------------------------------------------------------------------------
     def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
@@ -125,7 +136,7 @@ class RatingModule(pl.LightningModule):
     def effective_factors(self) -> dict[str, torch.Tensor | float]:
         """The factor tables that reproduce :meth:`predict_ratings` (before clipping) as
         r̂_ui = μ + b_u + b_i + p_u · q_i, with the fallbacks folded in: users and items without training
-        ratings get zero vectors and biases, except cold items with an image, which get q_i = E f̃_i and
+        ratings get zero vectors and biases, except cold items with an image, which get q_i = E f̃_i + e and
         b_i = w·f̃_i + c. Returns user_factors (U, K), user_bias (U,), item_factors (N, K), item_bias (N,),
         global_mean (float) — what the evaluator ranks with and what an export bundle stores."""
         net = self.net
@@ -154,7 +165,7 @@ class RatingModule(pl.LightningModule):
         return pred if self.rating_range is None else pred.clamp(*self.rating_range)
 
     def _visual_cold_terms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,) what the visual prior adds for cold items with an image: w·f̃_i + c + p_u·E f̃_i (p_u if u is known)."""
+        """(B,) what the visual prior adds for cold items with an image: w·f̃_i + c + p_u·(E f̃_i + e) (p_u if u is known)."""
         cold_image = (~self.net.known_items[items]) & self.visual.has_image[items]  # (B,)
         user_ok = self.net.known_users[users]  # (B,)
         dot = (self.net.user_factors(users) * self.visual.item_vectors(items)).sum(-1) * user_ok  # (B,)
@@ -179,13 +190,8 @@ class RatingModule(pl.LightningModule):
         factor_l2, bias_l2 = self.net.l2_terms(users, items, self.user_reg_weight(), self.item_reg_weight())  # (B,), (B,)
         loss = mse + self.reg_factors * factor_l2.mean() + self.reg_bias * bias_l2.mean()
         out = {"mse": mse}
-        if self.visual is not None:
+        if self.visual is not None and self.visual_mode != "head":
             weight = self.visual.has_image[items] * self._reg_weight(self.net.item_counts, self.visual_reg_exponent)[items]  # (B,)
-        if self.visual is not None and self.visual_mode == "head":
-            head = (weight * (self._cold_head_predictions(users, items) - ratings).pow(2)).mean()
-            loss = loss + self.reg_visual * head + self.reg_projection * self.visual.shrinkage()
-            out.update(head=head)
-        elif self.visual is not None:
             q = self.net.item_factors(items)  # (B, K)
             b = self.net.item_bias(items).squeeze(-1)  # (B,)
             if self.visual_mode == "init":  # the prior learns from q and b but does not pull them
@@ -197,22 +203,57 @@ class RatingModule(pl.LightningModule):
         out["loss"] = loss
         return out
 
-    def _cold_head_predictions(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,) ratings predicted as if each item were cold: μ + b_u + w·f̃_i + c + p_u · E f̃_i, with the
-        user's parameters detached, so this loss trains only E, w and c (mode ``head``)."""
-        p_u = self.net.user_factors(users).detach()  # (B, K)
-        b_u = self.net.user_bias(users).squeeze(-1).detach()  # (B,)
-        return self.net.global_mean + b_u + self.visual.item_biases(items) + (p_u * self.visual.item_vectors(items)).sum(-1)
+    @torch.no_grad()
+    def fit_cold_head(self, train: Interactions, **options) -> ColdHeadFit:
+        """Fit the cold-start head (E, e, w, c) in closed form on the ``train`` ratings of items that have
+        an image, with this model's μ, b_u, p_u (mode ``head``; see :mod:`visrec.models.cold_head`)."""
+        if self.visual is None:
+            raise ValueError("fit_cold_head needs a visual model (visual_mode != none)")
+        net, visual = self.net, self.visual
+        rows = visual.has_image[train.items]  # (R,)
+        users, items = train.users[rows], train.items[rows]
+        targets = train.ratings[rows] - net.global_mean - net.user_bias.weight[users, 0]  # (R,) y = r − μ − b_u
+        fit = fit_cold_head(users, items, targets, net.user_factors.weight, visual.features, **options)
+        visual.set_head(fit.projection, fit.vector_intercept, fit.bias_weights, fit.intercept)
+        return fit
 
     def training_step(self, batch, batch_idx):
         users, items, ratings = batch
-        out = self.objective(users, items, ratings)
+        out = self.objective(users, items, ratings) if self.automatic_optimization else self._sliced_steps(users, items, ratings)
         size = len(ratings)
         self.log("train/loss", out["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
-        for name in ("mse", "align", "align_bias", "head"):
+        for name in ("mse", "align", "align_bias"):
             if name in out:
                 self.log(f"train/{name}", out[name], on_step=False, on_epoch=True, batch_size=size)
-        return out["loss"]
+        return out["loss"] if self.automatic_optimization else None
+
+    def _sliced_steps(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimizer step per slice of ``step_batch_size`` ratings of the (B,) batch (manual
+        optimization); returns the rating-weighted mean of each slice's objective parts (detached)."""
+        optimizer = self.optimizers()
+        totals: dict[str, torch.Tensor] = {}
+        size = self.step_batch_size
+        for u, i, r in zip(users.split(size), items.split(size), ratings.split(size)):
+            out = self.objective(u, i, r)
+            optimizer.zero_grad()
+            self.manual_backward(out["loss"])
+            optimizer.step()
+            for name, value in out.items():
+                totals[name] = totals.get(name, 0.0) + value.detach() * len(r)
+        return {name: value / len(ratings) for name, value in totals.items()}
+
+    def on_train_epoch_end(self):
+        """Manual optimization steps no scheduler by itself: step it once per epoch here (after validation,
+        so a plateau scheduler sees this epoch's ``scheduler_monitor``), as automatic optimization does."""
+        if self.automatic_optimization or self.scheduler_factory is None:
+            return
+        scheduler = self.lr_schedulers()
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            value = self.trainer.callback_metrics.get(self.scheduler_monitor)
+            if value is not None:
+                scheduler.step(value)
+        else:
+            scheduler.step()
 
     # ---- evaluation -----------------------------------------------------------------------------
     def _accumulate(self, batch) -> None:
@@ -253,4 +294,6 @@ class RatingModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
+        if not self.automatic_optimization:  # stepped by on_train_epoch_end
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor}}

@@ -5,10 +5,10 @@ V (P, D) and scaled to unit variance, with m, V, σ fitted on *training* items t
 nothing about held-out items leaks in). Whitening onto a few principal components matters: on
 1280-d CNN features of a few hundred items, per-dimension standardization blows up near-constant,
 noisy dimensions and a projection fitted on them overfits (see README, "Visual prior").
-    E f̃_i ∈ R^K   predicted item vector      (E: D -> K, no intercept)
-    w·f̃_i + c     predicted item bias
+    E f̃_i + e ∈ R^K   predicted item vector   (E: P -> K, intercept e: the typical item vector)
+    w·f̃_i + c         predicted item bias
 Features live in a non-persistent buffer (they come from the feature cache, not the checkpoint);
-m, s, E, w, c are saved with the model.
+m, V, σ, E, e, w, c are saved with the model.
 """
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ class VisualPrior(nn.Module):
     def __init__(self, num_items: int, feature_dim: int, k: int, pca_dim: int = 64):
         super().__init__()
         P = min(int(pca_dim), int(feature_dim))
-        self.projection = nn.Linear(P, k, bias=False)  # E: (K, P)
+        self.projection = nn.Linear(P, k)  # E: (K, P), e: (K,)
         self.bias_projection = nn.Linear(P, 1)  # w: (1, P), c: (1,)
         nn.init.zeros_(self.projection.weight)
+        nn.init.zeros_(self.projection.bias)
         nn.init.zeros_(self.bias_projection.weight)
         nn.init.zeros_(self.bias_projection.bias)
         self.register_buffer("feature_mean", torch.zeros(feature_dim))  # m: (D,)
@@ -58,7 +59,7 @@ class VisualPrior(nn.Module):
         self.has_image.copy_(has_image)
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        """E f̃_i for (B,) items -> (B, K)."""
+        """E f̃_i + e for (B,) items -> (B, K)."""
         return self.projection(self.features[items])
 
     def item_biases(self, items: torch.Tensor) -> torch.Tensor:
@@ -72,6 +73,14 @@ class VisualPrior(nn.Module):
         out[range(n), range(n)] = 1.0
         return out
 
+    @torch.no_grad()
+    def set_head(self, projection: torch.Tensor, vector_intercept: torch.Tensor, bias_weights: torch.Tensor, intercept: float) -> None:
+        """Set E (K, P), e (K,), w (P,), c."""
+        self.projection.weight.copy_(projection)
+        self.projection.bias.copy_(vector_intercept)
+        self.bias_projection.weight.copy_(bias_weights[None, :])
+        self.bias_projection.bias.fill_(float(intercept))
+
     def shrinkage(self) -> torch.Tensor:
-        """‖E‖²_F + ‖w‖² (the intercept is not shrunk)."""
+        """‖E‖²_F + ‖w‖² (the intercepts e and c are not shrunk)."""
         return self.projection.weight.pow(2).sum() + self.bias_projection.weight.pow(2).sum()

@@ -22,7 +22,7 @@ from visrec.data.errors import DataError
 from visrec.evaluation import DEFAULT_KS
 from visrec.interactions import Interactions
 from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
-from visrec.utils.atomic import write_json_atomic, write_text_atomic
+from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from visrec.utils.report import format_table
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,25 @@ def load_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
     """Load a Lightning checkpoint's ``state_dict`` safely (``weights_only=True``)."""
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model.load_state_dict(checkpoint["state_dict"])
+
+
+def store_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
+    """Replace the ``state_dict`` of a Lightning checkpoint with the model's (atomically; the rest is kept)."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    checkpoint["state_dict"] = model.state_dict()
+    with atomic_path(ckpt_path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def fit_cold_head(model: pl.LightningModule, datamodule: RatingsDataModule, checkpoint_path: str | None) -> dict:
+    """Mode ``head``: fit the cold-start head in closed form on the training part, after training, and
+    store it in the checkpoint that is tested, evaluated and exported. Returns metrics about the fit."""
+    fit = model.fit_cold_head(datamodule.tensors["train"])
+    print(fit.summary())
+    if checkpoint_path:
+        store_weights(model, checkpoint_path)
+    return {"cold_head/components": fit.components, "cold_head/cv_rmse": fit.cv_rmse,
+            "cold_head/cv_rmse_intercept_only": fit.cv_rmse_intercept_only}
 
 
 def resume_settings(cfg: DictConfig) -> None:
@@ -155,6 +174,8 @@ def train(cfg: DictConfig) -> dict:
         load_weights(model, checkpoint.best_model_path)
         metrics["best_checkpoint"] = checkpoint.best_model_path
         metrics[f"{checkpoint.monitor}_best"] = float(checkpoint.best_model_score)
+    if getattr(model, "visual_mode", "none") == "head":
+        metrics.update(fit_cold_head(model, datamodule, metrics.get("best_checkpoint") if trainer.is_global_zero else None))
     if cfg.get("test"):
         (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in results.items()})

@@ -13,7 +13,8 @@ from visrec.utils.checksums import sha256_file
 SUPPORTED_FORMAT_VERSION = 1
 REQUIRED_ARRAYS = ("user_factors", "user_bias", "item_factors", "item_bias", "known_users", "known_items",
                    "seen_indptr", "seen_items")
-VISUAL_ARRAYS = ("feature_mean", "feature_components", "feature_scale", "visual_projection", "visual_bias_weight",
+VISUAL_ARRAYS = ("feature_mean", "feature_components", "feature_scale", "visual_projection", "visual_vector_intercept",
+                 "visual_bias_weight",
                  "item_visual_features", "has_image")
 
 

@@ -173,10 +173,11 @@ class Recommender:
         return (features - a["feature_mean"]) @ a["feature_components"].T / a["feature_scale"]
 
     def new_item_factors(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cold-start vectors of new items from raw CNN features (M, D) -> q (M, K) = E f̃, b (M,) = w·f̃ + c."""
+        """Cold-start vectors of new items from raw CNN features (M, D) -> q (M, K) = E f̃ + e, b (M,) = w·f̃ + c."""
         whitened = self.whiten(features)  # (M, P)
         a = self.bundle.arrays
-        return whitened @ a["visual_projection"].T, whitened @ a["visual_bias_weight"] + self.bundle.manifest["visual_bias_intercept"]
+        vectors = whitened @ a["visual_projection"].T + a["visual_vector_intercept"]  # (M, K)
+        return vectors, whitened @ a["visual_bias_weight"] + self.bundle.manifest["visual_bias_intercept"]
 
     def recommend_for_new_item(self, features: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` users with the highest predicted rating for one new item described by its raw
