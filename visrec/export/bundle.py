@@ -6,7 +6,7 @@ Layout (format version 1; no pickle anywhere — arrays are saved and loaded wit
     user_map.parquet, item_map.parquet     raw id <-> index, original ids and dtypes
     user_factors.npy (U, K) float32, user_bias.npy (U,), item_factors.npy (N, K), item_bias.npy (N,)
                                effective factors: r̂_ui = μ + b_u + b_i + p_u · q_i reproduces the model,
-                               fallbacks folded in (cold items with an image carry E f̃_i and w·f̃_i + c)
+                               fallbacks folded in (cold items with an image carry E f̃_i + e and w·f̃_i + c)
     known_users.npy (U,), known_items.npy (N,) bool   have training data (train + validation parts)
     seen_indptr.npy (U+1,), seen_items.npy (nnz,) int64   each user's training items (CSR), for exclude_seen
   visual models only:

@@ -29,6 +29,9 @@ Visual modes (``visual_mode``; f̃_i standardized frozen CNN features, v_i = 1 i
               :mod:`visrec.models.cold_head`): a cold-start head fitted for exactly what it is used for.
 Cold items (no training ratings) with an image are scored with q_i = E f̃_i + e, b_i = w·f̃_i + c. Predictions are never clipped in the loss; for
 metrics they are clipped to ``[rating_min, rating_max]`` when a range is set.
+Optimizer steps: one per loader batch (automatic optimization), or, with ``step_batch_size = s``, one
+per consecutive slice of s ratings of each loader batch (manual optimization; the same steps as loader
+batches of s, without Lightning's per-batch overhead; the scheduler is stepped once per epoch).
 Metrics (exact over the whole part, not averages of batch means):
     rmse = sqrt(Σ (clip(r̂) - r)² / R),  mae = Σ |clip(r̂) - r| / R,
 over the R ratings of the part whose user and item both have training ratings ("warm"; the protocol
