@@ -103,3 +103,17 @@ def test_training_fits_the_head_and_stores_it_in_the_tested_checkpoint(tmp_path)
         rmse = (model.predict_ratings(test.users, test.items) - test.ratings).pow(2).mean().sqrt()
     saved = json.loads((run / "metrics.json").read_text())
     assert float(rmse) == pytest.approx(saved["test/rmse_cold"], abs=1e-4)
+
+
+def test_no_training_item_with_an_image_leaves_the_fallback_and_does_not_crash():
+    from types import SimpleNamespace
+
+    from visrec.pipeline.training import fit_cold_head as fit_after_training
+
+    module = head_module()
+    module.visual.has_image[:4] = False  # only the cold item 4 has a picture
+    train_part = Interactions(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([4.0, 2.0, 5.0]))
+    assert fit_after_training(module, SimpleNamespace(tensors={"train": train_part}), None) == {"cold_head/components": 0}
+    assert module.visual.bias_projection.bias.item() == 0.0
+    with pytest.raises(ValueError, match="no training ratings of items with an image"):
+        module.fit_cold_head(train_part)

@@ -56,8 +56,8 @@ def _user_sums(users, g, targets, num_users):
     g = g.double()  # (R, Q)
     y = targets.double()  # (R,)
     Q = g.shape[1]
-    S = torch.zeros(num_users, Q, Q, dtype=torch.float64).index_add_(0, users, g[:, :, None] * g[:, None, :])
-    T = torch.zeros(num_users, Q, dtype=torch.float64).index_add_(0, users, g * y[:, None])
+    S = g.new_zeros(num_users, Q, Q).index_add_(0, users, g[:, :, None] * g[:, None, :])
+    T = g.new_zeros(num_users, Q).index_add_(0, users, g * y[:, None])
     return S, T, float(y.pow(2).sum())
 
 
@@ -66,7 +66,7 @@ def _normal_equations(user_factors, sums):
     S, T, yy = sums
     p = user_factors.double()  # (U, K)
     K, Q = p.shape[1], S.shape[1]  # Q = 1 + P
-    G = torch.zeros(Q + K * Q, Q + K * Q, dtype=torch.float64)
+    G = S.new_zeros(Q + K * Q, Q + K * Q)
     G[:Q, :Q] = S.sum(0)
     G[:Q, Q:] = torch.einsum("uk,upq->pkq", p, S).reshape(Q, K * Q)
     G[Q:, :Q] = G[:Q, Q:].T
@@ -84,10 +84,11 @@ def _columns(K: int, P: int, used: int, user_terms: bool = True) -> torch.Tensor
 
 
 def _penalty(K: int, used: int, bias_penalty: float, factor_penalty: float | None) -> torch.Tensor:
-    """Ridge penalty per column of _columns(K, P, used, factor_penalty is not None): c and e are not shrunk."""
+    """Ridge penalty per column of _columns(K, P, used, factor_penalty is not None): c and e are not shrunk
+    (they get 1e-6 only, so a fold without ratings, or an all-zero column, still has a unique solution)."""
     w = torch.cat([torch.zeros(1), torch.full((used,), bias_penalty)])
     per_user = [0.0] if factor_penalty is None else [0.0] + [factor_penalty] * used
-    return torch.cat([w, torch.tensor(per_user).repeat(K)]).double()
+    return (torch.cat([w, torch.tensor(per_user).repeat(K)]).double()).clamp(min=1e-6)
 
 
 def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, user_factors: torch.Tensor,
@@ -96,15 +97,19 @@ def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
     """Ridge-fit (c, w, e, E) for ratings (R,) of ``users``/``items`` with ``targets`` y = r − μ − b_u,
     ``user_factors`` P_u (U, K) and whitened ``item_features`` (N, P), choosing P', λ_w, λ_E by
     item-fold cross-validation (see module docstring)."""
+    if len(targets) == 0:
+        raise ValueError("fit_cold_head: no training ratings of items with an image to fit the head on")
+    device = user_factors.device
+    users, items, targets, item_features = users.to(device), items.to(device), targets.to(device), item_features.to(device)
     U, K = user_factors.shape
     P = item_features.shape[1]
     choices = sorted({min(int(c), P) for c in component_choices if int(c) > 0}) or [0]
     width = max(choices)  # the Gram matrices need only the leading `width` components
-    g = torch.cat([torch.ones(len(item_features), 1), item_features[:, :width].float()], 1)  # g: (N, 1 + width)
+    g = torch.cat([item_features.new_ones(len(item_features), 1), item_features[:, :width].float()], 1)  # g: (N, 1 + width)
     rated = torch.unique(items)
     generator = torch.Generator().manual_seed(seed)
-    fold_of_item = torch.full((len(item_features),), -1, dtype=torch.long)
-    fold_of_item[rated] = torch.randperm(len(rated), generator=generator) % folds
+    fold_of_item = torch.full((len(item_features),), -1, dtype=torch.long, device=device)
+    fold_of_item[rated] = (torch.randperm(len(rated), generator=generator) % folds).to(device)
     fold_of_row = fold_of_item[items]  # (R,)
     parts = []
     for f in range(folds):
@@ -117,7 +122,7 @@ def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
         sse = 0.0
         for G_f, b_f, yy_f in parts:
             G_ff, b_ff = G_f[cols][:, cols], b_f[cols]
-            theta = torch.linalg.solve(G[cols][:, cols] - G_ff + torch.diag(penalty), b[cols] - b_ff)
+            theta = torch.linalg.solve(G[cols][:, cols] - G_ff + torch.diag(penalty.to(device)), b[cols] - b_ff)
             sse += yy_f - 2 * theta @ b_ff + theta @ G_ff @ theta
         return float(sse / len(targets)) ** 0.5
 
@@ -131,7 +136,8 @@ def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
     intercept_only = cv_rmse(_columns(K, width, 0, False), _penalty(K, 0, 0.0, None))
 
     cols = _columns(K, width, used, lam_e is not None)
-    theta = torch.linalg.solve(G[cols][:, cols] + torch.diag(_penalty(K, used, lam_w, lam_e)), b[cols]).float()
+    theta = torch.linalg.solve(G[cols][:, cols] + torch.diag(_penalty(K, used, lam_w, lam_e).to(device)), b[cols]).float()
+    theta = theta.cpu()
     bias_weights = torch.zeros(P)
     bias_weights[:used] = theta[1:1 + used]
     factors = theta[1 + used:].reshape(K, -1)  # [e | E_:used] or [e]

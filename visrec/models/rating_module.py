@@ -213,11 +213,12 @@ class RatingModule(pl.LightningModule):
         if self.visual is None:
             raise ValueError("fit_cold_head needs a visual model (visual_mode != none)")
         net, visual = self.net, self.visual
-        rows = visual.has_image[train.items]  # (R,)
-        users, items = train.users[rows], train.items[rows]
-        targets = train.ratings[rows] - net.global_mean - net.user_bias.weight[users, 0]  # (R,) y = r − μ − b_u
+        train_items = train.items.to(visual.has_image.device)
+        rows = visual.has_image[train_items]  # (R,)
+        users, items = train.users.to(rows.device)[rows], train_items[rows]
+        targets = train.ratings.to(rows.device)[rows] - net.global_mean - net.user_bias.weight[users, 0]  # (R,) y = r − μ − b_u
         fit = fit_cold_head(users, items, targets, net.user_factors.weight, visual.features, **options)
-        visual.set_head(fit.projection, fit.vector_intercept, fit.bias_weights, fit.intercept)
+        visual.set_head(*(t.to(rows.device) for t in (fit.projection, fit.vector_intercept, fit.bias_weights)), fit.intercept)
         return fit
 
     def training_step(self, batch, batch_idx):

@@ -86,8 +86,16 @@ def store_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
 
 def fit_cold_head(model: pl.LightningModule, datamodule: RatingsDataModule, checkpoint_path: str | None) -> dict:
     """Mode ``head``: fit the cold-start head in closed form on the training part, after training, and
-    store it in the checkpoint that is tested, evaluated and exported. Returns metrics about the fit."""
-    fit = model.fit_cold_head(datamodule.tensors["train"])
+    store it in the checkpoint that is tested, evaluated and exported. Returns metrics about the fit.
+    With no training item that has an image there is nothing to fit: the head stays zero and every cold
+    item is scored with the fallback (said in the log, not an error — missing images are normal input)."""
+    train_part = datamodule.tensors["train"]
+    if not bool(model.visual.has_image[train_part.items].any()):
+        message = "cold-start head not fitted: no training item has an image; cold items use the fallback μ + b_u"
+        log.warning(message)
+        print(message)
+        return {"cold_head/components": 0}
+    fit = model.fit_cold_head(train_part)
     print(fit.summary())
     if checkpoint_path:
         store_weights(model, checkpoint_path)
