@@ -176,7 +176,8 @@ class Recommender:
         """Cold-start vectors of new items from raw CNN features (M, D) -> q (M, K) = E f̃ + e, b (M,) = w·f̃ + c."""
         whitened = self.whiten(features)  # (M, P)
         a = self.bundle.arrays
-        vectors = whitened @ a["visual_projection"].T + a["visual_vector_intercept"]  # (M, K)
+        # Bundles exported before the prior had an intercept e carry no visual_vector_intercept: e = 0 there.
+        vectors = whitened @ a["visual_projection"].T + a.get("visual_vector_intercept", 0.0)  # (M, K)
         return vectors, whitened @ a["visual_bias_weight"] + self.bundle.manifest["visual_bias_intercept"]
 
     def recommend_for_new_item(self, features: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
