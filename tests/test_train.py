@@ -58,3 +58,12 @@ def test_sliced_steps_equal_small_loader_batches(tmp_path):
     lrs = [state["optimizer_states"][0]["param_groups"][0]["lr"] for state in states]
     assert lrs[0] == lrs[1] < 0.5 and sliced["train/loss"] == small["train/loss"]
     assert sliced["test/rmse"] == small["test/rmse"]
+
+
+def test_step_batch_size_must_be_positive():
+    import pytest
+
+    from visrec.models import RatingModule
+
+    with pytest.raises(ValueError, match="model.step_batch_size must be a positive"):
+        RatingModule(2, 2, step_batch_size=0)

@@ -120,9 +120,10 @@ def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
 
     def cv_rmse(cols: torch.Tensor, penalty: torch.Tensor) -> float:
         sse = 0.0
+        G_all, b_all = G[cols][:, cols] + torch.diag(penalty.to(device)), b[cols]
         for G_f, b_f, yy_f in parts:
             G_ff, b_ff = G_f[cols][:, cols], b_f[cols]
-            theta = torch.linalg.solve(G[cols][:, cols] - G_ff + torch.diag(penalty.to(device)), b[cols] - b_ff)
+            theta = torch.linalg.solve(G_all - G_ff, b_all - b_ff)
             sse += yy_f - 2 * theta @ b_ff + theta @ G_ff @ theta
         return float(sse / len(targets)) ** 0.5
 

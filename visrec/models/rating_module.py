@@ -105,7 +105,9 @@ class RatingModule(pl.LightningModule):
         # None: one optimizer step per loader batch (Lightning's automatic optimization). An int: each
         # loader batch is cut into consecutive slices of this many ratings, one optimizer step each —
         # small-batch SGD without paying Lightning's per-batch overhead on every step.
-        self.step_batch_size = None if not step_batch_size else int(step_batch_size)
+        if step_batch_size is not None and int(step_batch_size) < 1:
+            raise ValueError(f"model.step_batch_size must be a positive number of ratings or null, got {step_batch_size!r}")
+        self.step_batch_size = None if step_batch_size is None else int(step_batch_size)
         self.automatic_optimization = self.step_batch_size is None
 
     # ---- image features -------------------------------------------------------------------------
