@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/feature_extraction.py [--images ../shared/datasets/ml-100k/posters]
 
-Prints, for the same images and the same backbone (bundled tf_efficientnet_lite0 by default):
+Prints, for the same images and the same backbone (bundled tf_efficientnet_lite0, final pooling by default):
   pipeline   extract_item_features with an empty cache: hashing, DataLoader workers decoding JPEGs,
              batched forwards, cache write;
   bare       a plain loop: PIL open -> timm transform -> stack -> forward, batch by batch, main process;
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--images", default=str(REPO.parent / "shared" / "datasets" / "ml-100k" / "posters"))
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--weights", default="bundled")
+    parser.add_argument("--pooling", default="final", choices=["final", "stages"], help="features.backbone.pooling")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
@@ -47,8 +48,8 @@ def main() -> None:
     paths = sorted(Path(args.images).glob("*.jpg"))
     if args.limit:
         paths = paths[: args.limit]
-    backbone = create_backbone(BackboneSpec(args.backbone, args.weights))
-    print(f"{len(paths)} images from {args.images}; backbone {args.backbone} ({args.weights}), D={backbone.feature_dim}, "
+    backbone = create_backbone(BackboneSpec(args.backbone, args.weights, pooling=args.pooling))
+    print(f"{len(paths)} images from {args.images}; backbone {args.backbone} ({args.weights}, pooling {args.pooling}), D={backbone.feature_dim}, "
           f"batch {args.batch_size}, {torch.get_num_threads()} torch threads, {args.num_workers} decode workers")
     with tempfile.TemporaryDirectory() as cache_dir:
         first = extract_item_features(paths, backbone, cache_dir, batch_size=args.batch_size, num_workers=args.num_workers, progress=False)
