@@ -56,7 +56,7 @@ class Backbone:
 
     @property
     def key(self) -> str:
-        """Digest of (name, weights digest, preprocessing): what makes two feature sets comparable."""
+        """Digest of (name, weights digest, pooling, preprocessing): what makes two feature sets comparable."""
         fields = {"name": self.spec.name, "weights": self.weights_digest, "data": self.data_config}
         if self.spec.pooling != "final":  # keys of final-pooling caches stay what they were before pooling existed
             fields["pooling"] = self.spec.pooling
