@@ -1,6 +1,7 @@
 """The LightningDataModule: read a source, split it, index it, serve (user, item, rating) batches."""
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -168,6 +169,18 @@ class RatingsDataModule(pl.LightningDataModule):
             items=torch.from_numpy(self.item_map.to_index(frame["item"].to_numpy())),
             ratings=torch.from_numpy(np.array(frame["rating"], dtype=np.float32)),
         )
+
+    def with_validation_in_train(self) -> "RatingsDataModule":
+        """A copy whose training part is train + val and whose validation part is empty (same maps, same
+        test part): the data of a refit on all training ratings after early stopping chose the epochs."""
+        merged = copy.copy(self)
+        train = Interactions.concat(self.tensors["train"], self.tensors["val"])
+        merged.frames = {**self.frames, "train": pd.concat([self.frames["train"], self.frames["val"]], ignore_index=True),
+                         "val": self.frames["val"].iloc[:0]}
+        merged.tensors = {**self.tensors, "train": train, "val": Interactions.empty()}
+        merged.item_train_counts = torch.bincount(train.items, minlength=self.num_items)  # (N,)
+        merged.user_train_counts = torch.bincount(train.users, minlength=self.num_users)  # (U,)
+        return merged
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property

@@ -1,4 +1,4 @@
-"""``python -m visrec.export RUN_DIR [--ckpt best|last|PATH] [--out DIR]``: write a serving bundle."""
+"""``python -m visrec.export RUN_DIR [--ckpt tested|best|last|refit|PATH] [--out DIR]``: write a serving bundle."""
 import argparse
 import sys
 
@@ -8,7 +8,7 @@ from visrec.data.errors import DataError
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m visrec.export", description=__doc__)
     parser.add_argument("run_dir")
-    parser.add_argument("--ckpt", default="best")
+    parser.add_argument("--ckpt", default="tested", help="tested (refit.ckpt if the run has one, else best.ckpt), best, last, refit or a path")
     parser.add_argument("--out", default=None, help="bundle directory (default: RUN_DIR/export)")
     args = parser.parse_args()
     from visrec.pipeline.exporting import export_run

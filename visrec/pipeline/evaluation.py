@@ -87,9 +87,12 @@ def load_run_data(run_dir: str | Path) -> RunData:
 
 
 def resolve_checkpoint(run_dir: str | Path, ckpt: str) -> Path:
-    """``best`` / ``last`` (in ``<run_dir>/checkpoints``) or a path."""
+    """``tested`` (what train.py tested: ``refit`` when the run has one, else ``best``), ``best`` / ``last`` /
+    ``refit`` (in ``<run_dir>/checkpoints``) or a path."""
     run_dir = Path(run_dir)
-    path = run_dir / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last") else Path(ckpt)
+    if ckpt == "tested":
+        ckpt = "refit" if (run_dir / "checkpoints" / "refit.ckpt").is_file() else "best"
+    path = run_dir / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last", "refit") else Path(ckpt)
     if not path.is_file():
         found = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
         raise DataError(path, f"checkpoint not found (checkpoints in {run_dir / 'checkpoints'}: {found or 'none'})")
@@ -114,10 +117,13 @@ def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictCo
         model.load_state_dict(state)
     except RuntimeError as error:
         raise DataError(ckpt_path, f"does not match the run's config.yaml (model {cfg.model._target_}): {error}") from error
-    train = data.parts["train"]
-    counts = torch.bincount(train.items, minlength=model.net.num_items).to(model.net.item_counts.dtype)
-    if not torch.equal(counts, model.net.item_counts):
-        raise DataError(ckpt_path, "was not trained on this run's split: its per-item training counts differ from split.parquet")
+    train, val = data.parts["train"], data.parts["val"]
+    counts = torch.bincount(train.items, minlength=model.net.num_items).to(model.net.item_counts.dtype)  # (N,)
+    refit_counts = counts + torch.bincount(val.items, minlength=model.net.num_items).to(counts.dtype)  # (N,) train + val
+    model.trained_on_validation = len(val) > 0 and torch.equal(refit_counts, model.net.item_counts)  # a refit model
+    if not (torch.equal(counts, model.net.item_counts) or model.trained_on_validation):
+        raise DataError(ckpt_path, "was not trained on this run's split: its per-item training counts differ from split.parquet "
+                        "(train, or train + val for a refit)")
     features = None
     if getattr(model, "visual", None) is not None:
         with_features = cfg.copy()
@@ -161,6 +167,9 @@ def evaluate_run(cfg: DictConfig) -> EvaluationReport:
     data = load_run_data(run_dir)
     ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt)
     model = load_model(data, ckpt_path, cfg.get("features"))
+    if cfg.part == "val" and model.trained_on_validation:
+        raise DataError(ckpt_path, "was refit on train + val, so part=val would score ratings it was trained on; evaluate part=test, "
+                        "or ckpt=best for the validated model")
     report = run_evaluation(model, data.parts, len(data.user_map), len(data.item_map), ks=list(cfg.ks),
                             threshold=float(cfg.relevance_threshold), exclude_train=cfg.exclude_train,
                             baselines=list(cfg.baselines), max_batch_elements=int(cfg.max_batch_elements), part=cfg.part)

@@ -11,8 +11,8 @@ from visrec.interactions import Interactions
 from visrec.pipeline.evaluation import load_model_and_features, load_run_data, resolve_checkpoint
 
 
-def export_run(run_dir: str | Path, ckpt: str = "best", out_dir: str | Path | None = None) -> Path:
-    """Bundle for ``<run_dir>``'s checkpoint (``best``, ``last`` or a path); default ``<run_dir>/export``."""
+def export_run(run_dir: str | Path, ckpt: str = "tested", out_dir: str | Path | None = None) -> Path:
+    """Bundle for ``<run_dir>``'s checkpoint (``tested``, ``best``, ``last``, ``refit`` or a path; see ``resolve_checkpoint``); default ``<run_dir>/export``."""
     run_dir = Path(run_dir)
     data = load_run_data(run_dir)
     ckpt_path = resolve_checkpoint(run_dir, ckpt)

@@ -3,8 +3,9 @@
 A run directory (``cfg.paths.output_dir``) ends up holding:
     config.yaml          the resolved config, data-derived sizes filled in
     user_map.parquet, item_map.parquet, split.parquet   the exact data the run saw
-    checkpoints/best.ckpt, checkpoints/last.ckpt
-    metrics.json         final metrics (test metrics from the best checkpoint), wall times
+    checkpoints/best.ckpt, checkpoints/last.ckpt, checkpoints/refit.ckpt (refit=true)
+    metrics.json         final metrics (test metrics of the tested checkpoint: refit.ckpt with refit=true,
+                         else best.ckpt), wall times
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from visrec.data.errors import DataError
 from visrec.evaluation import DEFAULT_KS
 from visrec.interactions import Interactions
 from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
+from visrec.pipeline.refit import LearningRateHistory, best_epoch_count, refit
 from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from visrec.utils.report import format_table
 
@@ -169,7 +171,11 @@ def train(cfg: DictConfig) -> dict:
     datamodule.save(out_dir)
 
     loggers = make_loggers(cfg, out_dir)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    lr_history = LearningRateHistory()
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history], logger=loggers or False)
+    if cfg.get("refit"):
+        _check_refit_possible(trainer, datamodule)
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_seconds = time.perf_counter() - started
@@ -182,8 +188,19 @@ def train(cfg: DictConfig) -> dict:
         load_weights(model, checkpoint.best_model_path)
         metrics["best_checkpoint"] = checkpoint.best_model_path
         metrics[f"{checkpoint.monitor}_best"] = float(checkpoint.best_model_score)
+    tested_checkpoint = metrics.get("best_checkpoint")
+    if cfg.get("refit"):
+        if "best_checkpoint" not in metrics:
+            raise ValueError("refit=true needs the best checkpoint of a validated run (callbacks.model_checkpoint monitoring val/rmse)")
+        epochs = best_epoch_count(metrics["best_checkpoint"])
+        tested_checkpoint = str(out_dir / "checkpoints" / "refit.ckpt")
+        model, trainer, datamodule, refit_seconds = refit(cfg, datamodule, features, epochs, lr_history.rates, Path(tested_checkpoint))
+        metrics.update({"refit/epochs": epochs, "refit/fit_seconds": round(refit_seconds, 3), "refit_checkpoint": tested_checkpoint})
+        print(f"Refit on train + val ({len(datamodule.tensors['train'])} ratings) for the {epochs} epochs validation chose: "
+              f"{refit_seconds:.1f} s; tested: {tested_checkpoint}")
+    metrics["tested_checkpoint"] = tested_checkpoint
     if getattr(model, "visual_mode", "none") == "head":
-        metrics.update(fit_cold_head(model, datamodule, metrics.get("best_checkpoint") if trainer.is_global_zero else None))
+        metrics.update(fit_cold_head(model, datamodule, tested_checkpoint if trainer.is_global_zero else None))
     if cfg.get("test"):
         (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in results.items()})
@@ -192,7 +209,7 @@ def train(cfg: DictConfig) -> dict:
     write_json_atomic(out_dir / "metrics.json", metrics)
     report = bundle = None
     if cfg.get("test") and cfg.get("evaluate"):
-        report = _evaluate_after_training(model, datamodule, out_dir, metrics.get("best_checkpoint"))
+        report = _evaluate_after_training(model, datamodule, out_dir, tested_checkpoint)
         metrics.update({f"eval/{key}": value for key, value in report.flat().items()})
     if cfg.get("export"):
         bundle = _export_after_training(cfg, model, datamodule, features, out_dir, metrics)
@@ -205,10 +222,18 @@ def train(cfg: DictConfig) -> dict:
     print(format_table(
         f"Results — {datamodule.source_description}, split {datamodule.split.describe()}",
         [(k, metrics[k]) for k in ("test/rmse", "test/mae", "test/ratings", "test/rmse_cold", "test/mae_cold", "test/ratings_cold",
-                                    "val/rmse_best", "epochs", "fit_seconds") if k in metrics],
+                                    "val/rmse_best", "epochs", "fit_seconds", "refit/epochs", "refit/fit_seconds") if k in metrics],
     ))
     print(f"Run directory: {out_dir}")
     return metrics
+
+
+def _check_refit_possible(trainer: pl.Trainer, datamodule: RatingsDataModule) -> None:
+    """``refit=true`` is refused before training when it could not run (not after an hour of fitting)."""
+    if trainer.world_size > 1:
+        raise ValueError(f"refit=true runs in a single process; this trainer has {trainer.world_size} (use trainer=cpu or trainer=gpu)")
+    if len(datamodule.tensors["val"]) == 0:
+        raise ValueError("refit=true needs a validation carve-out to choose the epochs (data.val_ratio > 0)")
 
 
 def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataModule, out_dir: Path, checkpoint: str | None):
