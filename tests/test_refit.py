@@ -78,9 +78,10 @@ def test_refit_checkpoint_is_what_was_tested_evaluated_and_exported(refit_run):
     (["data.val_ratio=0"], "data.val_ratio > 0"),
     (["callbacks=none"], "best checkpoint"),
 ])
-def test_refit_without_a_validated_run_is_a_clear_error(tmp_path, overrides, message):
+def test_refit_without_a_validated_run_is_refused_before_training(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         train(compose_train(["refit=true", "trainer.max_epochs=2", "model.visual_mode=none", *overrides], tmp_path))
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_learning_rate_history_survives_a_checkpoint_and_replay_sets_each_epoch():

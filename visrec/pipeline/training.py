@@ -190,12 +190,10 @@ def train(cfg: DictConfig) -> dict:
         metrics[f"{checkpoint.monitor}_best"] = float(checkpoint.best_model_score)
     tested_checkpoint = metrics.get("best_checkpoint")
     if cfg.get("refit"):
-        if "best_checkpoint" not in metrics:
-            raise ValueError("refit=true needs the best checkpoint of a validated run (callbacks.model_checkpoint monitoring val/rmse)")
         epochs = best_epoch_count(metrics["best_checkpoint"])
         tested_checkpoint = str(out_dir / "checkpoints" / "refit.ckpt")
         model, trainer, datamodule, refit_seconds = refit(cfg, datamodule, features, epochs, lr_history.rates, Path(tested_checkpoint))
-        metrics.update({"refit/epochs": epochs, "refit/fit_seconds": round(refit_seconds, 3), "refit_checkpoint": tested_checkpoint})
+        metrics.update({"refit/epochs": epochs, "refit/fit_seconds": round(refit_seconds, 3)})
         print(f"Refit on train + val ({len(datamodule.tensors['train'])} ratings) for the {epochs} epochs validation chose: "
               f"{refit_seconds:.1f} s; tested: {tested_checkpoint}")
     metrics["tested_checkpoint"] = tested_checkpoint
@@ -234,6 +232,9 @@ def _check_refit_possible(trainer: pl.Trainer, datamodule: RatingsDataModule) ->
         raise ValueError(f"refit=true runs in a single process; this trainer has {trainer.world_size} (use trainer=cpu or trainer=gpu)")
     if len(datamodule.tensors["val"]) == 0:
         raise ValueError("refit=true needs a validation carve-out to choose the epochs (data.val_ratio > 0)")
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or not checkpoint.monitor:
+        raise ValueError("refit=true needs the best checkpoint of a validated run (callbacks.model_checkpoint monitoring val/rmse)")
 
 
 def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataModule, out_dir: Path, checkpoint: str | None):
