@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from visrec.pipeline.training import train
-from visrec.tracking.offline_run import read_offline_run
+from wandb_offline import read_offline_run
 
 from conftest import REPO, TINY_GENERATOR, compose_train
 

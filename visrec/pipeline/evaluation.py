@@ -197,4 +197,6 @@ def log_to_loggers(logger_cfg: DictConfig | None, report: EvaluationReport, run_
         logger.save()
         logger.finalize("success")
         if hasattr(logger, "experiment") and node._target_.endswith("make_wandb_logger"):
-            logger.experiment.finish()
+            from visrec.tracking.wandb_logger import finish_wandb_run
+
+            finish_wandb_run(logger.experiment)

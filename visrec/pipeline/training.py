@@ -266,6 +266,7 @@ def _export_after_training(cfg: DictConfig, model: pl.LightningModule, datamodul
 def _finish_wandb(loggers: list) -> None:
     """Finish every W&B run this job opened (a sweep's next job must start a new run, not log into this one)."""
     from visrec.tracking.results import wandb_loggers
+    from visrec.tracking.wandb_logger import finish_wandb_run
 
     for logger in wandb_loggers(loggers):
-        logger.experiment.finish()
+        finish_wandb_run(logger.experiment)

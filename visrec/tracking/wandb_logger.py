@@ -40,3 +40,18 @@ def make_wandb_logger(project: str = "visrec", entity: str | None = None, group:
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     return WandbLogger(project=project, entity=entity, group=group, tags=list(tags or []), name=name,
                        save_dir=save_dir, id=run_id, mode=resolve_mode(mode), job_type=job_type)
+
+
+def finish_wandb_run(run) -> None:
+    """Finish a W&B run and wait until wandb's background service has written all of it.
+
+    ``run.finish()`` can return while wandb's service process is still flushing the run's log
+    (offline: ``run-<id>.wandb``); ``wandb.teardown()`` waits for that process to finish (W&B docs,
+    "teardown: waits for W&B to finish and frees resources"). So once this returns, the run's files
+    are complete: a sweep's next job, ``wandb sync`` or a reader sees the whole run. The next
+    ``wandb.init`` in this process starts a fresh service.
+    """
+    import wandb
+
+    run.finish()
+    wandb.teardown()

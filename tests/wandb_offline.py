@@ -1,4 +1,4 @@
-"""Read what an offline W&B run recorded, without uploading it (for tests and quick checks).
+"""Test helper: read what an offline W&B run recorded (wandb's private log format; tests only).
 
 Recent wandb versions keep an offline run's config, history and summary only in the run's binary
 ``run-<id>.wandb`` log (``files/`` holds media and output). That file is a LevelDB-style log: a
