@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 PARTS = ("train", "val", "test")
 
 
+def _validation_remedies(split: Split) -> str:
+    other = "another data/split" + (" (e.g. data/split=random)" if split.name != "random" else "")
+    return (f"Raise data.val_ratio, choose {other}, or turn validation off with data.val_ratio=0 callbacks=none "
+            f"(no early stopping; the last epoch is tested)")
+
+
 class _Rows(Dataset):
     """Indexing with a tensor of row numbers returns a whole batch, so there is no per-row collation."""
 
@@ -82,12 +88,28 @@ class RowBatches(Sampler):
         return -(-len(self._rows()) // self.batch_size)
 
 
+def _int_option(value, key: str, minimum: int) -> int:
+    """An integer option >= ``minimum``, or a DataError naming its config key."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        number = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise DataError(None, f"{key} must be an integer >= {minimum}, got {value!r}")
+    if number < minimum:
+        raise DataError(None, f"{key} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
 class RatingsDataModule(pl.LightningDataModule):
     """Splits a ratings source into train / validation / test and serves index tensors.
 
     Indices: every user and item of the source's catalogs gets one (sorted raw ids), so items with no
     training ratings (cold items) still have an index and, when present, an image.
-    Validation is carved from the training rows (``val_ratio``; 0 disables it) for early stopping.
+    Validation is carved from the training rows (``val_ratio`` in [0, 1); 0 disables it) for early
+    stopping. Options are checked when the module is made and the data when :meth:`setup` runs (before
+    any training): an empty part, a validation part with no warm rating (user and item both with
+    training ratings), or a predefined test pair that is also a training pair is a :class:`DataError`.
     """
 
     def __init__(
@@ -105,15 +127,27 @@ class RatingsDataModule(pl.LightningDataModule):
         super().__init__()
         self.source = source
         self.split = split
-        self.val_ratio = float(val_ratio)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size)
-        self.num_workers = int(num_workers)
-        self.seed = int(seed)
-        self.min_user_ratings = int(min_user_ratings)
-        self.min_item_ratings = int(min_item_ratings)
+        try:
+            val = float(val_ratio)
+        except (TypeError, ValueError):
+            val = float("nan")
+        if isinstance(val_ratio, bool) or not 0.0 <= val < 1.0:
+            raise DataError(None, f"data.val_ratio must be a number in [0, 1) (the share of training ratings held out for "
+                                  f"validation; 0 turns validation off), got {val_ratio!r}")
+        self.val_ratio = val
+        self.batch_size = _int_option(batch_size, "data.batch_size", 1)
+        self.eval_batch_size = _int_option(eval_batch_size, "data.eval_batch_size", 1)
+        self.num_workers = _int_option(num_workers, "data.num_workers", 0)
+        self.seed = _int_option(seed, "seed", 0)
+        self.min_user_ratings = _int_option(min_user_ratings, "data.min_user_ratings", 0)
+        self.min_item_ratings = _int_option(min_item_ratings, "data.min_item_ratings", 0)
         self.frames: dict[str, pd.DataFrame] = {}
         self.tensors: dict[str, Interactions] = {}
+
+    def _source_key(self, name: str) -> str | None:
+        """The config key of a source option (``data.source_args.timestamp_col``), None if it has none."""
+        option_key = getattr(self.source, "option_key", None)
+        return option_key(name) if option_key is not None else None
 
     # ---- set-up ---------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -126,15 +160,28 @@ class RatingsDataModule(pl.LightningDataModule):
         self.source_description = table.source
         self.rating_range = table.rating_range or (float(ratings["rating"].min()), float(ratings["rating"].max()))
 
+        self._check_split_needs(ratings, table.source)
         test = self.split.test_mask(ratings)
         train_frame, test_frame = ratings[~test].reset_index(drop=True), ratings[test].reset_index(drop=True)
+        for part, frame in (("train", train_frame), ("test", test_frame)):
+            if len(frame) == 0:
+                remedies = ["choose another data/split"]
+                if hasattr(self.split, "test_ratio"):
+                    remedies.insert(0, "change data.split.test_ratio")
+                if self.min_user_ratings > 1 or self.min_item_ratings > 1:
+                    remedies.append("lower data.min_user_ratings / data.min_item_ratings")
+                raise DataError(None, f"the {part} set is empty after splitting {table.source} ({len(ratings)} ratings) with "
+                                      f"{self.split.describe()}; {', or '.join(remedies)}")
         val = np.zeros(len(train_frame), dtype=bool)
         if self.val_ratio > 0:
             val = self.split.validation_mask(train_frame, self.val_ratio, self.seed)
+            if not val.any():
+                raise DataError(None, f"the validation set is empty: data.val_ratio={self.val_ratio:g} of {len(train_frame)} training "
+                                      f"ratings rounds to 0 with {self.split.describe()}. {_validation_remedies(self.split)}")
+            if val.all():
+                raise DataError(None, f"data.val_ratio={self.val_ratio:g} leaves no training ratings (all {len(train_frame)} go to "
+                                      f"validation); lower data.val_ratio")
         self.frames = {"train": train_frame[~val], "val": train_frame[val], "test": test_frame}
-        for part in ("train", "test"):
-            if len(self.frames[part]) == 0:
-                raise DataError(None, f"the {part} set is empty after splitting {table.source} with {self.split.describe()}")
         self.frames = {k: v.reset_index(drop=True) for k, v in self.frames.items()}
         self.tensors = {part: self._to_tensors(frame) for part, frame in self.frames.items()}
 
@@ -142,25 +189,59 @@ class RatingsDataModule(pl.LightningDataModule):
         train = self.tensors["train"]
         self.item_train_counts = torch.bincount(train.items, minlength=self.num_items)  # (N,)
         self.user_train_counts = torch.bincount(train.users, minlength=self.num_users)  # (U,)
+        warm = {part: self.warm_count(part) for part in ("val", "test")}
+        if len(self.tensors["val"]) and warm["val"] == 0:
+            raise DataError(None, f"no validation rating is warm: 0 of {len(self.tensors['val'])} validation ratings have a user "
+                                  f"and an item with training ratings (split {self.split.describe()}, data.val_ratio="
+                                  f"{self.val_ratio:g}), so val/rmse, which early stopping and the best checkpoint use, "
+                                  f"cannot be computed. {_validation_remedies(self.split)}")
         log.info(
-            "data %s, split %s: %d users, %d items, train/val/test = %d/%d/%d ratings",
+            "data %s, split %s: %d users, %d items, train/val/test = %d/%d/%d ratings; warm (user and item with training "
+            "ratings): val %d of %d, test %d of %d",
             table.source, self.split.describe(), self.num_users, self.num_items,
             len(self.tensors["train"]), len(self.tensors["val"]), len(self.tensors["test"]),
+            warm["val"], len(self.tensors["val"]), warm["test"], len(self.tensors["test"]),
         )
 
+    def warm_count(self, part: str) -> int:
+        """Ratings of ``part`` whose user and item both have training ratings (what val/rmse and test/rmse cover)."""
+        data = self.tensors[part]
+        if len(data) == 0:
+            return 0
+        return int(((self.user_train_counts[data.users] > 0) & (self.item_train_counts[data.items] > 0)).sum())
+
+    def _check_split_needs(self, ratings: pd.DataFrame, source: str) -> None:
+        """A split that needs a column the data lacks is refused naming the option that provides it."""
+        need = getattr(self.split, "needs_column", None)
+        if need is None or need in ratings.columns:
+            return
+        option = {"timestamp": "timestamp_col", "is_test": "test_path"}.get(need)
+        key = self._source_key(option) if option else None
+        what = {"timestamp": "a timestamp column", "is_test": "a source with a predefined test set"}.get(need, f"a {need!r} column")
+        provide = f"set {key}=<{'column name' if need == 'timestamp' else 'test table'}>, or " if key else ""
+        raise DataError(source, f"data/split={self.split.name} needs {what}, which this data does not have; "
+                                f"{provide}choose another split, e.g. data/split=random", field=need if need == "timestamp" else None)
+
     def _filter(self, ratings: pd.DataFrame) -> pd.DataFrame:
-        """Drop users / items with fewer ratings than the configured minimums (one pass)."""
+        """Drop users / items with fewer ratings than the configured minimums (users first, then items,
+        one pass each); what each filter dropped is logged."""
         before = len(ratings)
+        dropped = []
         if self.min_user_ratings > 1:
-            ratings = ratings[ratings.groupby("user")["user"].transform("size") >= self.min_user_ratings]
+            keep = ratings.groupby("user")["user"].transform("size").to_numpy() >= self.min_user_ratings
+            dropped.append(f"data.min_user_ratings={self.min_user_ratings} dropped {int((~keep).sum())} rating(s) of "
+                           f"{ratings['user'][~keep].nunique()} user(s)")
+            ratings = ratings[keep]
         if self.min_item_ratings > 1:
-            ratings = ratings[ratings.groupby("item")["item"].transform("size") >= self.min_item_ratings]
+            keep = ratings.groupby("item")["item"].transform("size").to_numpy() >= self.min_item_ratings
+            dropped.append(f"data.min_item_ratings={self.min_item_ratings} dropped {int((~keep).sum())} rating(s) of "
+                           f"{ratings['item'][~keep].nunique()} item(s)")
+            ratings = ratings[keep]
         if len(ratings) == 0:
-            raise DataError(
-                None,
-                f"no ratings left after filtering (min_user_ratings={self.min_user_ratings}, "
-                f"min_item_ratings={self.min_item_ratings}; {before} before)",
-            )
+            raise DataError(None, f"no ratings left after filtering ({'; '.join(dropped)}; {before} before); lower "
+                                  f"data.min_user_ratings / data.min_item_ratings")
+        if dropped:
+            log.info("filters: %s; %d of %d ratings kept", "; ".join(dropped), len(ratings), before)
         return ratings.reset_index(drop=True)
 
     def _to_tensors(self, frame: pd.DataFrame) -> Interactions:

@@ -13,9 +13,14 @@ from visrec.data.errors import DataError
 
 
 def _check_ratio(ratio: float, name: str) -> float:
-    if not 0.0 < float(ratio) < 1.0:
-        raise ValueError(f"{name} must be in (0, 1), got {ratio!r}")
-    return float(ratio)
+    """A ratio in (0, 1); ``name`` is its config key (``data.split.test_ratio``)."""
+    try:
+        value = float(ratio)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(ratio, bool) or not 0.0 < value < 1.0:
+        raise DataError(None, f"{name} must be a number in (0, 1), got {ratio!r}")
+    return value
 
 
 def random_rows(num_rows: int, ratio: float, seed: int) -> np.ndarray:
@@ -30,6 +35,8 @@ class Split:
     """Base: subclasses implement ``test_mask``; validation defaults to random rows."""
 
     name = "split"
+    # A column the ratings must have for this split (checked by the datamodule, which names the option).
+    needs_column: str | None = None
 
     def test_mask(self, ratings: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
@@ -46,13 +53,14 @@ class PredefinedSplit(Split):
     """The source's own test set (e.g. MovieLens ``u1.test``, or a table's ``test_path``)."""
 
     name = "predefined"
+    needs_column = "is_test"
 
     def test_mask(self, ratings: pd.DataFrame) -> np.ndarray:
         if "is_test" not in ratings.columns:
             raise DataError(
                 None,
-                "split=predefined needs a source with a predefined test set "
-                "(MovieLens fold files, or data.source.test_path for a ratings table); "
+                "data/split=predefined needs a source with a predefined test set "
+                "(MovieLens fold files, or data.source_args.test_path for data=ratings_table); "
                 "choose another split, e.g. data/split=random",
             )
         return ratings["is_test"].to_numpy(dtype=bool)
@@ -64,7 +72,7 @@ class RandomSplit(Split):
     name = "random"
 
     def __init__(self, test_ratio: float = 0.2, seed: int = 0):
-        self.test_ratio = _check_ratio(test_ratio, "test_ratio")
+        self.test_ratio = _check_ratio(test_ratio, "data.split.test_ratio")
         self.seed = int(seed)
 
     def test_mask(self, ratings: pd.DataFrame) -> np.ndarray:
@@ -90,7 +98,7 @@ class PerUserSplit(Split):
     name = "per_user"
 
     def __init__(self, test_ratio: float = 0.2, seed: int = 0):
-        self.test_ratio = _check_ratio(test_ratio, "test_ratio")
+        self.test_ratio = _check_ratio(test_ratio, "data.split.test_ratio")
         self.seed = int(seed)
 
     def test_mask(self, ratings: pd.DataFrame) -> np.ndarray:
@@ -110,14 +118,16 @@ class TemporalSplit(Split):
     """
 
     name = "temporal"
+    needs_column = "timestamp"
 
     def __init__(self, test_ratio: float = 0.2):
-        self.test_ratio = _check_ratio(test_ratio, "test_ratio")
+        self.test_ratio = _check_ratio(test_ratio, "data.split.test_ratio")
 
     @staticmethod
     def _latest(ratings: pd.DataFrame, ratio: float) -> np.ndarray:
         if "timestamp" not in ratings.columns:
-            raise DataError(None, "split=temporal needs a timestamp column (data.source.timestamp_col)", field="timestamp")
+            raise DataError(None, "data/split=temporal needs a timestamp column (data.source_args.timestamp_col for "
+                                  "data=ratings_table); choose another split, e.g. data/split=random", field="timestamp")
         order = np.argsort(ratings["timestamp"].to_numpy(), kind="stable")
         mask = np.zeros(len(ratings), dtype=bool)
         mask[order[len(ratings) - int(round(ratio * len(ratings))):]] = True
@@ -139,7 +149,7 @@ class ColdItemSplit(Split):
     name = "cold_item"
 
     def __init__(self, test_ratio: float = 0.2, seed: int = 0):
-        self.test_ratio = _check_ratio(test_ratio, "test_ratio")
+        self.test_ratio = _check_ratio(test_ratio, "data.split.test_ratio")
         self.seed = int(seed)
 
     def test_mask(self, ratings: pd.DataFrame) -> np.ndarray:

@@ -188,4 +188,5 @@ class SyntheticSource:
         return RatingsFile(
             folder / "ratings.csv", timestamp_col="timestamp", rating_min=1, rating_max=5,
             items_path=folder / "items.csv", image_col="image", duplicates=self.duplicates,
+            config_prefix=None,  # generated files: their reader options are not in the config
         ).load()
