@@ -11,11 +11,12 @@ def main() -> None:
     parser.add_argument("--ckpt", default="tested", help="tested (refit.ckpt if the run has one, else best.ckpt), best, last, refit or a path")
     parser.add_argument("--out", default=None, help="bundle directory (default: RUN_DIR/export)")
     args = parser.parse_args()
+    from visrec.export import ExportError
     from visrec.pipeline.exporting import export_run
 
     try:
         print(f"bundle written to {export_run(args.run_dir, args.ckpt, args.out)}")
-    except DataError as error:
+    except (DataError, ExportError) as error:
         print(f"export: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -7,7 +7,7 @@ Layout (format version 1; no pickle anywhere — arrays are saved and loaded wit
     user_factors.npy (U, K) float32, user_bias.npy (U,), item_factors.npy (N, K), item_bias.npy (N,)
                                effective factors: r̂_ui = μ + b_u + b_i + p_u · q_i reproduces the model,
                                fallbacks folded in (cold items with an image carry E f̃_i + e and w·f̃_i + c)
-    known_users.npy (U,), known_items.npy (N,) bool   have training data (train + validation parts)
+    known_users.npy (U,), known_items.npy (N,) bool   have a trained vector (ratings in the part the model was trained on)
     seen_indptr.npy (U+1,), seen_items.npy (nnz,) int64   each user's training items (CSR), for exclude_seen
   visual models only:
     feature_mean.npy (D,), feature_components.npy (P, D), feature_scale.npy (P,)   whitening f -> f̃
@@ -16,11 +16,14 @@ Layout (format version 1; no pickle anywhere — arrays are saved and loaded wit
 
 The bundle is written into a temporary directory beside the target and renamed into place, so a crash
 never leaves half a bundle; an existing bundle at the target is replaced only once the new one is complete.
+Non-finite factors (a diverged model) are refused with :class:`ExportError` before anything is written,
+and manifest.json is strict JSON (non-finite metrics are written as null).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -37,6 +40,10 @@ from visrec.utils.checksums import sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
+
+class ExportError(ValueError):
+    """A model that must not be served (non-finite factors): nothing was written."""
 
 
 def _versions() -> dict[str, str]:
@@ -61,9 +68,11 @@ def model_arrays(model, seen: Interactions) -> tuple[dict[str, np.ndarray], dict
     """The arrays of a bundle and the scalar fields of its manifest, from a trained ``RatingModule``."""
     tables = model.effective_factors()
     arrays = {name: tables[name].numpy().astype(np.float32) for name in ("user_factors", "user_bias", "item_factors", "item_bias")}
-    # Known = has training data (train + validation parts), the evaluator's definition.
-    arrays["known_users"] = np.bincount(seen.users.numpy(), minlength=model.net.num_users) > 0
-    arrays["known_items"] = np.bincount(seen.items.numpy(), minlength=model.net.num_items) > 0
+    # Known = has a trained vector: the model's own definition (ratings in the part it was trained on),
+    # the same as trainer.test's and the evaluator's warm. ``seen`` (train + validation) is what
+    # recommend(exclude_seen=True) leaves out.
+    arrays["known_users"] = model.net.known_users.cpu().numpy().astype(bool)
+    arrays["known_items"] = model.net.known_items.cpu().numpy().astype(bool)
     arrays["seen_indptr"], arrays["seen_items"] = _seen_csr(seen, model.net.num_users)
     scalars = {"global_mean": tables["global_mean"],
                "rating_range": None if model.rating_range is None else list(model.rating_range)}
@@ -93,8 +102,38 @@ def data_fingerprint(user_map: IdMap, item_map: IdMap, seen: Interactions) -> st
     return digest.hexdigest()
 
 
-def write_bundle(out_dir: str | Path, arrays: dict[str, np.ndarray], user_map: IdMap, item_map: IdMap, manifest: dict) -> Path:
-    """Write arrays, maps and manifest (with checksums) to a temporary directory, then rename it to ``out_dir``."""
+def check_finite(arrays: dict[str, np.ndarray], scalars: dict, source: str) -> None:
+    """Raise ExportError naming ``source`` (the checkpoint) and the arrays if a float array or a scalar
+    of ``scalars`` holds NaN or inf — the sign of a model that diverged in training."""
+    bad = {name: int(array.size - np.isfinite(array).sum()) for name, array in arrays.items()
+           if np.asarray(array).dtype.kind == "f" and not np.isfinite(array).all()}
+    bad.update({name: 1 for name, value in scalars.items() if isinstance(value, float) and not math.isfinite(value)})
+    if bad:
+        counts = ", ".join(f"{name}: {count} value(s)" for name, count in bad.items())
+        raise ExportError(f"{source}: refusing to export non-finite (NaN/inf) parameters ({counts}) — the model diverged "
+                          "in training; retrain with a lower learning rate (model.optimizer.lr) or more regularization. "
+                          "No bundle was written")
+
+
+def _strict_json(value):
+    """``value`` with non-finite floats replaced by None (JSON has no NaN/Infinity)."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_bundle(out_dir: str | Path, arrays: dict[str, np.ndarray], user_map: IdMap, item_map: IdMap, manifest: dict,
+                 source: str = "model") -> Path:
+    """Write arrays, maps and manifest (with checksums) to a temporary directory, then rename it to ``out_dir``.
+
+    Raises ExportError naming ``source`` (before writing anything) if an array or a manifest number
+    (global_mean, ...) is not finite."""
+    check_finite(arrays, {key: value for key, value in manifest.items() if key in ("global_mean", "visual_bias_intercept")},
+                 source)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -106,7 +145,8 @@ def write_bundle(out_dir: str | Path, arrays: dict[str, np.ndarray], user_map: I
         files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
         full = {"format_version": FORMAT_VERSION, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 **manifest, "files": files}
-        (tmp / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+        text = json.dumps(_strict_json(full), indent=2, sort_keys=True, default=str, allow_nan=False)
+        (tmp / MANIFEST).write_text(text + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
         old = None
         if out_dir.exists():
@@ -125,7 +165,9 @@ def export_model(model, user_map: IdMap, item_map: IdMap, seen: Interactions, ou
                  model_config: dict | None = None, metrics: dict | None = None, backbone: dict | None = None) -> Path:
     """Export a trained ``RatingModule`` (weights loaded, features attached) to ``out_dir``.
 
-    ``seen``: the training data (train + validation parts) — recorded per user for ``exclude_seen``."""
+    ``seen``: the training data (train + validation parts) — recorded per user for ``exclude_seen``.
+    Raises ExportError naming the checkpoint (``metrics["checkpoint"]`` or ``["tested_checkpoint"]``)
+    if the model's factors are not finite; nothing is written then."""
     arrays, scalars = model_arrays(model, seen)
     manifest = {
         **scalars,
@@ -134,4 +176,6 @@ def export_model(model, user_map: IdMap, item_map: IdMap, seen: Interactions, ou
         "data_fingerprint": data_fingerprint(user_map, item_map, seen),
         "library_versions": _versions(), "backbone": backbone,
     }
-    return write_bundle(out_dir, arrays, user_map, item_map, manifest)
+    checkpoint = (metrics or {}).get("checkpoint") or (metrics or {}).get("tested_checkpoint")
+    source = f"checkpoint {checkpoint}" if checkpoint else "the trained model"
+    return write_bundle(out_dir, arrays, user_map, item_map, manifest, source=source)

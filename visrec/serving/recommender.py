@@ -4,7 +4,10 @@
 Scores are the model's: r̂_ui = μ + b_u + b_i + p_u · q_i (float32 factors, float64 arithmetic).
 Unknown raw ids raise :class:`UnknownIdError` naming them, unless ``on_unknown="fallback"``: an
 unknown user is then scored like a user without training ratings (r̂ = μ + b_i: items ranked by
-their bias), and unknown items in :meth:`score` get NaN.
+their bias), and unknown items in :meth:`score` get NaN. Query ids are matched to the bundle's id
+dtype by the rule of :mod:`visrec.serving.ids` ("196" finds user 196 of an integer-id bundle, 196
+finds "196" of a string-id bundle); a known id in another form ("0196", 196.0) is refused, never
+served as a new user.
 """
 from __future__ import annotations
 
@@ -14,14 +17,13 @@ from typing import Sequence
 import numpy as np
 
 from visrec.serving.bundle import Bundle, load_bundle
+from visrec.serving.ids import IdLookup, UnknownIdError
 from visrec.serving.topk import top_k
 
+__all__ = ["Recommender", "UnknownIdError"]
 
-class UnknownIdError(KeyError):
-    """Raw ids that are not in the bundle's id maps."""
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0])
+_FALLBACK = {"user": "on_unknown='fallback' scores them as users without ratings",
+             "item": "on_unknown='fallback' scores them as NaN"}
 
 
 class Recommender:
@@ -39,9 +41,13 @@ class Recommender:
         self.scorable_items = self.known_items | (has_image & bundle.is_visual)  # (N,)
         self.batch_size = int(batch_size)
         self.index = None  # optional approximate / exact FAISS index (see visrec.serving.faiss_index)
+        self._user_lookup = IdLookup(bundle.user_ids, "user")
+        self._item_lookup = IdLookup(bundle.item_ids, "item")
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True, **kwargs) -> "Recommender":
+        """Load and check a bundle (see :func:`visrec.serving.bundle.load_bundle`); raises BundleError naming
+        the file at fault for a tampered, incomplete or non-finite bundle."""
         return cls(load_bundle(path, verify=verify), **kwargs)
 
     # ---- ids ---------------------------------------------------------------------------------------
@@ -53,20 +59,13 @@ class Recommender:
     def item_ids(self) -> np.ndarray:
         return self.bundle.item_ids.to_numpy()
 
-    def _indices(self, index, raw, kind: str, on_unknown: str) -> np.ndarray:
-        raw = np.asarray(raw).reshape(-1)
-        idx = index.get_indexer(raw)
-        if (idx < 0).any() and on_unknown != "fallback":
-            unknown = list(dict.fromkeys(raw[idx < 0].tolist()))
-            raise UnknownIdError(f"{len(unknown)} unknown {kind} id(s): {unknown[:5]} (on_unknown='fallback' scores them "
-                                 f"{'as users without ratings' if kind == 'user' else 'as NaN'})")
-        return idx.astype(np.int64)
-
     def user_index(self, user_ids, on_unknown: str = "error") -> np.ndarray:
-        return self._indices(self.bundle.user_ids, user_ids, "user", on_unknown)
+        """(B,) indices of raw user ids (-1: unknown, with ``on_unknown="fallback"``). Raises UnknownIdError."""
+        return self._user_lookup.indices(user_ids, on_unknown, _FALLBACK["user"])
 
     def item_index(self, item_ids, on_unknown: str = "error") -> np.ndarray:
-        return self._indices(self.bundle.item_ids, item_ids, "item", on_unknown)
+        """(M,) indices of raw item ids (-1: unknown, with ``on_unknown="fallback"``). Raises UnknownIdError."""
+        return self._item_lookup.indices(item_ids, on_unknown, _FALLBACK["item"])
 
     # ---- scoring -----------------------------------------------------------------------------------
     def _user_rows(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +147,9 @@ class Recommender:
     def similar_items(self, item_id, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items whose vectors q_j have the highest cosine with q_i (the item itself and
         items without a vector excluded) -> (item_ids (k,), cosines (k,))."""
-        (item,) = self.item_index([item_id])
+        remedy = "similar_items needs an item of the catalog" + (
+            "; for a new picture use items_like_image(path)" if self.bundle.is_visual else "")
+        (item,) = self._item_lookup.indices([item_id], "error", remedy)
         norms = np.linalg.norm(self.item_factors, axis=1)  # (N,)
         if norms[item] == 0:
             raise ValueError(f"item {item_id!r} has no vector (no training ratings and no image): nothing is similar to it")
