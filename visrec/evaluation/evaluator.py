@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import torch
+
 from visrec.evaluation.metrics import RANKING_METRICS, rating_metrics
 from visrec.evaluation.ranking import DEFAULT_BATCH_ELEMENTS, evaluate_ranking
 from visrec.evaluation.scorers import Scorer
@@ -83,12 +85,15 @@ def protocol_name(protocol: dict) -> str:
 
 def evaluate(scorers: Sequence[Scorer], train: Interactions, test: Interactions, num_users: int, num_items: int,
              ks: Sequence[int] = DEFAULT_KS, threshold: float = 4.0, exclude_train: str = "all",
-             max_batch_elements: int = DEFAULT_BATCH_ELEMENTS) -> EvaluationReport:
+             max_batch_elements: int = DEFAULT_BATCH_ELEMENTS, known_users: torch.Tensor | None = None,
+             known_items: torch.Tensor | None = None) -> EvaluationReport:
     """Rating metrics (scorers that predict ratings) and ranking metrics for each segment of ``test``.
 
-    ``train`` is all the data the model could see (train and validation parts)."""
+    ``train`` is all the data the model could see (train and validation parts). ``known_users`` (U,) /
+    ``known_items`` (N,) bool: the model's warm users and items (default: those with a rating in
+    ``train``; see :mod:`visrec.evaluation.segments`)."""
     ks = sorted({int(k) for k in ks})
-    segments = build_segments(train, test, num_users, num_items, threshold, exclude_train)
+    segments = build_segments(train, test, num_users, num_items, threshold, exclude_train, known_users, known_items)
     report = EvaluationReport({"threshold": float(threshold), "exclude_train": exclude_train, "ks": ks,
                                "num_users": num_users, "num_items": num_items})
     for scorer in scorers:

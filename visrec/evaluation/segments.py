@@ -1,7 +1,10 @@
 """From a split to evaluation segments: which test ratings and which ranking task each segment has.
 
-Known user / known item = one with at least one rating in the training data of the run (its train
-and validation parts together: everything the model could see).
+Known user / known item = one that has a trained vector: by default, one with at least one rating in
+``train``; callers that evaluate a model pass the model's own masks (``known_users``, ``known_items``),
+so "warm" here is exactly the set the model scores with its factors rather than its fallback (for a
+validated run: the train part; for a refit run: train + validation). ``train`` (everything the model
+could see, train and validation parts) is still what is excluded from a user's candidates.
 
 Segments (present when the split has test ratings in them):
     warm        known user, known item. Ranking: candidates = all known items minus the user's
@@ -56,8 +59,11 @@ def _rank_task(test: Interactions, candidates: torch.Tensor, excluded: Interacti
 
 
 def build_segments(train: Interactions, test: Interactions, num_users: int, num_items: int,
-                   threshold: float = 4.0, exclude_train: str = "all") -> dict[str, Segment]:
-    """Segments of ``test`` given the training data ``train`` (train + validation parts of the run)."""
+                   threshold: float = 4.0, exclude_train: str = "all", known_users: torch.Tensor | None = None,
+                   known_items: torch.Tensor | None = None) -> dict[str, Segment]:
+    """Segments of ``test`` given the training data ``train`` (train + validation parts of the run).
+
+    ``known_users`` (U,) / ``known_items`` (N,) bool: who is warm (default: has a rating in ``train``)."""
     if exclude_train not in PROTOCOLS:
         raise ValueError(f"exclude_train must be one of {PROTOCOLS}, got {exclude_train!r}")
     overlap = torch.isin(test.users * num_items + test.items, train.users * num_items + train.items)  # (R,)
@@ -67,8 +73,11 @@ def build_segments(train: Interactions, test: Interactions, num_users: int, num_
             f"(e.g. user index {int(test.users[overlap][0])}, item index {int(test.items[overlap][0])}); "
             "a split must not share pairs between its parts"
         )
-    known_user = torch.bincount(train.users, minlength=num_users) > 0  # (U,)
-    known_item = torch.bincount(train.items, minlength=num_items) > 0  # (N,)
+    known_user = torch.bincount(train.users, minlength=num_users) > 0 if known_users is None else known_users.cpu().bool()  # (U,)
+    known_item = torch.bincount(train.items, minlength=num_items) > 0 if known_items is None else known_items.cpu().bool()  # (N,)
+    if known_user.shape != (num_users,) or known_item.shape != (num_items,):
+        raise ValueError(f"known_users / known_items must have shapes ({num_users},) / ({num_items},), "
+                         f"got {tuple(known_user.shape)} / {tuple(known_item.shape)}")
     test_known_user = known_user[test.users]  # (R,)
     test_known_item = known_item[test.items]  # (R,)
 

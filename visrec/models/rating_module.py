@@ -41,6 +41,8 @@ count both groups, so nothing is dropped silently.
 """
 from __future__ import annotations
 
+import inspect
+import math
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -49,6 +51,7 @@ import torch
 from visrec.interactions import Interactions
 from visrec.models.biased_mf import BiasedMF
 from visrec.models.cold_head import ColdHeadFit, fit_cold_head
+from visrec.models.divergence import DivergedError, non_finite_names
 from visrec.models.visual import VISUAL_MODES, VisualPrior
 
 
@@ -78,6 +81,9 @@ class RatingModule(pl.LightningModule):
         step_batch_size: int | None = None,
     ):
         super().__init__()
+        _check_options(k=k, init_std=init_std, reg_factors=reg_factors, reg_bias=reg_bias, reg_visual=reg_visual,
+                       reg_visual_bias=reg_visual_bias, reg_projection=reg_projection, visual_pca_dim=visual_pca_dim,
+                       visual_mode=visual_mode)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = BiasedMF(num_users, num_items, k, init_std=init_std, global_mean=global_mean)
         self.reg_factors = float(reg_factors)
@@ -109,6 +115,16 @@ class RatingModule(pl.LightningModule):
             raise ValueError(f"model.step_batch_size must be a positive number of ratings or null, got {step_batch_size!r}")
         self.step_batch_size = None if step_batch_size is None else int(step_batch_size)
         self.automatic_optimization = self.step_batch_size is None
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Check the option values of a ``model`` config before anything is built (the pipeline calls
+        this at set-up, before reading data). Raises ``ValueError`` naming the key (``model.<name>``)."""
+        defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
+        value = {name: options.get(name, defaults.get(name)) for name in (
+            "k", "init_std", "reg_factors", "reg_bias", "reg_visual", "reg_visual_bias", "reg_projection",
+            "visual_pca_dim", "visual_mode")}
+        _check_options(**value)
 
     # ---- image features -------------------------------------------------------------------------
     def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
@@ -249,8 +265,11 @@ class RatingModule(pl.LightningModule):
         return {name: value / len(ratings) for name, value in totals.items()}
 
     def on_train_epoch_end(self):
-        """Manual optimization steps no scheduler by itself: step it once per epoch here (after validation,
-        so a plateau scheduler sees this epoch's ``scheduler_monitor``), as automatic optimization does."""
+        """Stop with :class:`DivergedError` when the epoch left non-finite weights (a diverged run is an
+        error, not a result). Manual optimization steps no scheduler by itself: step it once per epoch
+        here (after validation, so a plateau scheduler sees this epoch's ``scheduler_monitor``), as
+        automatic optimization does."""
+        self._check_finite_epoch()
         if self.automatic_optimization or self.scheduler_factory is None:
             return
         scheduler = self.lr_schedulers()
@@ -260,6 +279,16 @@ class RatingModule(pl.LightningModule):
                 scheduler.step(value)
         else:
             scheduler.step()
+
+    def _check_finite_epoch(self) -> None:
+        loss = self.trainer.callback_metrics.get("train/loss")
+        bad = non_finite_names(self.named_parameters())
+        if bad or (loss is not None and not bool(torch.isfinite(loss))):
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None
+            raise DivergedError(
+                f"training diverged in epoch {self.current_epoch}: train/loss {float(loss) if loss is not None else 'n/a'}, "
+                f"non-finite weights in {', '.join(bad[:6]) or 'none yet'}. The learning rate is likely too high "
+                f"(model.optimizer.lr = {lr}): lower it, or raise model.reg_factors / model.reg_bias")
 
     # ---- evaluation -----------------------------------------------------------------------------
     def _accumulate(self, batch) -> None:
@@ -303,3 +332,21 @@ class RatingModule(pl.LightningModule):
         if not self.automatic_optimization:  # stepped by on_train_epoch_end
             return {"optimizer": optimizer, "lr_scheduler": scheduler}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor}}
+
+
+def _check_options(*, k, init_std, reg_factors, reg_bias, reg_visual, reg_visual_bias, reg_projection, visual_pca_dim,
+                   visual_mode) -> None:
+    """Refuse option values that would train nonsense, naming the config key (``model.<name>``)."""
+    def bad(name: str, value, expected: str) -> ValueError:
+        return ValueError(f"model.{name} must be {expected}, got {value!r}")
+
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise bad("k", k, "a positive number of latent factors")
+    if not init_std > 0:
+        raise bad("init_std", init_std, "> 0")
+    for name, value in (("reg_factors", reg_factors), ("reg_bias", reg_bias), ("reg_visual", reg_visual),
+                        ("reg_visual_bias", reg_visual_bias), ("reg_projection", reg_projection)):
+        if not (value >= 0 and math.isfinite(value)):
+            raise bad(name, value, "a finite penalty >= 0")
+    if visual_mode != "none" and (not isinstance(visual_pca_dim, int) or visual_pca_dim < 1):
+        raise bad("visual_pca_dim", visual_pca_dim, f"a positive number of components with visual_mode={visual_mode}")

@@ -9,6 +9,7 @@ Writes ``<run_dir>/eval/<checkpoint>_<protocol>/``: metrics.json, metrics.csv, r
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
 from visrec.evaluation import EvaluationReport, FactorScorer, Interactions, PopularityScorer, evaluate
 from visrec.evaluation.ranking import DEFAULT_BATCH_ELEMENTS
+from visrec.models.divergence import check_finite_model
 from visrec.pipeline.training import item_features
 from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 
@@ -143,19 +145,25 @@ def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_u
                    ks, threshold: float, exclude_train: str, baselines=("popularity",),
                    max_batch_elements: int = DEFAULT_BATCH_ELEMENTS, part: str = "test") -> EvaluationReport:
     """The model and the baselines on one part of the split (training data = train + val)."""
+    check_finite_model(model, "evaluation")
     seen = Interactions.concat(parts["train"], parts["val"]) if part == "test" else parts["train"]
     scorers = [model_scorer(model)]
     for baseline in baselines:
         if baseline != "popularity":
             raise ValueError(f"unknown baseline {baseline!r}; available: popularity")
         scorers.append(PopularityScorer.from_interactions(seen.items, num_items))
+    # Warm = what the model scores with its trained factors (its own known users / items), so the
+    # evaluator's warm segment is exactly trainer.test's test/rmse set and the bundle's known items.
     return evaluate(scorers, seen, parts[part], num_users, num_items, ks=ks, threshold=threshold,
-                    exclude_train=exclude_train, max_batch_elements=max_batch_elements)
+                    exclude_train=exclude_train, max_batch_elements=max_batch_elements,
+                    known_users=model.net.known_users, known_items=model.net.known_items)
 
 
 def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = None) -> None:
     """metrics.json (protocol + flat metrics), metrics.csv (one row per metric), report.txt."""
-    write_json_atomic(out_dir / "metrics.json", {"protocol": report.protocol, **(extra or {}), "metrics": report.flat()})
+    # A metric over an empty set (e.g. no rankable user in a segment) is NaN in the report: JSON null.
+    metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in report.flat().items()}
+    write_json_atomic(out_dir / "metrics.json", {"protocol": report.protocol, **(extra or {}), "metrics": metrics})
     with atomic_path(out_dir / "metrics.csv") as tmp:
         pd.DataFrame(report.rows()).to_csv(tmp, index=False)
     write_text_atomic(out_dir / "report.txt", report.format() + "\n")

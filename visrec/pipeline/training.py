@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.data.datamodule import RatingsDataModule
@@ -114,6 +114,10 @@ def resume_settings(cfg: DictConfig) -> None:
     last = resume_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise DataError(last, f"cannot resume {resume_dir}: no last checkpoint (was it trained with callbacks=default?)")
+    try:  # a truncated or corrupt file fails here, named, not inside Lightning after set-up
+        torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 - zip, unpickling and I/O errors alike
+        raise DataError(last, f"cannot resume {resume_dir}: not a readable Lightning checkpoint (truncated or corrupt?): {error}") from error
     with open_dict(cfg):
         cfg.paths.output_dir = str(resume_dir)
         cfg.ckpt_path = str(last)
@@ -154,8 +158,30 @@ def _sweep_name() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name
 
 
+def check_options(cfg: DictConfig) -> None:
+    """Refuse trainer and model settings that train nothing or nonsense, before anything is read or
+    written (the model class checks its own options when it has a ``check_options`` classmethod)."""
+    model_class = get_class(cfg.model._target_)
+    if hasattr(model_class, "check_options"):
+        model_class.check_options(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
+    check_trainer_options(cfg)
+
+
+def check_trainer_options(cfg: DictConfig) -> None:
+    """Refuse trainer settings that train nothing, before anything is read or written."""
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
+        raise ValueError(f"trainer.max_epochs must be >= 1 (or -1 with trainer.max_steps), got {max_epochs}: "
+                         "a run with no training epoch has no result to test, evaluate or export")
+
+
 def train(cfg: DictConfig) -> dict:
-    """Fit the configured model; return the final metrics (also written to ``metrics.json``)."""
+    """Fit the configured model; return the final metrics (also written to ``metrics.json``).
+
+    Raises :class:`~visrec.data.DataError` (bad input), ``ValueError`` (an option out of range, named by
+    its config key) before training, and :class:`~visrec.models.divergence.DivergedError` when training
+    produces non-finite weights."""
+    check_options(cfg)
     resume_settings(cfg)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
