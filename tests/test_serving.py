@@ -1,5 +1,6 @@
 """Export bundles and the numpy serving API: round trip against the Lightning model and the evaluator,
-tampering, unknown ids, image queries, FAISS, and no torch import."""
+tampering (more in test_bundle_security.py), unknown ids and id types, image queries, FAISS, and no
+torch import."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ from visrec.pipeline.training import train
 from visrec.serving import BundleError, Recommender, UnknownIdError
 
 from conftest import REPO, compose_train
+from test_bundle_security import write_small_bundle
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +204,74 @@ def test_numpy_top_k_orders_like_the_evaluator(seed):
         scores[rng.random((rows, n)) < rng.choice([0.0, 0.2])] = np.nan
         scores[rng.random((rows, n)) < rng.choice([0.0, 0.5, 0.999])] = -np.inf
         np.testing.assert_array_equal(top_k(scores, k), torch_top_k(torch.from_numpy(scores), k).numpy())
+
+
+# ---- id types at serving time (bundles written from small random arrays: no training) ----------------
+@pytest.fixture(scope="module")
+def int_and_str_bundles(tmp_path_factory):
+    """The same ids as int64 (a MovieLens or Parquet bundle) and as strings (a CSV bundle)."""
+    tmp = tmp_path_factory.mktemp("ids")
+    users, items = np.array([196, 186, 22, 244, 166, 298, 115], dtype=np.int64), np.arange(242, 251, dtype=np.int64)
+    return {"int": Recommender.load(write_small_bundle(tmp / "int", users, items)),
+            "str": Recommender.load(write_small_bundle(tmp / "str", users.astype(str).astype(object), items.astype(str).astype(object)))}
+
+
+def test_readme_serving_example_works_on_integer_ids(int_and_str_bundles):
+    """README "Export and serving": the MovieLens-100K calls, with ids as strings or as ints."""
+    rec = int_and_str_bundles["int"]
+    assert rec.user_ids.dtype == np.int64
+    ids, scores = rec.recommend(["196", "186"], k=10)
+    np.testing.assert_array_equal(ids, rec.recommend([196, 186], k=10)[0])
+    np.testing.assert_allclose(rec.score("196", ["242", "245"]), rec.score(196, [242, 245]))
+    similar, cosines = rec.similar_items("242", k=3)
+    np.testing.assert_array_equal(similar, rec.similar_items(242, k=3)[0])
+
+
+@pytest.mark.parametrize("side", ["int", "str"])
+def test_query_ids_of_the_other_type_find_the_same_user(int_and_str_bundles, side):
+    rec = int_and_str_bundles[side]
+    expected = rec.recommend(rec.user_ids[:2], k=4)
+    for query in ([196, 186], ["196", "186"], np.array([196, 186]), np.array(["196", "186"]), [196, "186"]):
+        got = rec.recommend(query, k=4, on_unknown="fallback")
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_allclose(got[1], expected[1])
+    np.testing.assert_array_equal(rec.item_index([242, "243"]), [0, 1])
+
+
+@pytest.mark.parametrize("side", ["int", "str"])
+@pytest.mark.parametrize("query", ["0196", " 196", "+196", "196.0", 196.0])
+def test_known_id_in_another_form_is_refused_even_with_fallback(int_and_str_bundles, side, query):
+    """Never served as a brand-new user: the error names both types and the id it looks like."""
+    rec = int_and_str_bundles[side]
+    for on_unknown in ("error", "fallback"):
+        with pytest.raises(UnknownIdError, match=rf"\({type(query).__name__}\) looks like .?196.*the bundle's user ids are "
+                                                 rf"{'int64' if side == 'int' else 'str'}") as caught:
+            rec.recommend([query], k=3, on_unknown=on_unknown)
+        assert "fallback' does not apply" in str(caught.value)
+
+
+def test_unknown_id_error_names_the_bundles_dtype_and_the_querys_type(int_and_str_bundles):
+    with pytest.raises(UnknownIdError, match=r"1 unknown user id\(s\): \['nobody'\].*bundle's user ids are int64 and the query's are str"):
+        int_and_str_bundles["int"].recommend(["nobody"], k=3)
+    with pytest.raises(UnknownIdError, match=r"1 unknown user id\(s\): \[999\].*bundle's user ids are str \(strings\) and the query's are int"):
+        int_and_str_bundles["str"].recommend([999], k=3)
+    with pytest.raises(UnknownIdError, match=r"\['nobody'\] \(on_unknown='fallback' scores them as users without ratings\)$"):
+        int_and_str_bundles["str"].recommend(["nobody"], k=3)  # same type: no type hint
+    with pytest.raises(ValueError, match="on_unknown must be 'error' or 'fallback'"):
+        int_and_str_bundles["str"].recommend(["196"], k=3, on_unknown="ignore")
+
+
+def test_fallback_serves_only_really_new_ids_as_new(int_and_str_bundles):
+    rec = int_and_str_bundles["str"]
+    new_user = rec.recommend(["nobody"], k=5, on_unknown="fallback")[0]
+    known = rec.recommend([196], k=5, on_unknown="fallback")[0]  # int on a string-id bundle: user "196"
+    np.testing.assert_array_equal(known, rec.recommend(["196"], k=5)[0])
+    assert not np.array_equal(known, new_user)
+    assert np.isnan(rec.score(196, [242, "nothing"], on_unknown="fallback")[1])
+    assert rec.user_index([True], on_unknown="fallback")[0] == -1  # bools are not ids
+
+
+def test_similar_items_error_suggests_only_what_it_takes(int_and_str_bundles):
+    with pytest.raises(UnknownIdError) as caught:
+        int_and_str_bundles["int"].similar_items("no-such-item")
+    assert "on_unknown" not in str(caught.value) and "similar_items needs an item of the catalog" in str(caught.value)
