@@ -52,7 +52,7 @@ class RatingsTable:
 # (max 3.4e38), so |rating| <= 1e6 keeps a sum of 1e8 squared errors finite. Larger values are a unit
 # or parsing mistake, not a rating.
 MAX_ABS_RATING = 1e6
-# Integers (ids, timestamps) must fit int64; parsed from a float they must also be exact (|x| <= 2**53).
+# Integers (ids, timestamps) must fit int64; parsed from a float they must also be exact (|x| < 2**53).
 INT64_MAX = np.iinfo(np.int64).max
 FLOAT_EXACT_INT = 2.0 ** 53
 
@@ -114,7 +114,7 @@ def read_delimited(path: Path, sep: str, num_fields: int, names: list[str], enco
 def parse_int64(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integers from a column of strings or numbers, exactly: (int64 values, not-an-integer mask,
     out-of-range mask). Integer text is parsed without going through float; other text and floats are
-    accepted when integral and exact (|x| <= 2**53). Nothing wraps around: a value beyond int64 is
+    accepted when integral and surely exact (|x| < 2**53). Nothing wraps around: a value beyond int64 is
     flagged ``out of range``."""
     n = len(values)
     out = np.zeros(n, dtype=np.int64)
@@ -150,7 +150,7 @@ def parse_int64(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         out[fits] = text[fits].astype(np.int64).to_numpy()
     with np.errstate(invalid="ignore"):
         integral = ~is_int & np.isfinite(floats) & (floats % 1 == 0)
-    float_over = integral & (np.abs(floats) > FLOAT_EXACT_INT)
+    float_over = integral & (np.abs(floats) >= FLOAT_EXACT_INT)
     ok_float = integral & ~float_over
     out[ok_float] = floats[ok_float].astype(np.int64)
     over |= float_over
@@ -224,7 +224,7 @@ def validate_ratings(
         if bad.any():
             fail(bad, "timestamp", "timestamp is not an integer")
         if over.any():
-            fail(over, "timestamp", f"timestamp does not fit a 64-bit integer exactly (|t| <= {INT64_MAX}, or <= 2**53 if written as a float)")
+            fail(over, "timestamp", f"timestamp does not fit a 64-bit integer exactly (|t| <= {INT64_MAX}, or < 2**53 if written as a float)")
         out["timestamp"] = ts
     for extra in frame.columns.difference(["user", "item", "rating", "timestamp"]):
         out[extra] = frame[extra].to_numpy()
