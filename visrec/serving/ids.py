@@ -5,9 +5,11 @@ Parquet column, strings for a CSV table), and queries are matched to them by one
 - Integer ids in the bundle: a query string that is a canonical decimal integer (``"196"``, ``"-3"``;
   no ``+``, leading zeros, spaces or decimal point, at most 18 digits) is read as that integer.
 - String ids in the bundle: a query integer (Python or numpy, not bool) is read as ``str(id)``.
-- Anything else (floats, bools, ``"0196"``, ``" 196"``) is never converted. If such an id equals a
-  known id after int()/str() conversion, it is refused with :class:`UnknownIdError` naming both types,
-  even under ``on_unknown="fallback"``: it is a known id in the wrong form, not a new user or item.
+- Anything else (floats, bools; for integer ids also ``"0196"``, ``" 196"``, ``"+196"``) is never
+  converted. If such an id equals a known id after int()/str() conversion, it is refused with
+  :class:`UnknownIdError` naming both types, even under ``on_unknown="fallback"``: it is a known id in
+  the wrong form, not a new user or item. (Strings are exact ids in a string-id bundle: ``"0196"``
+  there is another id than ``"196"``.)
 """
 from __future__ import annotations
 
@@ -35,21 +37,26 @@ def query_values(raw) -> pd.Index:
     return pd.Index(list(raw))
 
 
+def _category(value) -> str:
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return "int"
+    return "other"
+
+
 def _element_types(values: pd.Index) -> np.ndarray:
     """Per query id: "int" (integer, not bool), "str", or "other"."""
     inferred = pd.api.types.infer_dtype(values, skipna=False)
-    if inferred in ("integer", "string"):
+    if inferred in ("integer", "string"):  # homogeneous queries: no per-id work
         return np.full(len(values), "int" if inferred == "integer" else "str", dtype=object)
-    names = pd.Series(values, dtype=object).map(lambda value: type(value).__name__)  # mixed queries only
-    ints = pd.Series(values, dtype=object).map(lambda value: isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)))
-    out = np.where(ints.to_numpy(dtype=bool), "int", np.where(names.to_numpy() == "str", "str", "other"))
-    return out.astype(object)
+    return pd.Series(np.asarray(values, dtype=object), dtype=object).map(_category).to_numpy(dtype=object)
 
 
-def _numeric_keys(values) -> pd.Series:
-    """Each id as text, numeric forms normalized ("0196", " 196", "+196", 196.0 -> "196")."""
-    text = pd.Series(np.asarray(values, dtype=object), dtype=object).astype(str)
-    return text.str.replace(_NUMERIC_FORM, r"\1\2", regex=True)
+def _numeric_keys(values) -> np.ndarray:
+    """Each id as text (object array), numeric forms normalized ("0196", " 196", "+196", 196.0 -> "196")."""
+    text = pd.Series(np.asarray(values, dtype=object).astype(str), dtype=object)
+    return text.str.replace(_NUMERIC_FORM, r"\1\2", regex=True).to_numpy(dtype=object)
 
 
 class IdLookup:
@@ -87,8 +94,10 @@ class IdLookup:
         if self.id_type == "other":
             return self.ids.get_indexer(query).astype(np.int64)
         types = _element_types(query)
-        idx = np.full(len(query), -1, dtype=np.int64)
         same = types == self.id_type
+        if same.all():  # the usual case: one exact lookup
+            return self.ids.get_indexer(query).astype(np.int64)
+        idx = np.full(len(query), -1, dtype=np.int64)
         if same.any():
             idx[same] = self.ids.get_indexer(query[same])
         other = np.flatnonzero(~same & (types != "other"))
@@ -104,22 +113,34 @@ class IdLookup:
         return idx
 
     def _refuse_near_matches(self, missing: pd.Index) -> None:
-        """Raise UnknownIdError if unknown query ids equal known ids after int()/str() conversion."""
+        """Raise UnknownIdError if unknown query ids of another type than the bundle's (or strings that
+        are not canonical integers, for integer ids) equal known ids after int()/str() conversion."""
         if self.id_type == "other":
             return
-        if self._keys is None:
-            keys = _numeric_keys(self.ids)
-            self._keys = pd.Series(self.ids.to_numpy(dtype=object), index=keys.to_numpy())
-            self._keys = self._keys[~self._keys.index.duplicated()]
-        keys = _numeric_keys(missing).to_numpy()
-        near = pd.Index(keys).isin(self._keys.index)
-        if near.any():
-            pairs = [(q, self._keys[k]) for q, k in zip(missing[near][:5], keys[near][:5])]
-            shown = ", ".join(f"{q!r} ({type(q).__name__}) looks like {known!r}" for q, known in pairs)
+        foreign = missing[_element_types(missing) != self.id_type]
+        if not len(foreign):
+            return
+        known_keys, known_ids = self._known_keys()
+        keys = _numeric_keys(foreign)
+        position = known_keys.get_indexer(pd.Index(keys, dtype=object))
+        near = np.flatnonzero(position >= 0)
+        if len(near):
+            pairs = zip(foreign[near[:5]].tolist(), known_ids[position[near[:5]]].tolist())  # Python scalars
+            shown = ", ".join(f"{query!r} ({type(query).__name__}) looks like {known!r}" for query, known in pairs)
             raise UnknownIdError(
-                f"{int(near.sum())} {self.kind} id(s) not found in the form given: {shown}; {self.describe()}, and "
+                f"{len(near)} {self.kind} id(s) not found in the form given: {shown}; {self.describe()}, and "
                 f"{self._conversion_rule()}. Pass the ids as the bundle stores them (on_unknown='fallback' does not "
                 f"apply to these: they are known {self.kind}s in another form, not new ones)")
+
+    def _known_keys(self) -> tuple[pd.Index, np.ndarray]:
+        """(unique numeric keys, the first raw id of each) of the bundle's ids; built once, on first use."""
+        if self._keys is None:
+            ids = self.ids.to_numpy(dtype=object)
+            keys = ids.astype(str) if self.id_type == "int" else _numeric_keys(ids)  # ints are canonical already
+            keys = pd.Index(keys, dtype=object)
+            first = ~keys.duplicated()
+            self._keys = (keys[first], ids[first])
+        return self._keys
 
     def _conversion_rule(self) -> str:
         if self.id_type == "other":
