@@ -181,6 +181,13 @@ def test_special_file_is_refused_without_blocking(bundle):
     refused(bundle, r"user_bias\.npy: not a regular file")
 
 
+def test_file_over_the_size_limit_is_refused_unread(bundle):
+    from visrec.serving import load_bundle
+
+    with pytest.raises(BundleError, match=r"/bundle/\w+\.(npy|parquet): \d+ bytes, more than the limit of 120"):
+        load_bundle(bundle, max_file_bytes=120)
+
+
 # ---- pickles and headers ------------------------------------------------------------------------------
 class Payload:
     marker: Path | None = None
