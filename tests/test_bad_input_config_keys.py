@@ -15,7 +15,7 @@ from visrec.data import DataError
 
 from conftest import CONF, compose_train
 
-KEY = re.compile(r"(?<![\w/.-])(data(?:\.[A-Za-z_]\w*)+)")
+KEY = re.compile(r"(?<![\w/.-])((?:data|model|trainer)(?:\.[A-Za-z_]\w*)+)")
 GROUP_OPTION = re.compile(r"(?<![\w/.-])(data/split|callbacks|data)=([A-Za-z_]\w*)")
 _ABSENT = object()
 
@@ -74,7 +74,7 @@ TABLE_CASES = {
     "filters drop everything": ("good", ["data.min_user_ratings=1000"], "data.min_user_ratings"),
     "empty validation": ("tiny", [], "data.val_ratio"),
     "all-cold validation": ("session", ["data.source_args.timestamp_col=timestamp", "data/split=temporal", "data.val_ratio=0.04"],
-                            "data.val_ratio"),
+                            "model.scheduler"),
     "empty test part": ("tiny", ["data.split.test_ratio=0.01"], "data.split.test_ratio"),
 }
 

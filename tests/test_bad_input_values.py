@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from visrec.data import DataError, MovieLens100K, RatingsFile
-from visrec.data.table import MAX_ABS_RATING
 
 HEADER = "user,item,rating,ts\n"
 BODY = "".join(f"u{i % 5},i{i},{1 + i % 5},{1000 + i}\n" for i in range(12))
@@ -36,6 +35,8 @@ def test_non_finite_or_overflowing_ratings_are_refused_with_or_without_a_range(t
 
 
 def test_the_rating_bound_is_documented_and_reasonable(tmp_path):
+    from visrec.data.table import MAX_ABS_RATING
+
     assert MAX_ABS_RATING == 1e6
     path = write(tmp_path, HEADER + BODY + f"u1,i99,{-MAX_ABS_RATING},7\nu1,i98,1e-30,7\n")
     ratings = RatingsFile(path).load().ratings["rating"]

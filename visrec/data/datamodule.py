@@ -27,7 +27,7 @@ PARTS = ("train", "val", "test")
 def _validation_remedies(split: Split) -> str:
     other = "another data/split" + (" (e.g. data/split=random)" if split.name != "random" else "")
     return (f"Raise data.val_ratio, choose {other}, or turn validation off with data.val_ratio=0 callbacks=none "
-            f"(no early stopping; the last epoch is tested)")
+            f"model.scheduler=null (no early stopping, no plateau schedule; the last epoch is tested)")
 
 
 class _Rows(Dataset):
