@@ -34,3 +34,21 @@ def test_load_rejects_foreign_file(tmp_path):
     pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "x.parquet")
     with pytest.raises(ValueError, match="not an IdMap"):
         IdMap.load(tmp_path / "x.parquet")
+
+
+def test_ids_of_mixed_types_are_a_data_error_naming_both_types():
+    from visrec.data import DataError
+
+    with pytest.raises(DataError, match=r"user ids mix types: int \(e\.g\. 7\), str \(e\.g\. '7'\)"):
+        IdMap.from_values(np.array([7, "7", 8], dtype=object), name="user")
+
+
+def test_test_table_with_ids_of_another_type_names_both_files(tmp_path):
+    import pandas as pd
+
+    from visrec.data import DataError, RatingsFile
+
+    pd.DataFrame({"user": [1, 2], "item": [10, 20], "rating": [4.0, 3.0]}).to_parquet(tmp_path / "r.parquet")
+    (tmp_path / "test.csv").write_text("user,item,rating\n1,20,5\n")
+    with pytest.raises(DataError, match=r"test\.csv, field 'user': user ids are string here but integer in .*r\.parquet"):
+        RatingsFile(tmp_path / "r.parquet", test_path=tmp_path / "test.csv").load()

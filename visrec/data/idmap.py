@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from visrec.data.errors import DataError
 from visrec.utils.atomic import atomic_path
 
 
@@ -27,8 +28,18 @@ class IdMap:
 
     @classmethod
     def from_values(cls, values, name: str = "id") -> "IdMap":
-        """Map built from the distinct values, in sorted order (deterministic)."""
-        return cls(np.sort(pd.unique(np.asarray(values))), name=name)
+        """Map built from the distinct values, in sorted order (deterministic). Ids of mixed types
+        (``7`` and ``"7"``) cannot be ordered, and would never match each other: a DataError."""
+        distinct = pd.unique(np.asarray(values))
+        try:
+            return cls(np.sort(distinct), name=name)
+        except TypeError:
+            examples = {}
+            for value in distinct:
+                examples.setdefault(type(value).__name__, value)
+            shown = ", ".join(f"{kind} (e.g. {value!r})" for kind, value in sorted(examples.items()))
+            raise DataError(None, f"{name} ids mix types: {shown}; every file must give the ids of one type "
+                                  f"(CSV ids are strings, Parquet ids keep their column type)") from None
 
     def __len__(self) -> int:
         return len(self._index)
