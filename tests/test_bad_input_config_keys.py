@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from visrec.data import DataError
+from visrec.pipeline.config import instantiate_node
 
 from conftest import CONF, compose_train
 
@@ -24,7 +24,7 @@ def error_of(overrides: list[str], tmp_path: Path) -> tuple[DataError, object]:
     """Compose train.yaml with ``overrides``, make and set up the datamodule; return the DataError."""
     cfg = compose_train(overrides, tmp_path)
     with pytest.raises(DataError) as err:
-        instantiate(cfg.data).setup()
+        instantiate_node(cfg.data).setup()
     return err.value, cfg
 
 

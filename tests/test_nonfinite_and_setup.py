@@ -114,3 +114,9 @@ def test_warm_is_one_set_for_trainer_test_the_evaluator_and_the_bundle(tmp_path)
     known = dict(zip(rec.item_ids, rec.known_items))
     assert not known["late"]  # no trained vector: not "known" to serving either
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+
+
+def test_no_validation_part_with_callbacks_watching_it_is_refused_at_set_up(tmp_path):
+    with pytest.raises(ValueError, match=r"data\.val_ratio=0.*callbacks\.early_stopping\.monitor.*model\.scheduler_monitor"):
+        train(compose_train(["model.visual_mode=none", "data.val_ratio=0"], tmp_path))
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -315,46 +315,6 @@ class RatingsDataModule(pl.LightningDataModule):
             split.to_parquet(tmp, index=False)
 
 
-class RefusedDataModule(RatingsDataModule):
-    """What a data factory returns when its options are refused: :meth:`setup` raises the error.
-
-    Hydra wraps any exception raised while it instantiates a config node in its own
-    ``InstantiationException``; a factory keeps the :class:`DataError` instead, so the run still stops
-    when it is set up (``train`` calls ``setup`` right after ``instantiate``, before reading or training
-    anything) with the error itself, naming the config key."""
-
-    def __init__(self, error: DataError):
-        pl.LightningDataModule.__init__(self)
-        self.error = error
-        self.frames, self.tensors = {}, {}
-
-    def setup(self, stage: str | None = None) -> None:
-        raise self.error
-
-
-def _datamodule(build) -> RatingsDataModule:
-    try:
-        return build()
-    except DataError as error:
-        return RefusedDataModule(error)
-
-
-def _split(split) -> Split:
-    """The split, made here when the data config is instantiated with ``_recursive_: false`` (so that a
-    bad split option is a DataError of the factory, not a Hydra error)."""
-    if isinstance(split, Split):
-        return split
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(split)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, DataError):
-            raise error.__cause__ from None
-        raise
-
-
 def _plain(options) -> dict:
     if options is None:
         return {}
@@ -364,19 +324,18 @@ def _plain(options) -> dict:
 
 
 # ---- factories used by the Hydra data configs (flat arguments: data.root, data.fold, ...) -------------
-# The configs set ``_recursive_: false``: ``split`` arrives as its config node and is made here.
 def movielens_100k(root: str, split: Split, fold: str | int = 1, images: str | None = "posters", duplicates: str = "last", **datamodule_args) -> RatingsDataModule:
     """MovieLens-100K from ``root`` (see :class:`~visrec.data.readers.MovieLens100K`)."""
     from visrec.data.readers import MovieLens100K
 
-    return _datamodule(lambda: RatingsDataModule(MovieLens100K(root, fold=fold, images=images, duplicates=duplicates), _split(split), **datamodule_args))
+    return RatingsDataModule(MovieLens100K(root, fold=fold, images=images, duplicates=duplicates), split, **datamodule_args)
 
 
 def ratings_table(path: str, split: Split, source_args: dict | None = None, **datamodule_args) -> RatingsDataModule:
     """Any CSV / Parquet ratings table; ``source_args`` are :class:`~visrec.data.readers.RatingsFile`'s arguments."""
     from visrec.data.readers import RatingsFile
 
-    return _datamodule(lambda: RatingsDataModule(RatingsFile(path, **_plain(source_args)), _split(split), **datamodule_args))
+    return RatingsDataModule(RatingsFile(path, **_plain(source_args)), split, **datamodule_args)
 
 
 def synthetic(root: str, split: Split, generator: dict | None = None, **datamodule_args) -> RatingsDataModule:
@@ -384,4 +343,4 @@ def synthetic(root: str, split: Split, generator: dict | None = None, **datamodu
     :class:`~visrec.data.synthetic.SyntheticParams` fields."""
     from visrec.data.synthetic import SyntheticSource
 
-    return _datamodule(lambda: RatingsDataModule(SyntheticSource(root, **_plain(generator)), _split(split), **datamodule_args))
+    return RatingsDataModule(SyntheticSource(root, **_plain(generator)), split, **datamodule_args)

@@ -23,6 +23,7 @@ from visrec.data.errors import DataError
 from visrec.evaluation import DEFAULT_KS
 from visrec.interactions import Interactions
 from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
+from visrec.pipeline.config import instantiate_node
 from visrec.pipeline.refit import LearningRateHistory, best_epoch_count, refit
 from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from visrec.utils.report import format_table
@@ -61,7 +62,7 @@ def build_model(cfg: DictConfig, datamodule: RatingsDataModule, features: ItemFe
 
     ``fit=False`` for a model about to receive a checkpoint's weights."""
     fill_data_sizes(cfg, datamodule, features)
-    model = instantiate(cfg.model)
+    model = instantiate_node(cfg.model)
     model.net.set_train_counts(datamodule.user_train_counts, datamodule.item_train_counts)
     if features is not None:
         model.attach_features(features.features, features.has_image, fit=fit)
@@ -167,6 +168,21 @@ def check_options(cfg: DictConfig) -> None:
     check_trainer_options(cfg)
 
 
+def check_validation_needs(cfg: DictConfig, datamodule: RatingsDataModule) -> None:
+    """With no validation part (``data.val_ratio=0``), nothing may watch a ``val/*`` metric: refuse at
+    set-up, naming the keys, instead of failing inside Lightning after the first epoch."""
+    if len(datamodule.tensors["val"]) > 0:
+        return
+    watchers = [f"callbacks.{name}.monitor ({node.monitor})" for name, node in (cfg.get("callbacks") or {}).items()
+                if node is not None and str(node.get("monitor") or "").startswith("val/")]
+    if cfg.model.get("scheduler") is not None and str(cfg.model.get("scheduler_monitor") or "").startswith("val/"):
+        watchers.append(f"model.scheduler_monitor ({cfg.model.scheduler_monitor})")
+    if watchers:
+        raise ValueError(f"there is no validation part (data.val_ratio={cfg.data.get('val_ratio')}), but {', '.join(watchers)} "
+                         "watch validation metrics: set data.val_ratio > 0, or train without them "
+                         "(callbacks=none model.scheduler=null)")
+
+
 def check_trainer_options(cfg: DictConfig) -> None:
     """Refuse trainer settings that train nothing, before anything is read or written."""
     max_epochs = cfg.trainer.get("max_epochs")
@@ -187,8 +203,9 @@ def train(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule: RatingsDataModule = instantiate(cfg.data)
+    datamodule: RatingsDataModule = instantiate_node(cfg.data)
     datamodule.setup("fit")
+    check_validation_needs(cfg, datamodule)
     features = item_features(cfg, datamodule.image_paths, list(datamodule.item_map.raw_ids))
     model = build_model(cfg, datamodule, features)
     if features is not None:

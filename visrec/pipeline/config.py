@@ -1,0 +1,20 @@
+"""Instantiate a Hydra config node so that a refused option reaches the user as itself."""
+from __future__ import annotations
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+
+def instantiate_node(node, **kwargs):
+    """``hydra.utils.instantiate``, except that when the target (or a nested one) raises a
+    ``ValueError`` — a :class:`~visrec.data.DataError` naming a file or a config key, or a refused
+    option — that error is raised as is, not wrapped in Hydra's ``InstantiationException``."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, ValueError):
+            raise cause from None
+        raise
