@@ -276,3 +276,13 @@ def test_similar_items_error_suggests_only_what_it_takes(int_and_str_bundles):
     with pytest.raises(UnknownIdError) as caught:
         int_and_str_bundles["int"].similar_items("no-such-item")
     assert "on_unknown" not in str(caught.value) and "similar_items needs an item of the catalog" in str(caught.value)
+
+
+@pytest.mark.parametrize("k", [-1, 2.5, "3", True])
+def test_k_must_be_a_whole_number(plain_run, k):
+    rec = Recommender.load(plain_run / "export")
+    user, item = rec.user_ids[0], rec.item_ids[0]
+    for call in (lambda: rec.recommend([user], k=k), lambda: rec.similar_items(item, k=k)):
+        with pytest.raises(ValueError, match=r"k must be a whole number >= 0"):
+            call()
+    assert rec.recommend([user], k=0)[0].shape == (1, 0)

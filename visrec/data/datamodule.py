@@ -195,6 +195,11 @@ class RatingsDataModule(pl.LightningDataModule):
                                   f"and an item with training ratings (split {self.split.describe()}, data.val_ratio="
                                   f"{self.val_ratio:g}), so val/rmse, which early stopping and the best checkpoint use, "
                                   f"cannot be computed. {_validation_remedies(self.split)}")
+        if len(self.tensors["test"]) and warm["test"] == 0:
+            # Legitimate for a cold-start split, but then test/rmse does not exist: say so, loudly.
+            log.warning("no test rating is warm (0 of %d have a user and an item with training ratings; split %s): "
+                        "test/rmse and the evaluator's warm segment will be absent, only the cold metrics are reported",
+                        len(self.tensors["test"]), self.split.describe())
         log.info(
             "data %s, split %s: %d users, %d items, train/val/test = %d/%d/%d ratings; warm (user and item with training "
             "ratings): val %d of %d, test %d of %d",

@@ -15,7 +15,7 @@ import pandas as pd
 
 from visrec.data.errors import DataError, show
 from visrec.data.table import (
-    DUPLICATE_POLICIES, MAX_ABS_RATING, RatingsTable, check_no_shared_pairs, decode_error, parse_int64, read_delimited, resolve_duplicates, validate_ratings,
+    DUPLICATE_POLICIES, FLOAT_EXACT_INT, INT64_MAX, MAX_ABS_RATING, RatingsTable, check_no_shared_pairs, decode_error, parse_int64, read_delimited, resolve_duplicates, validate_ratings,
 )
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,12 @@ class RatingsFile:
         self.columns = {"user": user_col, "item": item_col, "rating": rating_col}
         if timestamp_col:
             self.columns["timestamp"] = timestamp_col
+        named = [(key, col) for key, col in self.columns.items()]
+        for i, (key, col) in enumerate(named):
+            for other_key, other_col in named[:i]:
+                if col == other_col:
+                    raise DataError(None, f"{self._name(other_key + '_col')} and {self._name(key + '_col')} both name the column {col!r}; "
+                                          "each field needs its own column")
         self.rating_range = self._check_range(rating_min, rating_max)
         self.test_path = Path(str(test_path)).expanduser() if test_path else None
         self.items_path = Path(str(items_path)).expanduser() if items_path else None
@@ -212,7 +218,13 @@ class RatingsFile:
         renamed = frame[list(wanted.values())].copy()
         renamed.columns = list(wanted.keys())
         renamed["line"] = lines
-        return renamed.reset_index(drop=True)
+        renamed = renamed.reset_index(drop=True)
+        for col in ("user", "item"):
+            if col in renamed.columns:
+                renamed[col] = _clean_ids(renamed[col], path, renamed["line"].to_numpy(), wanted[col])
+        return renamed
+
+
 
     def _read_ratings(self, path: Path, catalog: np.ndarray | None) -> pd.DataFrame:
         wanted = dict(self.columns)
@@ -265,6 +277,38 @@ class RatingsFile:
             image_paths = {i: folder / self.image_pattern.format(item=i) for i in items}
         users = pd.unique(ratings["user"].to_numpy())
         return RatingsTable(ratings, items=np.asarray(items), users=np.asarray(users), image_paths=image_paths, source=str(self.path), rating_range=self.rating_range)
+
+
+def _clean_ids(ids: pd.Series, path: Path, lines: np.ndarray, field: str) -> pd.Series:
+    """Raw ids as visrec keeps them: strings (surrounding whitespace removed, so ``1, 2`` reads as ids
+    "1" and "2") or integers that fit int64. Integral floats (a Parquet integer column that pandas
+    widened to float) become int64. Raises DataError (file, line, field) for anything else: fractional,
+    non-finite or out-of-range numbers, booleans, dates, mixed types."""
+    kind = ids.dtype.kind
+    if kind == "i":
+        return ids
+    if kind == "u":
+        over = (ids.to_numpy() > INT64_MAX)
+        if over.any():
+            row = int(np.flatnonzero(over)[0])
+            raise DataError(path, f"id {show(ids.iloc[row])} does not fit a 64-bit integer", line=int(lines[row]), field=field)
+        return ids.astype(np.int64)
+    if kind == "f":
+        values = ids.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) >= FLOAT_EXACT_INT)
+        bad &= ~np.isnan(values)  # missing ids are reported by validate_ratings
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(path, f"id {show(ids.iloc[row])} is not an integer (ids are integers or strings)", line=int(lines[row]), field=field)
+        return ids if np.isnan(values).any() else ids.astype(np.int64)
+    if kind in "OUS" or str(ids.dtype) in ("str", "string"):
+        if pd.api.types.infer_dtype(ids, skipna=True) not in ("string", "empty"):  # one C pass; the row only on error
+            is_text = ids.map(lambda v: isinstance(v, str) or v is None or (isinstance(v, float) and np.isnan(v))).to_numpy(dtype=bool)
+            row = int(np.flatnonzero(~is_text)[0]) if (~is_text).any() else 0
+            raise DataError(path, f"id {show(ids.iloc[row])} of type {type(ids.iloc[row]).__name__} in a column of strings "
+                                  "(ids are integers or strings, one type per column)", line=int(lines[row]), field=field)
+        return ids.str.strip()
+    raise DataError(path, f"ids of type {ids.dtype} are not supported (ids are integers or strings)", line=int(lines[0]) if len(lines) else None, field=field)
 
 
 def _id_type(values) -> str:
@@ -337,8 +381,14 @@ def read_csv_table(path: Path, sep: str, encoding: str = "utf-8", encoding_key: 
                 raise DataError(path, problem, line=start) from None
     except UnicodeDecodeError:
         raise decode_error(path, encoding, hint=hint) from None
+    except UnicodeError as err:  # e.g. "UTF-16 stream does not start with BOM"
+        raise DataError(path, f"cannot decode as {encoding}: {err}{hint}") from None
     except LookupError:
         raise DataError(path, f"unknown encoding {encoding!r}" + (f" (set {encoding_key})" if encoding_key else "")) from None
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(path, f"the header names column(s) {repeated} more than once; each column needs its own name",
+                        line=1, field=repeated[0])
     counts, ends = flat[0::2], flat[1::2]
     starts = np.concatenate([[header_end], ends[:-1]]) + 1
     bad = np.flatnonzero((counts != len(header)) & (counts != 0))

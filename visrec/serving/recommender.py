@@ -113,6 +113,7 @@ class Recommender:
         ``exclude_train=all``. A row with fewer than ``k`` candidates is padded with item id None
         (the id array is then of dtype object) and score -inf.
         """
+        k = _check_k(k)
         users = self.user_index(user_ids, on_unknown)
         candidates = self.scorable_items if include_cold else self.known_items
         if self.index is not None:
@@ -147,6 +148,7 @@ class Recommender:
     def similar_items(self, item_id, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items whose vectors q_j have the highest cosine with q_i (the item itself and
         items without a vector excluded) -> (item_ids (k,), cosines (k,))."""
+        k = _check_k(k)
         remedy = "similar_items needs an item of the catalog" + (
             "; for a new picture use items_like_image(path)" if self.bundle.is_visual else "")
         (item,) = self._item_lookup.indices([item_id], "error", remedy)
@@ -184,6 +186,7 @@ class Recommender:
     def recommend_for_new_item(self, features: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` users with the highest predicted rating for one new item described by its raw
         CNN features (D,) -> (user_ids (k,), predicted ratings (k,))."""
+        k = _check_k(k)
         q, b = self.new_item_factors(features)
         scores = self.user_factors @ q[0] + self.user_bias + b[0] + self.global_mean  # (U,)
         scores = np.where(self.bundle.arrays["known_users"], scores, -np.inf)
@@ -194,6 +197,7 @@ class Recommender:
         """Catalog items whose images look most like a new picture: cosine between whitened CNN
         features (items with an image only) -> (item_ids (k,), cosines (k,)). Runs the bundle's
         backbone on the picture (imports torch and timm here), checking its weights digest."""
+        k = _check_k(k)
         self._require_visual()
         from visrec.serving.embed import embed_image
 
@@ -204,3 +208,10 @@ class Recommender:
         top = top_k(cosines[None].astype(np.float32), k)
         ids, scores = self._as_ids(top, np.take_along_axis(cosines[None], top, axis=1).astype(np.float32), k)
         return ids[0], scores[0]
+
+
+def _check_k(k) -> int:
+    """``k`` as an int >= 0 (0 gives empty lists); anything else is a ValueError naming ``k``."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be a whole number >= 0 (how many results to return), got {k!r}")
+    return int(k)
