@@ -131,7 +131,7 @@ def test_identical_images_are_computed_once(tmp_path, tiny):
     assert out.report.forwards == 1 and out.has_image.all()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "tamper"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "tamper", "nan_with_checksum"])
 def test_corrupt_cache_is_detected_and_rebuilt(catalog, tmp_path, damage):
     backbone = create_backbone(TINY)
     _, first = _extract(catalog, backbone, tmp_path / "cache")
@@ -140,10 +140,16 @@ def test_corrupt_cache_is_detected_and_rebuilt(catalog, tmp_path, damage):
         cache_file.write_bytes(cache_file.read_bytes()[:200])
     elif damage == "garbage":
         cache_file.write_bytes(b"\x00" * 1000)
-    else:  # valid file, altered numbers, old checksum
+    else:  # valid file, altered numbers, old checksum (or a NaN with a matching checksum: a checksum is no signature)
+        from visrec.features.cache import _checksum
+
         with np.load(cache_file) as data:
             arrays = dict(data)
-        arrays["features"] = arrays["features"] + 1.0
+        if damage == "tamper":
+            arrays["features"] = arrays["features"] + 1.0
+        else:
+            arrays["features"][0, 0] = np.nan
+            arrays["checksum"] = np.array(_checksum(arrays["digests"], arrays["features"], arrays["failed"]))
         with open(cache_file, "wb") as handle:
             np.savez(handle, **arrays)
     _, second = _extract(catalog, backbone, tmp_path / "cache")
@@ -273,3 +279,20 @@ def test_permute_seed_in_config_permutes_the_pipeline_features(catalog, tmp_path
     assert torch.equal(control.features, plain.permuted(seed=3).features)
     assert torch.equal(control.has_image, plain.permuted(seed=3).has_image)
     assert not torch.equal(control.features, plain.features)
+
+
+def test_an_image_with_non_finite_features_is_counted_unreadable(tmp_path, monkeypatch):
+    backbone = create_backbone(TINY)
+    real_forward = backbone.model.forward
+
+    def nan_for_the_first(batch):  # the CNN gives NaN for the first image of each batch
+        out = real_forward(batch).clone()
+        out[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(backbone.model, "forward", nan_for_the_first)
+    _picture(1).save(tmp_path / "a.jpg")
+    _picture(2).save(tmp_path / "b.jpg")
+    out = extract_item_features([tmp_path / "a.jpg", tmp_path / "b.jpg"], backbone, tmp_path / "cache", num_workers=0, progress=False)
+    assert out.report.unreadable == 1 and out.has_image.tolist() == [False, True]
+    assert torch.isfinite(out.features).all()

@@ -54,6 +54,8 @@ class FeatureCache:
                 raise ValueError(f"shape {features.shape} does not fit {len(digests)} digests of width {self.feature_dim}")
             if _checksum(digests, features, failed) != stored:
                 raise ValueError("checksum mismatch")
+            if features.dtype != np.float32 or not np.isfinite(features).all():
+                raise ValueError("features are not finite float32 values")
         except Exception as err:  # truncated zip, missing key, bad checksum...: rebuild, never trust
             self.rebuilt_reason = f"{type(err).__name__}: {err}"
             log.warning("feature cache %s is corrupt (%s); rebuilding it", self.path, self.rebuilt_reason)

@@ -148,8 +148,13 @@ def extract_item_features(
                 if batch is not None:
                     feats = backbone.model(batch).float().numpy()  # (B, D)
                     report.forwards += len(positions)
-                    for pos, feat in zip(positions, feats):
-                        cache.put(todo_digests[pos], feat)
+                    finite = np.isfinite(feats).all(axis=1)  # (B,) a NaN/inf feature row is no feature
+                    for pos, feat, ok in zip(positions, feats, finite):
+                        if ok:
+                            cache.put(todo_digests[pos], feat)
+                        else:
+                            cache.failed.add(todo_digests[pos])
+                            log.warning("image %s gives non-finite CNN features; counted as unreadable", todo_paths[pos])
                 for pos, reason in failed:
                     cache.failed.add(todo_digests[pos])
                     log.debug("unreadable image %s: %s", todo_paths[pos], reason)
