@@ -27,5 +27,7 @@ def embed_image(image_path: str | Path, backbone: dict) -> np.ndarray:
     if image is None:
         raise ValueError(f"{image_path}: cannot use this picture ({status})")
     with torch.no_grad():
-        features = model.model(model.transform()(image)[None])  # (1, D)
-    return features.numpy()
+        features = model.model(model.transform()(image)[None]).float().numpy()  # (1, D)
+    if not np.isfinite(features).all():
+        raise ValueError(f"{image_path}: the backbone gives non-finite features for this picture")
+    return features
