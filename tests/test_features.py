@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import compose_train
 from visrec.features import BackboneSpec, create_backbone, extract_item_features
 from visrec.features.images import MISSING, load_rgb
-from visrec.pipeline.training import item_features
+from visrec.pipeline.setup import item_features
 
 TINY = BackboneSpec("test_efficientnet", "random")
 

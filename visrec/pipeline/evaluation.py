@@ -23,7 +23,7 @@ from visrec.data.idmap import IdMap
 from visrec.evaluation import EvaluationReport, FactorScorer, Interactions, PopularityScorer, evaluate
 from visrec.evaluation.ranking import DEFAULT_BATCH_ELEMENTS
 from visrec.models.divergence import check_finite_model
-from visrec.pipeline.training import item_features
+from visrec.pipeline.setup import item_features
 from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from visrec.pipeline.setup import build_model
 from visrec.utils.atomic import atomic_path
 
 
@@ -65,8 +66,6 @@ def refit(cfg: DictConfig, datamodule, features, epochs: int, rates: list[list[f
 
     Returns (model, trainer, merged datamodule, seconds). The model's own scheduler is switched off: the
     replayed rates are the schedule."""
-    from visrec.pipeline.training import build_model  # (training imports this module)
-
     if len(rates) < epochs:
         raise ValueError(f"refit: learning rates recorded for {len(rates)} epoch(s), {epochs} needed")
     merged = datamodule.with_validation_in_train()
