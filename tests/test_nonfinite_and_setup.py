@@ -120,3 +120,19 @@ def test_no_validation_part_with_callbacks_watching_it_is_refused_at_set_up(tmp_
     with pytest.raises(ValueError, match=r"data\.val_ratio=0.*callbacks\.early_stopping\.monitor.*model\.scheduler_monitor"):
         train(compose_train(["model.visual_mode=none", "data.val_ratio=0"], tmp_path))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_evaluation_after_training_follows_the_eval_keys(tmp_path):
+    train(compose_train(["model.visual_mode=none", "trainer.max_epochs=2", "eval.ks=[3,7]", "eval.relevance_threshold=3.5",
+                         "eval.exclude_train=positives"], tmp_path))
+    saved = json.loads((tmp_path / "run" / "eval" / "best_test_positives" / "metrics.json").read_text())
+    assert saved["protocol"]["ks"] == [3, 7] and saved["protocol"]["threshold"] == 3.5
+    assert saved["protocol"]["exclude_train"] == "positives" and "model/warm/ndcg@7" in saved["metrics"]
+
+
+@pytest.mark.parametrize("override, key", [("eval.ks=[0,10]", "eval.ks"), ("eval.exclude_train=some", "eval.exclude_train"),
+                                           ("eval.baselines=[random]", "eval.baselines")])
+def test_bad_eval_keys_are_refused_before_training(tmp_path, override, key):
+    with pytest.raises(ValueError, match=rf"{key.replace('.', '[.]')}"):
+        train(compose_train(["model.visual_mode=none", override], tmp_path))
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -10,6 +10,7 @@ A run directory (``cfg.paths.output_dir``) ends up holding:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -111,6 +112,8 @@ def check_options(cfg: DictConfig) -> None:
     if hasattr(model_class, "check_options"):
         model_class.check_options(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
     check_trainer_options(cfg)
+    if cfg.get("test") and cfg.get("evaluate"):
+        _eval_protocol(cfg.get("eval"))
 
 
 def check_validation_needs(cfg: DictConfig, datamodule: RatingsDataModule) -> None:
@@ -195,7 +198,7 @@ def train(cfg: DictConfig) -> dict:
     write_json_atomic(out_dir / "metrics.json", metrics)
     report = bundle = None
     if cfg.get("test") and cfg.get("evaluate"):
-        report = _evaluate_after_training(model, datamodule, out_dir, tested_checkpoint)
+        report = _evaluate_after_training(model, datamodule, out_dir, tested_checkpoint, cfg.get("eval"))
         metrics.update({f"eval/{key}": value for key, value in report.flat().items()})
     if cfg.get("export"):
         bundle = _export_after_training(cfg, model, datamodule, features, out_dir, metrics)
@@ -225,15 +228,39 @@ def _check_refit_possible(trainer: pl.Trainer, datamodule: RatingsDataModule) ->
         raise ValueError("refit=true needs the best checkpoint of a validated run (callbacks.model_checkpoint monitoring val/rmse)")
 
 
-def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataModule, out_dir: Path, checkpoint: str | None):
-    """The evaluator's default protocol on the test part (what ``evaluate.py run_dir=...`` gives)."""
+def _eval_protocol(eval_cfg: DictConfig | None) -> dict:
+    """``cfg.eval`` (K values, relevance threshold, exclude_train, baselines) checked, with evaluate.py's
+    defaults for keys it lacks. Raises ValueError naming the key (``eval.<name>``)."""
+    from visrec.evaluation.segments import PROTOCOLS
+
+    eval_cfg = eval_cfg or {}
+    ks = list(eval_cfg.get("ks", DEFAULT_KS))
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"eval.ks must be a non-empty list of positive integers, got {ks}")
+    threshold = eval_cfg.get("relevance_threshold", 4.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise ValueError(f"eval.relevance_threshold must be a finite number, got {threshold!r}")
+    exclude_train = eval_cfg.get("exclude_train", "all")
+    if exclude_train not in PROTOCOLS:
+        raise ValueError(f"eval.exclude_train must be one of {PROTOCOLS}, got {exclude_train!r}")
+    baselines = list(eval_cfg.get("baselines", ["popularity"]))
+    unknown = [b for b in baselines if b != "popularity"]
+    if unknown:
+        raise ValueError(f"eval.baselines: unknown baseline(s) {unknown}; available: popularity")
+    return {"ks": ks, "threshold": float(threshold), "exclude_train": exclude_train, "baselines": baselines}
+
+
+def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataModule, out_dir: Path, checkpoint: str | None,
+                             eval_cfg: DictConfig | None = None):
+    """The evaluator on the test part with the protocol of ``cfg.eval`` (evaluate.py's defaults)."""
     from visrec.pipeline.evaluation import run_evaluation, write_report
 
     model.eval()
-    report = run_evaluation(model, datamodule.tensors, datamodule.num_users, datamodule.num_items, ks=DEFAULT_KS,
-                            threshold=4.0, exclude_train="all")
+    protocol = _eval_protocol(eval_cfg)
+    report = run_evaluation(model, datamodule.tensors, datamodule.num_users, datamodule.num_items, ks=protocol["ks"],
+                            threshold=protocol["threshold"], exclude_train=protocol["exclude_train"], baselines=protocol["baselines"])
     stem = Path(checkpoint).stem if checkpoint else "final"
-    write_report(report, out_dir / "eval" / f"{stem}_test_all", {"checkpoint": checkpoint, "part": "test"})
+    write_report(report, out_dir / "eval" / f"{stem}_test_{protocol['exclude_train']}", {"checkpoint": checkpoint, "part": "test"})
     print(report.format())
     return report
 
