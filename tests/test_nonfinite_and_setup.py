@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -136,3 +137,17 @@ def test_bad_eval_keys_are_refused_before_training(tmp_path, override, key):
     with pytest.raises(ValueError, match=rf"{key.replace('.', '[.]')}"):
         train(compose_train(["model.visual_mode=none", override], tmp_path))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_monitor_chooses_what_checkpointing_early_stopping_and_the_scheduler_watch(tmp_path):
+    metrics = train(compose_train(["model.visual_mode=none", "trainer.max_epochs=3", "monitor=val/mae", "evaluate=false"], tmp_path))
+    assert "val/mae_best" in metrics and "val/rmse_best" not in metrics
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("EarlyStopping")]
+    assert state["best_score"] == pytest.approx(metrics["val/mae_best"])
+
+
+@pytest.mark.parametrize("override, key", [("monitor=val/ndcg@10", "monitor=val/ndcg@10"), ("monitor_mode=lowest", "monitor_mode")])
+def test_a_monitor_the_model_does_not_log_is_refused_before_training(tmp_path, override, key):
+    with pytest.raises(ValueError, match=re.escape(key)):
+        train(compose_train(["model.visual_mode=none", override], tmp_path))

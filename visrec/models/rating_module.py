@@ -56,6 +56,9 @@ from visrec.models.visual import VISUAL_MODES, VisualPrior
 
 
 class RatingModule(pl.LightningModule):
+    # What validation logs, each exact over the part (see the module docstring): what ``monitor`` may name.
+    VALIDATION_METRICS = ("val/rmse", "val/mae")
+
     def __init__(
         self,
         num_users: int,

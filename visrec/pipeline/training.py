@@ -111,6 +111,12 @@ def check_options(cfg: DictConfig) -> None:
     model_class = get_class(cfg.model._target_)
     if hasattr(model_class, "check_options"):
         model_class.check_options(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
+    monitor, mode = cfg.get("monitor"), cfg.get("monitor_mode")
+    logged = getattr(model_class, "VALIDATION_METRICS", None)
+    if monitor is not None and logged is not None and monitor not in logged:
+        raise ValueError(f"monitor={monitor} is not a metric {model_class.__name__} logs during validation; choose one of {list(logged)}")
+    if mode is not None and mode not in ("min", "max"):
+        raise ValueError(f"monitor_mode must be min or max, got {mode!r}")
     check_trainer_options(cfg)
     if cfg.get("test") and cfg.get("evaluate"):
         _eval_protocol(cfg.get("eval"))
@@ -211,7 +217,7 @@ def train(cfg: DictConfig) -> dict:
     print(format_table(
         f"Results — {datamodule.source_description}, split {datamodule.split.describe()}",
         [(k, metrics[k]) for k in ("test/rmse", "test/mae", "test/ratings", "test/rmse_cold", "test/mae_cold", "test/ratings_cold",
-                                    "val/rmse_best", "epochs", "fit_seconds", "refit/epochs", "refit/fit_seconds") if k in metrics],
+                                    f"{cfg.get('monitor') or 'val/rmse'}_best", "epochs", "fit_seconds", "refit/epochs", "refit/fit_seconds") if k in metrics],
     ))
     print(f"Run directory: {out_dir}")
     return metrics
@@ -225,7 +231,7 @@ def _check_refit_possible(trainer: pl.Trainer, datamodule: RatingsDataModule) ->
         raise ValueError("refit=true needs a validation carve-out to choose the epochs (data.val_ratio > 0)")
     checkpoint = trainer.checkpoint_callback
     if checkpoint is None or not checkpoint.monitor:
-        raise ValueError("refit=true needs the best checkpoint of a validated run (callbacks.model_checkpoint monitoring val/rmse)")
+        raise ValueError("refit=true needs the best checkpoint of a validated run (callbacks.model_checkpoint watching `monitor`, e.g. callbacks=default)")
 
 
 def _eval_protocol(eval_cfg: DictConfig | None) -> dict:
