@@ -26,7 +26,8 @@ class FactorScorer:
     unknown users / items have zero vectors and biases, cold items with an image their visual ones).
 
     user_factors (U, K), user_bias (U,), item_factors (N, K), item_bias (N,); predictions are clipped
-    to ``rating_range`` for rating metrics (ranking uses the raw scores)."""
+    to ``rating_range`` for rating metrics (ranking uses the raw scores). With ``predicts_ratings=False``
+    (a preference model such as iALS) ``predict`` returns None: the evaluator reports no RMSE/MAE."""
 
     user_factors: torch.Tensor
     user_bias: torch.Tensor
@@ -35,6 +36,7 @@ class FactorScorer:
     global_mean: float
     rating_range: tuple[float, float] | None = None
     name: str = "model"
+    predicts_ratings: bool = True  # False for preference scores (iALS): no rating metrics
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         # One fused matmul-plus-item-bias, then the per-user constant in place (broadcast adds that
@@ -42,7 +44,9 @@ class FactorScorer:
         scores = torch.addmm(self.item_bias, self.user_factors[users], self.item_factors.T)  # (B, N)
         return scores.add_((self.user_bias[users] + self.global_mean)[:, None])
 
-    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
+        if not self.predicts_ratings:
+            return None
         dots = (self.user_factors[users] * self.item_factors[items]).sum(-1)  # (R,)
         pred = self.global_mean + self.user_bias[users] + self.item_bias[items] + dots
         return pred if self.rating_range is None else pred.clamp(*self.rating_range)

@@ -75,7 +75,10 @@ def model_arrays(model, seen: Interactions) -> tuple[dict[str, np.ndarray], dict
     arrays["known_items"] = model.net.known_items.cpu().numpy().astype(bool)
     arrays["seen_indptr"], arrays["seen_items"] = _seen_csr(seen, model.net.num_users)
     scalars = {"global_mean": tables["global_mean"],
-               "rating_range": None if model.rating_range is None else list(model.rating_range)}
+               "rating_range": None if model.rating_range is None else list(model.rating_range),
+               # What Recommender.score returns: a predicted rating (biased MF) or a preference score (iALS).
+               "score": "rating" if getattr(model, "predicts_ratings", True) else "preference",
+               "model_kind": type(model).__name__}
     visual = getattr(model, "visual", None)
     if visual is not None:
         arrays.update(

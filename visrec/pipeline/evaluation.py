@@ -138,7 +138,8 @@ def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictCo
 
 def model_scorer(model: torch.nn.Module, name: str = "model") -> FactorScorer:
     rating_range = getattr(model, "rating_range", None)
-    return FactorScorer(**model.effective_factors(), rating_range=rating_range, name=name)
+    return FactorScorer(**model.effective_factors(), rating_range=rating_range, name=name,
+                        predicts_ratings=getattr(model, "predicts_ratings", True))
 
 
 def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_users: int, num_items: int,

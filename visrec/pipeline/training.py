@@ -217,6 +217,7 @@ def train(cfg: DictConfig) -> dict:
     print(format_table(
         f"Results — {datamodule.source_description}, split {datamodule.split.describe()}",
         [(k, metrics[k]) for k in ("test/rmse", "test/mae", "test/ratings", "test/rmse_cold", "test/mae_cold", "test/ratings_cold",
+                                    "test/ndcg@10", "test/recall@10", "test/precision@10",
                                     f"{cfg.get('monitor') or 'val/rmse'}_best", "epochs", "fit_seconds", "refit/epochs", "refit/fit_seconds") if k in metrics],
     ))
     print(f"Run directory: {out_dir}")

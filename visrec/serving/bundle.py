@@ -201,6 +201,8 @@ def check_manifest(manifest, file: Path) -> None:
     for key, kind in (("model_config", dict), ("metrics", dict), ("library_versions", dict), ("data_fingerprint", str),
                       ("created_utc", str), ("backbone", (dict, type(None)))):
         _require(key not in manifest or isinstance(manifest[key], kind), file, f"{key!r} has the wrong type")
+    _require(manifest.get("score", "rating") in ("rating", "preference"), file, "'score' must be 'rating' or 'preference'")
+    _require(isinstance(manifest.get("model_kind", ""), str), file, "'model_kind' has the wrong type")
     _check_file_entries(manifest.get("files"), file)
     if any(name in manifest["files"] for name in VISUAL_FILES):
         _require(_is_number(manifest.get("visual_bias_intercept")), file,

@@ -35,6 +35,8 @@ class Recommender:
         self.item_factors = a["item_factors"]  # (N, K)
         self.item_bias = a["item_bias"]  # (N,)
         self.global_mean = float(bundle.manifest["global_mean"])
+        # "rating" (biased MF: scores are predicted ratings) or "preference" (iALS: p_u·q_i, no scale).
+        self.score_kind = bundle.manifest.get("score", "rating")
         self.known_items = a["known_items"]  # (N,)
         has_image = a.get("has_image", np.zeros(len(self.item_bias), dtype=bool))
         # Items that can be recommended: trained ones, and cold ones whose image gives them a vector.
@@ -84,7 +86,8 @@ class Recommender:
         return scores
 
     def score(self, user_id, item_ids: Sequence, on_unknown: str = "error") -> np.ndarray:
-        """Predicted ratings (unclipped) of one user for the given items -> (M,) float64."""
+        """Scores of one user for the given items -> (M,) float64: predicted ratings (unclipped) for a
+        rating model, preference scores p_u·q_i for an implicit one (``self.score_kind``)."""
         (user,) = self.user_index([user_id], on_unknown)
         items = self.item_index(item_ids, on_unknown)
         vector, bias = self._user_rows(np.array([user]))

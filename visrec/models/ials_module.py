@@ -1,0 +1,260 @@
+"""LightningModule that trains iALS (implicit-feedback weighted MSE over all user-item cells).
+
+Model: s_ui = p_u · q_i, a preference score (not a rating). Data: every training rating is an
+interaction, or only those >= ``positive_threshold``; its confidence is w_ui = 1 + ``alpha`` · r_ui
+(Hu et al. 2008's linear confidence; ``alpha = 0``: every interaction weighs 1). Objective and solver:
+:mod:`visrec.models.ials_solver` (exact ALS with the Gramian trick, frequency-scaled L2 with exponent
+``reg_exponent``, unobserved weight ``unobserved_weight``; Rendle et al. 2022).
+
+One epoch = one sweep (all users, then all items), done in the epoch's first ``training_step``; the
+loader's other batches are no-ops (a larger ``data.batch_size`` makes fewer of them), so checkpoints,
+resume, loggers and W&B work as for any LightningModule. Validation logs ``val/ndcg@10``, ``val/recall@10``,
+``val/precision@10`` on the validation part, computed by the evaluator's own code
+(:func:`visrec.evaluation.evaluate`; relevant = validation rating >= ``val_relevance_threshold``,
+candidates = warm items minus the user's training items). ``test`` logs the same at K=10 on the test part.
+
+Visual prior (``visual_mode="reg"``): each item with an image is pulled toward E f̃_i + e with weight
+``reg_visual`` · λ_i in its least-squares solve, and (E, e) are refit after every item half-sweep by
+ridge regression (penalty ``reg_projection``) of the trained items' vectors on their whitened image
+features. Items without interactions but with an image are scored with q_i = E f̃_i + e (cold start);
+others with a zero vector. Single process only: refused under DDP.
+"""
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+
+from visrec.evaluation import FactorScorer, evaluate
+from visrec.interactions import Interactions
+from visrec.models.biased_mf import BiasedMF
+from visrec.models.ials_solver import CSR, frequency_scaled_penalty, solve_rows, weighted_loss
+from visrec.models.visual import VisualPrior
+
+VISUAL_MODES = ("none", "reg")
+RANKING_K = 10
+
+
+class ALSSweep(torch.optim.Optimizer):
+    """The closed-form "optimizer" of iALS: ``step()`` runs one ALS sweep and returns the loss. Being an
+    optimizer lets Lightning count steps (checkpointing keys on them), save and restore state and
+    replay its (unused) learning rate like any other."""
+
+    def __init__(self, params, sweep):
+        super().__init__(params, {"lr": 1.0})
+        self._sweep = sweep
+
+    @torch.no_grad()
+    def step(self, closure=None) -> float:
+        if closure is not None:
+            with torch.enable_grad():
+                closure()  # Lightning's hooks around a step
+        return self._sweep()
+
+
+class IALSModule(pl.LightningModule):
+    # What validation logs: what ``monitor`` may name.
+    VALIDATION_METRICS = (f"val/ndcg@{RANKING_K}", f"val/recall@{RANKING_K}", f"val/precision@{RANKING_K}")
+    # Scores are preferences: the evaluator reports no RMSE/MAE for this model, a bundle says "preference".
+    predicts_ratings = False
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        k: int = 64,
+        init_std: float = 0.1,
+        reg: float = 0.003,
+        reg_exponent: float = 1.0,
+        unobserved_weight: float = 0.1,
+        alpha: float = 0.0,
+        positive_threshold: float | None = None,
+        val_relevance_threshold: float = 4.0,
+        visual_mode: str = "none",
+        feature_dim: int = 0,
+        reg_visual: float = 1.0,
+        reg_projection: float = 1.0,
+        visual_pca_dim: int = 64,
+        global_mean: float = 0.0,
+        rating_min: float | None = None,
+        rating_max: float | None = None,
+        monitor: str = f"val/ndcg@{RANKING_K}",
+        monitor_mode: str = "max",
+    ):
+        super().__init__()
+        self.check_options(dict(k=k, init_std=init_std, reg=reg, reg_exponent=reg_exponent, unobserved_weight=unobserved_weight,
+                                alpha=alpha, visual_mode=visual_mode, reg_visual=reg_visual, reg_projection=reg_projection,
+                                visual_pca_dim=visual_pca_dim))
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        # The factor tables (biases stay 0 and μ = 0: s_ui = p_u·q_i); known users/items come from the counts.
+        self.net = BiasedMF(num_users, num_items, k, init_std=init_std, global_mean=0.0)
+        self.net.requires_grad_(False)
+        self.net.user_bias.weight.zero_()
+        self.net.item_bias.weight.zero_()
+        self.rating_range = None  # preference scores have no rating scale
+        self.visual_mode = visual_mode
+        self.visual = None
+        if visual_mode != "none":
+            if feature_dim <= 0:
+                raise ValueError(f"model.visual_mode={visual_mode} needs image features (feature_dim > 0)")
+            self.visual = VisualPrior(num_items, feature_dim, k, pca_dim=visual_pca_dim)
+            self.visual.requires_grad_(False)
+        self._train: CSR | None = None  # users x items, set in on_fit_start
+        self._train_by_item: CSR | None = None  # its transpose
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Refuse option values that would train nonsense, naming the key (``model.<name>``)."""
+        def bad(name, expected):
+            return ValueError(f"model.{name} must be {expected}, got {options.get(name)!r}")
+
+        k = options.get("k", 64)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise bad("k", "a positive number of latent factors")
+        for name in ("reg", "unobserved_weight", "alpha", "reg_projection", "reg_visual"):
+            value = options.get(name, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+                raise bad(name, "a finite number >= 0")
+        if not options.get("init_std", 0.1) > 0:
+            raise bad("init_std", "> 0")
+        if options.get("reg", 1.0) == 0 and options.get("unobserved_weight", 1.0) == 0:
+            raise ValueError("model.reg and model.unobserved_weight are both 0: the least-squares systems have no unique solution")
+        if options.get("visual_mode", "none") not in VISUAL_MODES:
+            raise ValueError(f"model.visual_mode must be one of {VISUAL_MODES} for model=ials, got {options.get('visual_mode')!r}")
+        pca = options.get("visual_pca_dim", 64)
+        if options.get("visual_mode", "none") != "none" and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
+            raise bad("visual_pca_dim", "a positive number of components")
+
+    # ---- data -----------------------------------------------------------------------------------
+    def interactions(self, ratings: Interactions) -> CSR:
+        """(U x N) confidences of the interactions in ``ratings`` (rating >= positive_threshold, if set)."""
+        threshold = self.hparams.positive_threshold
+        kept = ratings if threshold is None else ratings.subset(ratings.ratings >= threshold)
+        weights = 1.0 + self.hparams.alpha * kept.ratings.float()
+        return CSR.from_pairs(kept.users.cpu(), kept.items.cpu(), weights.cpu(), self.net.num_users, self.net.num_items)
+
+    def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
+        """Give the model the (N, D) frozen features and (N,) has-image mask (whitening fitted on training items)."""
+        if self.visual is not None:
+            self.visual.attach(features, has_image, self.net.known_items, fit_scaler=fit)
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise ValueError("model=ials trains in a single process (exact ALS sweeps); use trainer=cpu or trainer=gpu, not DDP")
+
+    def on_fit_start(self) -> None:
+        train = self.trainer.datamodule.tensors["train"]
+        self._train = self.interactions(train)
+        self._train_by_item = self._train.transpose()
+        if self._train.indptr[-1] == 0:
+            threshold = self.hparams.positive_threshold
+            raise ValueError(f"model=ials: no training interaction{'' if threshold is None else f' with a rating >= {threshold}'} "
+                             "(lower model.positive_threshold, or check the data)")
+
+    # ---- training: one ALS sweep per epoch ---------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        if batch_idx > 0:  # the sweep used all interactions at once; the loader's other batches are no-ops
+            return None
+        loss = self.optimizers().step()  # ALSSweep.step: one sweep, counted by Lightning as one optimizer step
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+        if not math.isfinite(loss):
+            from visrec.models.divergence import DivergedError
+
+            raise DivergedError(f"iALS diverged in epoch {self.current_epoch}: loss {loss}")
+        return None
+
+    @torch.no_grad()
+    def sweep(self) -> float:
+        """Solve all users with items fixed, then all items with users fixed; returns the loss L."""
+        hp, net = self.hparams, self.net
+        csr, users_t = self._train, self._train_by_item  # users x items, items x users
+        alpha0, U, N = hp.unobserved_weight, net.num_users, net.num_items
+        user_penalty = frequency_scaled_penalty(csr.counts(), hp.reg, alpha0, N, hp.reg_exponent)  # (U,)
+        item_penalty = frequency_scaled_penalty(users_t.counts(), hp.reg, alpha0, U, hp.reg_exponent)  # (N,)
+        device = net.user_factors.weight.device
+        items = net.item_factors.weight.detach().cpu()
+        users = solve_rows(csr, items, user_penalty, alpha0)  # (U, K)
+        prior_mean = prior_weight = None
+        if self.visual is not None:
+            prior_mean = self.visual.item_vectors(torch.arange(N, device=self.visual.features.device)).cpu()  # (N, K)
+            prior_weight = hp.reg_visual * item_penalty * self.visual.has_image.cpu().float()  # (N,)
+        items = solve_rows(users_t, users, item_penalty, alpha0, prior_mean, prior_weight)  # (N, K)
+        net.user_factors.weight.copy_(users.to(device))
+        net.item_factors.weight.copy_(items.to(device))
+        if self.visual is not None:
+            self._fit_projection(items)
+        return weighted_loss(csr, users, items, alpha0, user_penalty, item_penalty)
+
+    def _fit_projection(self, items: torch.Tensor) -> None:
+        """(E, e) = ridge regression of trained items' vectors (M, K) on their whitened features (M, P)."""
+        rows = (self.net.known_items & self.visual.has_image).cpu()  # (N,)
+        if int(rows.sum()) == 0:
+            return
+        x = self.visual.features.cpu()[rows]  # (M, P)
+        x1 = torch.cat([x, torch.ones(len(x), 1)], 1)  # (M, P+1), last column: the intercept e
+        penalty = torch.full((x1.shape[1],), float(self.hparams.reg_projection))
+        penalty[-1] = 0.0  # the intercept is not shrunk
+        coef = torch.linalg.solve(x1.T @ x1 + torch.diag(penalty) + 1e-6 * torch.eye(x1.shape[1]), x1.T @ items[rows])  # (P+1, K)
+        self.visual.set_head(coef[:-1].T.contiguous().to(self.visual.features.device), coef[-1].to(self.visual.features.device),
+                             torch.zeros(x.shape[1], device=self.visual.features.device), 0.0)
+
+    def configure_optimizers(self):
+        return ALSSweep(self.net.parameters(), self.sweep)
+
+    # ---- scores ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def effective_factors(self) -> dict[str, torch.Tensor | float]:
+        """Tables with s_ui = p_u·q_i and the fallbacks folded in: users / items without interactions get
+        zero vectors, except cold items with an image (q_i = E f̃_i + e). Biases and μ are 0."""
+        net = self.net
+        known_users = net.known_users[:, None].float()  # (U, 1)
+        item_factors = net.item_factors.weight * net.known_items[:, None].float()  # (N, K)
+        if self.visual is not None:
+            cold_image = (~net.known_items) & self.visual.has_image  # (N,)
+            all_items = torch.arange(net.num_items, device=item_factors.device)
+            item_factors = torch.where(cold_image[:, None], self.visual.item_vectors(all_items), item_factors)
+        return {"user_factors": (net.user_factors.weight * known_users).clone(),
+                "user_bias": torch.zeros(net.num_users, device=item_factors.device),
+                "item_factors": item_factors.clone(),
+                "item_bias": torch.zeros(net.num_items, device=item_factors.device),
+                "global_mean": 0.0}
+
+    def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B,) preference scores s_ui (not ratings), with the cold fallbacks."""
+        tables = self.effective_factors()
+        return (tables["user_factors"][users] * tables["item_factors"][items]).sum(-1)
+
+    # ---- validation and test: the evaluator's ranking metrics --------------------------------------
+    def _ranking(self, seen: Interactions, part: Interactions, prefix: str) -> None:
+        if len(part) == 0:
+            return
+        scorer = FactorScorer(**self.effective_factors(), name="model", predicts_ratings=False)
+        report = evaluate([scorer], seen, part, self.net.num_users, self.net.num_items, ks=[RANKING_K],
+                          threshold=self.hparams.val_relevance_threshold, exclude_train="all",
+                          known_users=self.net.known_users, known_items=self.net.known_items)
+        warm = report.results.get("model", {}).get("warm", {})
+        for name in ("ndcg", "recall", "precision"):
+            value = warm.get(f"{name}@{RANKING_K}")
+            if value is not None and math.isfinite(value):
+                self.log(f"{prefix}/{name}@{RANKING_K}", float(value), sync_dist=False)
+        if prefix == "val" and f"ndcg@{RANKING_K}" not in warm:
+            raise ValueError(f"model=ials: no validation user has a relevant warm item (rating >= {self.hparams.val_relevance_threshold}); "
+                             "val/ndcg@10 cannot be computed (raise data.val_ratio, or lower model.val_relevance_threshold)")
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            return
+        tensors = self.trainer.datamodule.tensors
+        self._ranking(tensors["train"], tensors["val"], "val")
+
+    def test_step(self, batch, batch_idx):
+        return None
+
+    def on_test_epoch_end(self):
+        tensors = self.trainer.datamodule.tensors
+        self._ranking(Interactions.concat(tensors["train"], tensors["val"]), tensors["test"], "test")
