@@ -129,3 +129,19 @@ def test_ials_refuses_ddp():
     model.trainer = SimpleNamespace(world_size=2)  # what Lightning attaches
     with pytest.raises(ValueError, match="single process"):
         model.setup("fit")
+
+
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_conjugate_gradient_converges_to_the_exact_solve(with_prior):
+    from visrec.models.ials_solver import solve_rows_cg
+
+    csr, _, Q = _problem(3)
+    penalty = torch.rand(csr.num_rows) + 0.1
+    prior_mean = torch.randn(csr.num_rows, Q.shape[1]) if with_prior else None
+    prior_weight = torch.rand(csr.num_rows) if with_prior else None
+    exact = solve_rows(csr, Q, penalty, 0.3, prior_mean, prior_weight)
+    start = torch.zeros_like(exact)
+    few = solve_rows_cg(csr, Q, penalty, 0.3, start, 1, prior_mean, prior_weight)
+    many = solve_rows_cg(csr, Q, penalty, 0.3, start, Q.shape[1], prior_mean, prior_weight)  # K steps: exact in exact arithmetic
+    assert (many - exact).norm() < 1e-3 * exact.norm()
+    assert (few - exact).norm() > (many - exact).norm()

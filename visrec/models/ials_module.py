@@ -4,7 +4,9 @@ Model: s_ui = p_u · q_i, a preference score (not a rating). Data: every trainin
 interaction, or only those >= ``positive_threshold``; its confidence is w_ui = 1 + ``alpha`` · r_ui
 (Hu et al. 2008's linear confidence; ``alpha = 0``: every interaction weighs 1). Objective and solver:
 :mod:`visrec.models.ials_solver` (exact ALS with the Gramian trick, frequency-scaled L2 with exponent
-``reg_exponent``, unobserved weight ``unobserved_weight``; Rendle et al. 2022).
+``reg_exponent``, unobserved weight ``unobserved_weight``; Rendle et al. 2022). ``solver``: ``cholesky``
+solves each least-squares system exactly (O(|S| K² + (U+N) K³) per epoch); ``cg`` takes ``cg_steps``
+warm-started conjugate-gradient steps (O(|S| K) per step; Takács et al. 2011, as ``implicit`` does).
 
 One epoch = one sweep (all users, then all items), done in the epoch's first ``training_step``; the
 loader's other batches are no-ops (a larger ``data.batch_size`` makes fewer of them), so checkpoints,
@@ -29,10 +31,11 @@ import torch
 from visrec.evaluation import FactorScorer, evaluate
 from visrec.interactions import Interactions
 from visrec.models.biased_mf import BiasedMF
-from visrec.models.ials_solver import CSR, frequency_scaled_penalty, solve_rows, weighted_loss
+from visrec.models.ials_solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg, weighted_loss
 from visrec.models.visual import VisualPrior
 
 VISUAL_MODES = ("none", "reg")
+SOLVERS = ("cholesky", "cg")
 RANKING_K = 10
 
 
@@ -79,13 +82,15 @@ class IALSModule(pl.LightningModule):
         global_mean: float = 0.0,
         rating_min: float | None = None,
         rating_max: float | None = None,
+        solver: str = "cholesky",
+        cg_steps: int = 3,
         monitor: str = f"val/ndcg@{RANKING_K}",
         monitor_mode: str = "max",
     ):
         super().__init__()
         self.check_options(dict(k=k, init_std=init_std, reg=reg, reg_exponent=reg_exponent, unobserved_weight=unobserved_weight,
                                 alpha=alpha, visual_mode=visual_mode, reg_visual=reg_visual, reg_projection=reg_projection,
-                                visual_pca_dim=visual_pca_dim))
+                                visual_pca_dim=visual_pca_dim, solver=solver, cg_steps=cg_steps))
         self.save_hyperparameters()
         self.automatic_optimization = False
         # The factor tables (biases stay 0 and μ = 0: s_ui = p_u·q_i); known users/items come from the counts.
@@ -121,6 +126,11 @@ class IALSModule(pl.LightningModule):
             raise bad("init_std", "> 0")
         if options.get("reg", 1.0) == 0 and options.get("unobserved_weight", 1.0) == 0:
             raise ValueError("model.reg and model.unobserved_weight are both 0: the least-squares systems have no unique solution")
+        if options.get("solver", "cholesky") not in SOLVERS:
+            raise ValueError(f"model.solver must be one of {SOLVERS}, got {options.get('solver')!r}")
+        steps = options.get("cg_steps", 3)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise bad("cg_steps", "a positive number of conjugate-gradient steps")
         if options.get("visual_mode", "none") not in VISUAL_MODES:
             raise ValueError(f"model.visual_mode must be one of {VISUAL_MODES} for model=ials, got {options.get('visual_mode')!r}")
         pca = options.get("visual_pca_dim", 64)
@@ -175,12 +185,19 @@ class IALSModule(pl.LightningModule):
         item_penalty = frequency_scaled_penalty(users_t.counts(), hp.reg, alpha0, U, hp.reg_exponent)  # (N,)
         device = net.user_factors.weight.device
         items = net.item_factors.weight.detach().cpu()
-        users = solve_rows(csr, items, user_penalty, alpha0)  # (U, K)
+        exact = hp.solver == "cholesky"
+        if exact:
+            users = solve_rows(csr, items, user_penalty, alpha0)  # (U, K)
+        else:
+            users = solve_rows_cg(csr, items, user_penalty, alpha0, net.user_factors.weight.detach().cpu(), hp.cg_steps)
         prior_mean = prior_weight = None
         if self.visual is not None:
             prior_mean = self.visual.item_vectors(torch.arange(N, device=self.visual.features.device)).cpu()  # (N, K)
             prior_weight = hp.reg_visual * item_penalty * self.visual.has_image.cpu().float()  # (N,)
-        items = solve_rows(users_t, users, item_penalty, alpha0, prior_mean, prior_weight)  # (N, K)
+        if exact:
+            items = solve_rows(users_t, users, item_penalty, alpha0, prior_mean, prior_weight)  # (N, K)
+        else:
+            items = solve_rows_cg(users_t, users, item_penalty, alpha0, items, hp.cg_steps, prior_mean, prior_weight)
         net.user_factors.weight.copy_(users.to(device))
         net.item_factors.weight.copy_(items.to(device))
         if self.visual is not None:
