@@ -112,6 +112,13 @@ def test_ials_with_the_visual_prior_scores_cold_items_from_their_picture(tmp_pat
 def test_no_interaction_above_the_threshold_is_an_error_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"no training interaction with a rating >= 99"):
         train(compose_train([*IALS, "model.positive_threshold=99"], tmp_path))
+    assert not (tmp_path / "run" / "config.yaml").exists()  # refused when the model is built, before anything is written
+
+
+def test_ddp_is_refused_before_any_process_is_launched(tmp_path):
+    with pytest.raises(ValueError, match=r"IALSModule trains in a single process"):
+        train(compose_train([*IALS, "trainer=ddp_cpu"], tmp_path))
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_ials_options_are_checked_before_training(tmp_path):

@@ -61,6 +61,8 @@ class IALSModule(pl.LightningModule):
     VALIDATION_METRICS = (f"val/ndcg@{RANKING_K}", f"val/recall@{RANKING_K}", f"val/precision@{RANKING_K}")
     # Scores are preferences: the evaluator reports no RMSE/MAE for this model, a bundle says "preference".
     predicts_ratings = False
+    # Exact sweeps over all interactions at once: the pipeline refuses DDP before launching processes.
+    single_process = True
 
     def __init__(
         self,
@@ -154,14 +156,18 @@ class IALSModule(pl.LightningModule):
         if self.trainer is not None and self.trainer.world_size > 1:
             raise ValueError("model=ials trains in a single process (exact ALS sweeps); use trainer=cpu or trainer=gpu, not DDP")
 
-    def on_fit_start(self) -> None:
-        train = self.trainer.datamodule.tensors["train"]
-        self._train = self.interactions(train)
-        self._train_by_item = self._train.transpose()
-        if self._train.indptr[-1] == 0:
-            threshold = self.hparams.positive_threshold
+    def check_training_data(self, train: Interactions) -> None:
+        """Called by the pipeline when the model is built, before training: refuse data with no interaction."""
+        threshold = self.hparams.positive_threshold
+        if len(train) == 0 or (threshold is not None and not bool((train.ratings >= threshold).any())):
             raise ValueError(f"model=ials: no training interaction{'' if threshold is None else f' with a rating >= {threshold}'} "
                              "(lower model.positive_threshold, or check the data)")
+
+    def on_fit_start(self) -> None:
+        train = self.trainer.datamodule.tensors["train"]
+        self.check_training_data(train)
+        self._train = self.interactions(train)
+        self._train_by_item = self._train.transpose()
 
     # ---- training: one ALS sweep per epoch ---------------------------------------------------------
     def training_step(self, batch, batch_idx):

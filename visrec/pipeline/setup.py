@@ -51,6 +51,9 @@ def build_model(cfg: DictConfig, datamodule: RatingsDataModule, features: ItemFe
     fill_data_sizes(cfg, datamodule, features)
     model = instantiate_node(cfg.model)
     model.net.set_train_counts(datamodule.user_train_counts, datamodule.item_train_counts)
+    check_data = getattr(model, "check_training_data", None)  # a model's own data needs, checked before training
+    if check_data is not None and fit:
+        check_data(datamodule.tensors["train"])
     if features is not None:
         model.attach_features(features.features, features.has_image, fit=fit)
     return model

@@ -171,6 +171,9 @@ def train(cfg: DictConfig) -> dict:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     lr_history = LearningRateHistory()
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history], logger=loggers or False)
+    if trainer.world_size > 1 and getattr(model, "single_process", False):  # before any process is launched
+        raise ValueError(f"{type(model).__name__} trains in a single process; trainer={cfg.trainer.get('strategy', 'this trainer')} "
+                         f"would run {trainer.world_size}: use trainer=cpu or trainer=gpu")
     if cfg.get("refit"):
         _check_refit_possible(trainer, datamodule)
     started = time.perf_counter()
