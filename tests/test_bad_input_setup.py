@@ -168,3 +168,22 @@ def test_the_remedy_for_no_validation_trains(tmp_path):
     metrics = train(compose_train(["data=ratings_table", f"data.path={path}", "data.val_ratio=0", "callbacks=none",
                                    "model.scheduler=null", "model.visual_mode=none", "trainer.max_epochs=2", "evaluate=false"], tmp_path))
     assert metrics["epochs"] == 2 and metrics["test/ratings_cold"] == 2
+
+
+def test_no_warm_test_rating_warns_unless_the_split_is_cold_by_design(tmp_path, caplog):
+    import logging
+
+    from visrec.data.datamodule import RatingsDataModule
+    from visrec.data.readers import RatingsFile
+    from visrec.data.splits import ColdItemSplit, PredefinedSplit
+
+    ratings, test = tmp_path / "ratings.csv", tmp_path / "test.csv"
+    ratings.write_text("user,item,rating\n" + "".join(f"u{u},i{i},{1 + (u + i) % 5}\n" for u in range(8) for i in range(6)))
+    test.write_text("user,item,rating\nnew,i0,4\nnew,i1,3\n")  # only a user with no training ratings
+    with caplog.at_level(logging.WARNING, logger="visrec.data.datamodule"):
+        RatingsDataModule(RatingsFile(ratings, test_path=test), PredefinedSplit(), val_ratio=0.2).setup()
+    assert "no test rating is warm" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="visrec.data.datamodule"):
+        RatingsDataModule(RatingsFile(ratings), ColdItemSplit(0.34, seed=0), val_ratio=0.2).setup()
+    assert "no test rating is warm" not in caplog.text

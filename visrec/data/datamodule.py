@@ -195,7 +195,7 @@ class RatingsDataModule(pl.LightningDataModule):
                                   f"and an item with training ratings (split {self.split.describe()}, data.val_ratio="
                                   f"{self.val_ratio:g}), so val/rmse, which early stopping and the best checkpoint use, "
                                   f"cannot be computed. {_validation_remedies(self.split)}")
-        if len(self.tensors["test"]) and warm["test"] == 0 and self.split.name != "cold_item":
+        if len(self.tensors["test"]) and warm["test"] == 0 and not self.split.cold_test:
             # Expected of a cold-item split; elsewhere legitimate but surprising (test/rmse will not exist): say so.
             log.warning("no test rating is warm (0 of %d have a user and an item with training ratings; split %s): "
                         "test/rmse and the evaluator's warm segment will be absent, only the cold metrics are reported",

@@ -37,6 +37,8 @@ class Split:
     name = "split"
     # A column the ratings must have for this split (checked by the datamodule, which names the option).
     needs_column: str | None = None
+    # True when the test part is cold by design (no warm test rating is then expected, not a warning).
+    cold_test = False
 
     def test_mask(self, ratings: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
@@ -147,6 +149,7 @@ class ColdItemSplit(Split):
     """
 
     name = "cold_item"
+    cold_test = True
 
     def __init__(self, test_ratio: float = 0.2, seed: int = 0):
         self.test_ratio = _check_ratio(test_ratio, "data.split.test_ratio")
