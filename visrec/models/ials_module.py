@@ -235,9 +235,7 @@ class IALSModule(pl.LightningModule):
         known_users = net.known_users[:, None].float()  # (U, 1)
         item_factors = net.item_factors.weight * net.known_items[:, None].float()  # (N, K)
         if self.visual is not None:
-            cold_image = (~net.known_items) & self.visual.has_image  # (N,)
-            all_items = torch.arange(net.num_items, device=item_factors.device)
-            item_factors = torch.where(cold_image[:, None], self.visual.item_vectors(all_items), item_factors)
+            item_factors, _ = self.visual.fill_cold_items(net.known_items, item_factors)
         return {"user_factors": (net.user_factors.weight * known_users).clone(),
                 "user_bias": torch.zeros(net.num_users, device=item_factors.device),
                 "item_factors": item_factors.clone(),

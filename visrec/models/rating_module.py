@@ -169,10 +169,7 @@ class RatingModule(pl.LightningModule):
         item_factors = net.item_factors.weight * known_items  # (N, K)
         item_bias = net.item_bias.weight.squeeze(-1) * known_items.squeeze(-1)  # (N,)
         if self.visual is not None:
-            cold_image = (~net.known_items) & self.visual.has_image  # (N,)
-            all_items = torch.arange(net.num_items, device=item_factors.device)
-            item_factors = torch.where(cold_image[:, None], self.visual.item_vectors(all_items), item_factors)
-            item_bias = torch.where(cold_image, self.visual.item_biases(all_items), item_bias)
+            item_factors, item_bias = self.visual.fill_cold_items(net.known_items, item_factors, item_bias)
         return {
             "user_factors": (net.user_factors.weight * known_users).detach().clone(),
             "user_bias": (net.user_bias.weight * known_users).squeeze(-1).detach().clone(),

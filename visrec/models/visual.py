@@ -66,6 +66,18 @@ class VisualPrior(nn.Module):
         """w·f̃_i + c for (B,) items -> (B,)."""
         return self.bias_projection(self.features[items]).squeeze(-1)
 
+    def fill_cold_items(self, known_items: torch.Tensor, item_factors: torch.Tensor,
+                        item_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Item tables with cold items that have an image scored from it: rows of (N, K) ``item_factors``
+        (and (N,) ``item_bias``) where ``known_items`` (N,) is false and the item has an image become
+        E f̃_i + e (and w·f̃_i + c). Returns new tensors."""
+        cold_image = (~known_items) & self.has_image  # (N,)
+        all_items = torch.arange(len(self.has_image), device=item_factors.device)
+        item_factors = torch.where(cold_image[:, None], self.item_vectors(all_items), item_factors)
+        if item_bias is not None:
+            item_bias = torch.where(cold_image, self.item_biases(all_items), item_bias)
+        return item_factors, item_bias
+
     def leading_components(self, k: int) -> torch.Tensor:
         """(K, P) selector of the first K whitened components (the top principal directions)."""
         out = torch.zeros(k, self.features.shape[1])
