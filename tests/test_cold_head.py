@@ -109,14 +109,11 @@ def test_training_fits_the_head_and_stores_it_in_the_tested_checkpoint(tmp_path)
 
 
 def test_no_training_item_with_an_image_leaves_the_fallback_and_does_not_crash():
-    from types import SimpleNamespace
-
-    from visrec.pipeline.training import fit_cold_head as fit_after_training
-
     module = head_module()
     module.visual.has_image[:4] = False  # only the cold item 4 has a picture
     train_part = Interactions(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([4.0, 2.0, 5.0]))
-    assert fit_after_training(module, SimpleNamespace(tensors={"train": train_part}), None) == {"cold_head/components": 0}
+    assert module.finish_training(train_part) == {"cold_head/components": 0}
+    assert not module.weights_changed  # nothing for the pipeline to store
     assert module.visual.bias_projection.bias.item() == 0.0
     with pytest.raises(ValueError, match="no training ratings of items with an image"):
         module.fit_cold_head(train_part)

@@ -65,33 +65,11 @@ def _seen_csr(seen: Interactions, num_users: int) -> tuple[np.ndarray, np.ndarra
 
 
 def model_arrays(model, seen: Interactions) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays of a bundle and the scalar fields of its manifest, from a trained ``RatingModule``."""
-    tables = model.effective_factors()
-    arrays = {name: tables[name].numpy().astype(np.float32) for name in ("user_factors", "user_bias", "item_factors", "item_bias")}
-    # Known = has a trained vector: the model's own definition (ratings in the part it was trained on),
-    # the same as trainer.test's and the evaluator's warm. ``seen`` (train + validation) is what
-    # recommend(exclude_seen=True) leaves out.
-    arrays["known_users"] = model.net.known_users.cpu().numpy().astype(bool)
-    arrays["known_items"] = model.net.known_items.cpu().numpy().astype(bool)
-    arrays["seen_indptr"], arrays["seen_items"] = _seen_csr(seen, model.net.num_users)
-    scalars = {"global_mean": tables["global_mean"],
-               "rating_range": None if model.rating_range is None else list(model.rating_range),
-               # What Recommender.score returns: a predicted rating (biased MF) or a preference score (iALS).
-               "score": "rating" if getattr(model, "predicts_ratings", True) else "preference",
-               "model_kind": type(model).__name__}
-    visual = getattr(model, "visual", None)
-    if visual is not None:
-        arrays.update(
-            feature_mean=visual.feature_mean.numpy(),
-            feature_components=visual.components.numpy(),
-            feature_scale=visual.component_scale.numpy(),
-            visual_projection=visual.projection.weight.detach().numpy(),
-            visual_vector_intercept=visual.projection.bias.detach().numpy(),
-            visual_bias_weight=visual.bias_projection.weight.detach().numpy()[0],
-            item_visual_features=visual.features.numpy(),
-            has_image=visual.has_image.numpy(),
-        )
-        scalars["visual_bias_intercept"] = float(visual.bias_projection.bias.detach()[0])
+    """The arrays of a bundle and the scalar fields of its manifest: what the model writes (model
+    contract: ``bundle_arrays``) plus ``seen`` (train + validation), what recommend(exclude_seen=True)
+    leaves out, as a CSR over users."""
+    arrays, scalars = model.bundle_arrays()
+    arrays["seen_indptr"], arrays["seen_items"] = _seen_csr(seen, len(arrays["known_users"]))
     return arrays, scalars
 
 

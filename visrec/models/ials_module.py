@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import math
 
-import pytorch_lightning as pl
 import torch
 
 from visrec.evaluation import FactorScorer, evaluate
 from visrec.interactions import Interactions
 from visrec.models.biased_mf import BiasedMF
+from visrec.models.contract import FactorModel
 from visrec.models.ials_solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg, weighted_loss
 from visrec.models.visual import VisualPrior
 
@@ -56,7 +56,10 @@ class ALSSweep(torch.optim.Optimizer):
         return self._sweep()
 
 
-class IALSModule(pl.LightningModule):
+class IALSModule(FactorModel):
+    """iALS under the model contract (:mod:`visrec.models.contract`); ``model=ials``."""
+
+    DATA_KEYS = ("num_users", "num_items", "feature_dim")
     # What validation logs: what ``monitor`` may name.
     VALIDATION_METRICS = (f"val/ndcg@{RANKING_K}", f"val/recall@{RANKING_K}", f"val/precision@{RANKING_K}")
     # Scores are preferences: the evaluator reports no RMSE/MAE for this model, a bundle says "preference".
@@ -81,9 +84,6 @@ class IALSModule(pl.LightningModule):
         reg_visual: float = 1.0,
         reg_projection: float = 1.0,
         visual_pca_dim: int = 64,
-        global_mean: float = 0.0,
-        rating_min: float | None = None,
-        rating_max: float | None = None,
         solver: str = "cholesky",
         cg_steps: int = 3,
         monitor: str = f"val/ndcg@{RANKING_K}",
@@ -100,7 +100,6 @@ class IALSModule(pl.LightningModule):
         self.net.requires_grad_(False)
         self.net.user_bias.weight.zero_()
         self.net.item_bias.weight.zero_()
-        self.rating_range = None  # preference scores have no rating scale
         self.visual_mode = visual_mode
         self.visual = None
         if visual_mode != "none":

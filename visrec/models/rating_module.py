@@ -42,22 +42,28 @@ count both groups, so nothing is dropped silently.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from typing import Callable
 
-import pytorch_lightning as pl
 import torch
 
 from visrec.interactions import Interactions
 from visrec.models.biased_mf import BiasedMF
 from visrec.models.cold_head import ColdHeadFit, fit_cold_head
+from visrec.models.contract import FactorModel
 from visrec.models.divergence import DivergedError, non_finite_names
 from visrec.models.visual import VISUAL_MODES, VisualPrior
 
+log = logging.getLogger(__name__)
 
-class RatingModule(pl.LightningModule):
+
+class RatingModule(FactorModel):
+    """Biased MF under the model contract (:mod:`visrec.models.contract`); ``model=biased_mf``."""
+
     # What validation logs, each exact over the part (see the module docstring): what ``monitor`` may name.
     VALIDATION_METRICS = ("val/rmse", "val/mae")
+    DATA_KEYS = ("num_users", "num_items", "global_mean", "rating_min", "rating_max", "feature_dim")
 
     def __init__(
         self,
@@ -238,6 +244,24 @@ class RatingModule(pl.LightningModule):
         fit = fit_cold_head(users, items, targets, net.user_factors.weight, visual.features, **options)
         visual.set_head(*(t.to(rows.device) for t in (fit.projection, fit.vector_intercept, fit.bias_weights)), fit.intercept)
         return fit
+
+    def finish_training(self, train: Interactions) -> dict:
+        """Mode ``head``: fit the cold-start head in closed form on ``train`` after training (the pipeline then
+        stores the weights in the tested checkpoint). With no training item that has an image there is
+        nothing to fit: the head stays zero and cold items use the fallback μ + b_u (said in the log, not
+        an error — missing images are normal input). Other modes: nothing to do."""
+        if self.visual_mode != "head":
+            return {}
+        if not bool(self.visual.has_image[train.items.to(self.visual.has_image.device)].any()):
+            message = "cold-start head not fitted: no training item has an image; cold items use the fallback μ + b_u"
+            log.warning(message)
+            print(message)
+            return {"cold_head/components": 0}
+        fit = self.fit_cold_head(train)
+        print(fit.summary())
+        self.weights_changed = True
+        return {"cold_head/components": fit.components, "cold_head/cv_rmse": fit.cv_rmse,
+                "cold_head/cv_rmse_intercept_only": fit.cv_rmse_intercept_only}
 
     def training_step(self, batch, batch_idx):
         users, items, ratings = batch

@@ -20,10 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
-from visrec.evaluation import EvaluationReport, FactorScorer, Interactions, PopularityScorer, evaluate
+from visrec.evaluation import EvaluationReport, Interactions, PopularityScorer, evaluate
 from visrec.evaluation.ranking import DEFAULT_BATCH_ELEMENTS
+from visrec.models.contract import RecommenderModel
 from visrec.models.divergence import check_finite_model
-from visrec.pipeline.setup import item_features
+from visrec.pipeline.setup import item_features, model_class
 from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def load_model(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None =
 def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None = None):
     """(model, ItemFeatures or None): :func:`load_model` plus the image features it was given."""
     cfg = data.config
+    model_class(cfg)  # a visrec model, or a ValueError naming model._target_
     model = instantiate(cfg.model)
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -120,14 +122,15 @@ def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictCo
     except RuntimeError as error:
         raise DataError(ckpt_path, f"does not match the run's config.yaml (model {cfg.model._target_}): {error}") from error
     train, val = data.parts["train"], data.parts["val"]
-    counts = torch.bincount(train.items, minlength=model.net.num_items).to(model.net.item_counts.dtype)  # (N,)
-    refit_counts = counts + torch.bincount(val.items, minlength=model.net.num_items).to(counts.dtype)  # (N,) train + val
-    model.trained_on_validation = len(val) > 0 and torch.equal(refit_counts, model.net.item_counts)  # a refit model
-    if not (torch.equal(counts, model.net.item_counts) or model.trained_on_validation):
+    trained_counts = model.item_train_counts  # (N,)
+    counts = torch.bincount(train.items, minlength=len(trained_counts)).to(trained_counts.dtype)  # (N,)
+    refit_counts = counts + torch.bincount(val.items, minlength=len(trained_counts)).to(counts.dtype)  # (N,) train + val
+    model.trained_on_validation = len(val) > 0 and torch.equal(refit_counts, trained_counts)  # a refit model
+    if not (torch.equal(counts, trained_counts) or model.trained_on_validation):
         raise DataError(ckpt_path, "was not trained on this run's split: its per-item training counts differ from split.parquet "
                         "(train, or train + val for a refit)")
     features = None
-    if getattr(model, "visual", None) is not None:
+    if model.has_image_prior:
         with_features = cfg.copy()
         if features_cfg is not None:
             with_features.features = features_cfg
@@ -136,10 +139,9 @@ def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictCo
     return model.eval(), features
 
 
-def model_scorer(model: torch.nn.Module, name: str = "model") -> FactorScorer:
-    rating_range = getattr(model, "rating_range", None)
-    return FactorScorer(**model.effective_factors(), rating_range=rating_range, name=name,
-                        predicts_ratings=getattr(model, "predicts_ratings", True))
+def model_scorer(model: RecommenderModel, name: str = "model"):
+    """The model's evaluator scorer (model contract: ``scorer``)."""
+    return model.scorer(name)
 
 
 def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_users: int, num_items: int,
@@ -157,7 +159,7 @@ def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_u
     # evaluator's warm segment is exactly trainer.test's test/rmse set and the bundle's known items.
     return evaluate(scorers, seen, parts[part], num_users, num_items, ks=ks, threshold=threshold,
                     exclude_train=exclude_train, max_batch_elements=max_batch_elements,
-                    known_users=model.net.known_users, known_items=model.net.known_items)
+                    known_users=model.known_users, known_items=model.known_items)
 
 
 def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = None) -> None:

@@ -9,13 +9,14 @@ refit is chosen on the test part; it is tested instead of the validated model an
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from visrec.pipeline.setup import build_model
 from visrec.utils.atomic import atomic_path
@@ -70,8 +71,11 @@ def refit(cfg: DictConfig, datamodule, features, epochs: int, rates: list[list[f
         raise ValueError(f"refit: learning rates recorded for {len(rates)} epoch(s), {epochs} needed")
     merged = datamodule.with_validation_in_train()
     pl.seed_everything(cfg.seed, workers=True)
-    model = build_model(cfg, merged, features)
-    model.scheduler_factory = None
+    refit_cfg = copy.deepcopy(cfg)
+    if "scheduler" in refit_cfg.model:  # the replayed rates are the schedule
+        with open_dict(refit_cfg):
+            refit_cfg.model.scheduler = None
+    model = build_model(refit_cfg, merged, features)
     trainer: pl.Trainer = instantiate(cfg.trainer, max_epochs=epochs, min_epochs=epochs, callbacks=[LearningRateReplay(rates)],
                                       logger=False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
     started = time.perf_counter()

@@ -7,20 +7,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.data.datamodule import RatingsDataModule
 from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
+from visrec.models.contract import DataSummary, RecommenderModel
 from visrec.pipeline.config import instantiate_node
 from visrec.utils.atomic import atomic_path
 
 
+def model_class(cfg: DictConfig) -> type[RecommenderModel]:
+    """The class ``cfg.model._target_`` names; a ValueError naming the key when it is not a visrec model."""
+    target = cfg.model.get("_target_")
+    try:
+        cls = get_class(target)
+    except Exception as error:
+        raise ValueError(f"model._target_={target!r} cannot be imported: {error}") from error
+    if not (isinstance(cls, type) and issubclass(cls, RecommenderModel)):
+        raise ValueError(f"model._target_={target!r} is not a visrec model (a subclass of visrec.models.contract.RecommenderModel)")
+    return cls
+
+
+def model_options(cfg: DictConfig) -> dict:
+    """``cfg.model`` as a plain dict (resolved; keys still ``???`` are left out)."""
+    options = OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False)
+    return {key: value for key, value in options.items() if value != "???"}
+
+
 def item_features(cfg: DictConfig, image_paths: list, item_ids: list) -> ItemFeatures | None:
     """Frozen CNN features of the catalog's images (cached), or None when the model uses none."""
-    if cfg.model.get("visual_mode", "none") == "none":
+    if not model_class(cfg).uses_image_features(model_options(cfg)):
         return None
     backbone = create_backbone(BackboneSpec(**cfg.features.backbone))
     features = extract_item_features(
@@ -34,26 +52,29 @@ def item_features(cfg: DictConfig, image_paths: list, item_ids: list) -> ItemFea
     return features
 
 
+def data_summary(datamodule: RatingsDataModule, features: ItemFeatures | None = None) -> DataSummary:
+    """What a model may be built from (:class:`~visrec.models.contract.DataSummary`)."""
+    low, high = (float(v) for v in datamodule.rating_range)
+    return DataSummary(num_users=datamodule.num_users, num_items=datamodule.num_items, global_mean=float(datamodule.global_mean),
+                       rating_range=(low, high), feature_dim=0 if features is None else features.feature_dim)
+
+
 def fill_data_sizes(cfg: DictConfig, datamodule: RatingsDataModule, features: ItemFeatures | None = None) -> None:
-    """Write the sizes that come from the data into ``cfg.model`` (they are ``???`` in YAML)."""
+    """Write the values the model takes from the data (its ``DATA_KEYS``, ``???`` in YAML) into ``cfg.model``."""
     with open_dict(cfg):
-        cfg.model.feature_dim = 0 if features is None else features.feature_dim
-        cfg.model.num_users = datamodule.num_users
-        cfg.model.num_items = datamodule.num_items
-        cfg.model.global_mean = datamodule.global_mean
-        cfg.model.rating_min, cfg.model.rating_max = (float(v) for v in datamodule.rating_range)
+        cfg.model.update(model_class(cfg).data_config(data_summary(datamodule, features)))
 
 
-def build_model(cfg: DictConfig, datamodule: RatingsDataModule, features: ItemFeatures | None = None, fit: bool = True) -> pl.LightningModule:
+def build_model(cfg: DictConfig, datamodule: RatingsDataModule, features: ItemFeatures | None = None,
+                fit: bool = True) -> RecommenderModel:
     """Instantiate ``cfg.model`` for this data (sizes filled in, cold users / items marked, features attached).
 
-    ``fit=False`` for a model about to receive a checkpoint's weights."""
+    ``fit=False`` for a model about to receive a checkpoint's weights (its data needs are not checked)."""
     fill_data_sizes(cfg, datamodule, features)
     model = instantiate_node(cfg.model)
-    model.net.set_train_counts(datamodule.user_train_counts, datamodule.item_train_counts)
-    check_data = getattr(model, "check_training_data", None)  # a model's own data needs, checked before training
-    if check_data is not None and fit:
-        check_data(datamodule.tensors["train"])
+    model.set_train_counts(datamodule.user_train_counts, datamodule.item_train_counts)
+    if fit:
+        model.check_training_data(datamodule.tensors["train"])
     if features is not None:
         model.attach_features(features.features, features.has_image, fit=fit)
     return model

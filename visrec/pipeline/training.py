@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.data.datamodule import RatingsDataModule
@@ -25,31 +25,12 @@ from visrec.evaluation import DEFAULT_KS
 from visrec.interactions import Interactions
 from visrec.features import ItemFeatures
 from visrec.pipeline.config import instantiate_node
-from visrec.pipeline.setup import _instantiate_all, build_model, item_features, load_weights, store_weights
+from visrec.pipeline.setup import _instantiate_all, build_model, item_features, load_weights, model_class, model_options, store_weights
 from visrec.pipeline.refit import LearningRateHistory, best_epoch_count, refit
 from visrec.utils.atomic import write_json_atomic, write_text_atomic
 from visrec.utils.report import format_table
 
 log = logging.getLogger(__name__)
-
-
-def fit_cold_head(model: pl.LightningModule, datamodule: RatingsDataModule, checkpoint_path: str | None) -> dict:
-    """Mode ``head``: fit the cold-start head in closed form on the training part, after training, and
-    store it in the checkpoint that is tested, evaluated and exported. Returns metrics about the fit.
-    With no training item that has an image there is nothing to fit: the head stays zero and every cold
-    item is scored with the fallback (said in the log, not an error — missing images are normal input)."""
-    train_part = datamodule.tensors["train"]
-    if not bool(model.visual.has_image[train_part.items].any()):
-        message = "cold-start head not fitted: no training item has an image; cold items use the fallback μ + b_u"
-        log.warning(message)
-        print(message)
-        return {"cold_head/components": 0}
-    fit = model.fit_cold_head(train_part)
-    print(fit.summary())
-    if checkpoint_path:
-        store_weights(model, checkpoint_path)
-    return {"cold_head/components": fit.components, "cold_head/cv_rmse": fit.cv_rmse,
-            "cold_head/cv_rmse_intercept_only": fit.cv_rmse_intercept_only}
 
 
 def resume_settings(cfg: DictConfig) -> None:
@@ -107,14 +88,12 @@ def _sweep_name() -> str | None:
 
 def check_options(cfg: DictConfig) -> None:
     """Refuse trainer and model settings that train nothing or nonsense, before anything is read or
-    written (the model class checks its own options when it has a ``check_options`` classmethod)."""
-    model_class = get_class(cfg.model._target_)
-    if hasattr(model_class, "check_options"):
-        model_class.check_options(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
+    written (the model class checks its own options: ``check_options`` of the model contract)."""
+    cls = model_class(cfg)
+    cls.check_options(model_options(cfg))
     monitor, mode = cfg.get("monitor"), cfg.get("monitor_mode")
-    logged = getattr(model_class, "VALIDATION_METRICS", None)
-    if monitor is not None and logged is not None and monitor not in logged:
-        raise ValueError(f"monitor={monitor} is not a metric {model_class.__name__} logs during validation; choose one of {list(logged)}")
+    if monitor is not None and monitor not in cls.VALIDATION_METRICS:
+        raise ValueError(f"monitor={monitor} is not a metric {cls.__name__} logs during validation; choose one of {list(cls.VALIDATION_METRICS)}")
     if mode is not None and mode not in ("min", "max"):
         raise ValueError(f"monitor_mode must be min or max, got {mode!r}")
     check_trainer_options(cfg)
@@ -171,7 +150,7 @@ def train(cfg: DictConfig) -> dict:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     lr_history = LearningRateHistory()
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history], logger=loggers or False)
-    if trainer.world_size > 1 and getattr(model, "single_process", False):  # before any process is launched
+    if trainer.world_size > 1 and model.single_process:  # before any process is launched
         raise ValueError(f"{type(model).__name__} trains in a single process; trainer={cfg.trainer.get('strategy', 'this trainer')} "
                          f"would run {trainer.world_size}: use trainer=cpu or trainer=gpu")
     if cfg.get("refit"):
@@ -197,8 +176,9 @@ def train(cfg: DictConfig) -> dict:
         print(f"Refit on train + val ({len(datamodule.tensors['train'])} ratings) for the {epochs} epochs validation chose: "
               f"{refit_seconds:.1f} s; tested: {tested_checkpoint}")
     metrics["tested_checkpoint"] = tested_checkpoint
-    if getattr(model, "visual_mode", "none") == "head":
-        metrics.update(fit_cold_head(model, datamodule, tested_checkpoint if trainer.is_global_zero else None))
+    metrics.update(model.finish_training(datamodule.tensors["train"]))  # closed-form steps after training, if any
+    if model.weights_changed and tested_checkpoint and trainer.is_global_zero:
+        store_weights(model, tested_checkpoint)
     if cfg.get("test"):
         (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in results.items()})
@@ -214,7 +194,7 @@ def train(cfg: DictConfig) -> dict:
     if report is not None:
         from visrec.tracking.results import log_run_results
 
-        log_run_results(loggers, report, model.effective_factors(), Interactions.concat(datamodule.tensors["train"], datamodule.tensors["val"]),
+        log_run_results(loggers, report, model.scorer(), model.item_vectors(), Interactions.concat(datamodule.tensors["train"], datamodule.tensors["val"]),
                         datamodule.image_paths, datamodule.user_map.raw_ids, bundle, None if features is None else features.has_image)
     _finish_wandb(loggers)
     print(format_table(

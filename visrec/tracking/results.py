@@ -34,10 +34,11 @@ def example_users(train_users: torch.Tensor, train_items: torch.Tensor, train_ra
     return out
 
 
-def log_run_results(loggers, report, factors: dict, train, image_paths: list, user_ids, bundle: Path | None,
-                    has_image: torch.Tensor | None, k: int = 6) -> None:
-    """Send the final results to each W&B logger. ``factors``: the model's
-    effective factor tables; ``train``: the training Interactions (train + validation parts)."""
+def log_run_results(loggers, report, scorer, item_vectors: torch.Tensor | None, train, image_paths: list, user_ids,
+                    bundle: Path | None, has_image: torch.Tensor | None, k: int = 6) -> None:
+    """Send the final results to each W&B logger. ``scorer``: the model's evaluator scorer (model
+    contract); ``item_vectors`` (N, K) or None: the map of item vectors (drawn when the model has them);
+    ``train``: the training Interactions (train + validation parts)."""
     runs = wandb_loggers(loggers)
     if not runs:
         return
@@ -46,19 +47,22 @@ def log_run_results(loggers, report, factors: dict, train, image_paths: list, us
     flat = report.flat()
     table = wandb.Table(columns=["scorer", "segment", "metric", "value", "protocol"],
                         data=[[r["scorer"], r["segment"], r["metric"], r["value"], r["protocol"]] for r in report.rows()])
-    num_users, num_items = factors["user_factors"].shape[0], factors["item_factors"].shape[0]
+    num_users = len(user_ids)
     rows = []
     for user, liked in example_users(train.users, train.items, train.ratings, num_users):
-        scores = factors["user_factors"][user] @ factors["item_factors"].T + factors["item_bias"]  # (N,)
+        scores = scorer.score_users(torch.tensor([user]))[0]  # (N,)
         seen = train.items[train.users == user]
         scores[seen] = float("-inf")
         recommended = top_k(scores[None], k)[0].tolist()
         rows.append((f"user {user_ids[user]}", [image_paths[i] for i in liked], [image_paths[i] for i in recommended]))
+    num_items = len(image_paths)
     has_image = torch.zeros(num_items, dtype=torch.bool) if has_image is None else has_image
     for logger in runs:
         run = logger.experiment
         run.summary.update({f"eval/{key}": value for key, value in flat.items()})
-        payload = {"eval/table": table, "eval/item_vectors_pca": wandb.Image(media.item_map(factors["item_factors"].numpy(), has_image.numpy()))}
+        payload = {"eval/table": table}
+        if item_vectors is not None:
+            payload["eval/item_vectors_pca"] = wandb.Image(media.item_map(item_vectors.cpu().numpy(), has_image.numpy()))
         if rows:
             payload["eval/recommendations"] = wandb.Image(media.poster_grid(rows), caption="left: rated >= 4 in training; right: top recommendations")
         run.log(payload)

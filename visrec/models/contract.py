@@ -1,0 +1,210 @@
+"""The model contract: what the pipeline, evaluator, export, serving, W&B and sweeps may use of a model.
+
+A model is a ``pl.LightningModule`` subclass of :class:`RecommenderModel`, chosen with the config group
+``model=<name>`` (``conf/model/<name>.yaml``, whose ``_target_`` names the class). Nothing outside
+:mod:`visrec.models` reaches into a model's parts (its nets, priors or hyperparameters); it uses only:
+
+Built from (class-level, before any data is read):
+    ``check_options(options)``          refuse bad option values, naming the key (``model.<name>``)
+    ``uses_image_features(options)``    whether the run must extract frozen CNN features
+    ``DATA_KEYS`` / ``data_config(data)``  the config keys filled from the data (``???`` in the YAML):
+                                        a subset of :class:`DataSummary`'s fields, each an ``__init__`` argument
+    ``VALIDATION_METRICS``              what validation logs (what ``monitor`` may name)
+    ``single_process``                  True: refused under DDP before processes are launched
+Built for the data (instance):
+    ``set_train_counts(user_counts (U,), item_counts (N,))``  zero = cold; saved in checkpoints
+    ``check_training_data(train)``      the model's own data needs, raised as ValueError before training
+    ``attach_features(features (N, D), has_image (N,), fit)``  the frozen features (no-op without a prior)
+Trained: by Lightning (``trainer.fit``) — an optimizer loop, or closed-form steps inside
+    ``training_step`` — then ``finish_training(train)`` for any closed-form step after training; it returns
+    metrics, and ``weights_changed`` says whether the pipeline must store the weights again.
+Scores: ``scorer(name)`` -> an evaluator :class:`~visrec.evaluation.scorers.Scorer` (a batch of users
+    against all items, and (user, item) pairs when ``predicts_ratings``); ``known_users`` (U,) and
+    ``known_items`` (N,) bool: who has trained parameters (the evaluator's "warm"); ``item_train_counts`` (N,).
+Writes into a bundle: ``bundle_arrays()`` -> (arrays, manifest fields) of :mod:`visrec.export.bundle`'s format.
+
+:class:`FactorModel` implements the scoring and bundle parts for models whose scores are
+r̂_ui = μ + b_u + b_i + p_u·q_i (biased MF, iALS); a model of another form implements them itself.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from visrec.evaluation.scorers import FactorScorer
+from visrec.interactions import Interactions
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What a model may be built from, taken from the data at set-up.
+
+    ``rating_range``: (min, max) of the rating scale, or None; ``feature_dim``: D of the image
+    features (0 when the run extracts none)."""
+
+    num_users: int
+    num_items: int
+    global_mean: float
+    rating_range: tuple[float, float] | None
+    feature_dim: int
+
+    def values(self) -> dict:
+        low, high = self.rating_range if self.rating_range is not None else (None, None)
+        return {"num_users": self.num_users, "num_items": self.num_items, "global_mean": self.global_mean,
+                "rating_min": low, "rating_max": high, "feature_dim": self.feature_dim}
+
+
+class RecommenderModel(pl.LightningModule):
+    """Base class of every visrec model (the contract in this module's docstring)."""
+
+    # What validation logs: what ``monitor`` (and early stopping, the best checkpoint) may name.
+    VALIDATION_METRICS: tuple[str, ...] = ()
+    # Config keys filled from the data (names of DataSummary.values()); each is an __init__ argument.
+    DATA_KEYS: tuple[str, ...] = ("num_users", "num_items")
+    # True when ``scorer().predict`` gives ratings (RMSE/MAE are reported); False for preference scores.
+    predicts_ratings: bool = True
+    # True when the model cannot train under DDP (the pipeline refuses it before launching processes).
+    single_process: bool = False
+
+    # ---- built from -------------------------------------------------------------------------------
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Raise ValueError naming ``model.<key>`` for an option value that would train nonsense."""
+
+    @classmethod
+    def uses_image_features(cls, options: dict) -> bool:
+        """Whether a model with these options needs the catalog's frozen image features."""
+        return False
+
+    @classmethod
+    def data_config(cls, data: DataSummary) -> dict:
+        """The ``DATA_KEYS`` values for this data (written into the run's ``model`` config)."""
+        values = data.values()
+        accepted = inspect.signature(cls.__init__).parameters
+        missing = [key for key in cls.DATA_KEYS if key not in accepted]
+        if missing:
+            raise TypeError(f"{cls.__name__}.DATA_KEYS names {missing}, which {cls.__name__}.__init__ does not take")
+        return {key: values[key] for key in cls.DATA_KEYS}
+
+    # ---- built for the data ----------------------------------------------------------------------------
+    def set_train_counts(self, user_counts: torch.Tensor, item_counts: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def check_training_data(self, train: Interactions) -> None:
+        """Raise ValueError when ``train`` cannot train this model (called before training)."""
+
+    def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
+        """Give the model the (N, D) frozen features and (N,) has-image mask; ``fit=False`` when the model
+        is about to receive (or has) a checkpoint's weights. A model without an image prior ignores them."""
+
+    @property
+    def has_image_prior(self) -> bool:
+        """Whether this instance scores with image features (they must be attached when it is loaded)."""
+        return False
+
+    # ---- trained ------------------------------------------------------------------------------------
+    weights_changed: bool = False
+
+    def finish_training(self, train: Interactions) -> dict:
+        """Closed-form steps after ``trainer.fit`` (none by default). Returns metrics for ``metrics.json``;
+        sets ``weights_changed`` when the weights differ from the saved checkpoint's."""
+        return {}
+
+    # ---- scores -------------------------------------------------------------------------------------
+    @property
+    def known_users(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def known_items(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def item_train_counts(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scorer(self, name: str = "model"):
+        raise NotImplementedError
+
+    def item_vectors(self) -> torch.Tensor | None:
+        """(N, K) item vectors for the item map (W&B), or None for a model without them."""
+        return None
+
+    # ---- bundle ------------------------------------------------------------------------------------
+    def bundle_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        raise NotImplementedError
+
+
+class FactorModel(RecommenderModel):
+    """A model that scores r̂_ui = μ + b_u + b_i + p_u·q_i. Subclasses hold a
+    :class:`~visrec.models.biased_mf.BiasedMF` as ``self.net``, an optional
+    :class:`~visrec.models.visual.VisualPrior` as ``self.visual``, ``self.rating_range`` and implement
+    :meth:`effective_factors` (the tables with the cold fallbacks folded in)."""
+
+    net: torch.nn.Module  # (set in __init__; no class-level module defaults: they would shadow submodules)
+    visual: torch.nn.Module | None
+    rating_range: tuple[float, float] | None = None  # preference models: no rating scale
+
+    @classmethod
+    def uses_image_features(cls, options: dict) -> bool:
+        return options.get("visual_mode", "none") != "none"
+
+    def set_train_counts(self, user_counts: torch.Tensor, item_counts: torch.Tensor) -> None:
+        self.net.set_train_counts(user_counts, item_counts)
+
+    @property
+    def has_image_prior(self) -> bool:
+        return self.visual is not None
+
+    @property
+    def known_users(self) -> torch.Tensor:
+        return self.net.known_users  # (U,) bool
+
+    @property
+    def known_items(self) -> torch.Tensor:
+        return self.net.known_items  # (N,) bool
+
+    @property
+    def item_train_counts(self) -> torch.Tensor:
+        return self.net.item_counts  # (N,)
+
+    def effective_factors(self) -> dict[str, torch.Tensor | float]:
+        raise NotImplementedError
+
+    def scorer(self, name: str = "model") -> FactorScorer:
+        return FactorScorer(**self.effective_factors(), rating_range=self.rating_range, name=name,
+                            predicts_ratings=self.predicts_ratings)
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.effective_factors()["item_factors"]  # (N, K)
+
+    def bundle_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Factor tables (float32), known masks, the visual prior's arrays when there is one, and the
+        manifest fields global_mean, rating_range, score ("rating" | "preference") and model_kind."""
+        tables = self.effective_factors()
+        arrays = {name: tables[name].cpu().numpy().astype(np.float32)
+                  for name in ("user_factors", "user_bias", "item_factors", "item_bias")}
+        arrays["known_users"] = self.known_users.cpu().numpy().astype(bool)
+        arrays["known_items"] = self.known_items.cpu().numpy().astype(bool)
+        scalars = {"global_mean": tables["global_mean"],
+                   "rating_range": None if self.rating_range is None else list(self.rating_range),
+                   "score": "rating" if self.predicts_ratings else "preference",
+                   "model_kind": type(self).__name__}
+        visual = self.visual
+        if visual is not None:
+            arrays.update(
+                feature_mean=visual.feature_mean.cpu().numpy(),
+                feature_components=visual.components.cpu().numpy(),
+                feature_scale=visual.component_scale.cpu().numpy(),
+                visual_projection=visual.projection.weight.detach().cpu().numpy(),
+                visual_vector_intercept=visual.projection.bias.detach().cpu().numpy(),
+                visual_bias_weight=visual.bias_projection.weight.detach().cpu().numpy()[0],
+                item_visual_features=visual.features.cpu().numpy(),
+                has_image=visual.has_image.cpu().numpy(),
+            )
+            scalars["visual_bias_intercept"] = float(visual.bias_projection.bias.detach()[0])
+        return arrays, scalars
