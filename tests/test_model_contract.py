@@ -3,13 +3,18 @@ models): built from a config on tiny data, trained a few epochs, its checkpoint 
 with the same scores, exported, the bundle loaded with numpy only and used to recommend."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
 
+from visrec.evaluation import FactorScorer
+from visrec.models.contract import RecommenderModel
 from visrec.pipeline.evaluation import load_model, load_run_data, resolve_checkpoint
 from visrec.pipeline.training import train
 
@@ -56,3 +61,110 @@ def test_bundle_serves_with_numpy_only(trained):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == ("preference" if trained[0] == "ials" else "rating")
+
+
+# ---- a third model, written against the contract only -------------------------------------------------
+class BiasOnly(RecommenderModel):
+    """r̂_ui = μ + b_u + b_i trained by Adam on observed ratings: the smallest model that keeps the contract.
+    Nothing in the pipeline was changed for it: one class (here) and one config node (below)."""
+
+    VALIDATION_METRICS = ("val/rmse",)
+    DATA_KEYS = ("num_users", "num_items", "global_mean")
+
+    def __init__(self, num_users: int, num_items: int, global_mean: float, lr: float = 0.05):
+        super().__init__()
+        self.save_hyperparameters()
+        self.user_bias = torch.nn.Parameter(torch.zeros(num_users))  # (U,)
+        self.item_bias = torch.nn.Parameter(torch.zeros(num_items))  # (N,)
+        self.register_buffer("user_counts", torch.zeros(num_users))
+        self.register_buffer("item_counts", torch.zeros(num_items))
+        self._sse = self._n = 0.0
+
+    def set_train_counts(self, user_counts, item_counts):
+        self.user_counts.copy_(user_counts)
+        self.item_counts.copy_(item_counts)
+
+    known_users = property(lambda self: self.user_counts > 0)
+    known_items = property(lambda self: self.item_counts > 0)
+    item_train_counts = property(lambda self: self.item_counts)
+
+    def tables(self):
+        U, N = len(self.user_bias), len(self.item_bias)
+        return {"user_factors": torch.zeros(U, 1), "user_bias": (self.user_bias * self.known_users).detach().clone(),
+                "item_factors": torch.zeros(N, 1), "item_bias": (self.item_bias * self.known_items).detach().clone(),
+                "global_mean": float(self.hparams.global_mean)}
+
+    def scorer(self, name="model"):
+        return FactorScorer(**self.tables(), name=name)
+
+    def bundle_arrays(self):
+        arrays = {k: v.numpy().astype(np.float32) for k, v in self.tables().items() if k != "global_mean"}
+        arrays.update(known_users=self.known_users.numpy(), known_items=self.known_items.numpy())
+        return arrays, {"global_mean": self.hparams.global_mean, "rating_range": None, "score": "rating", "model_kind": "BiasOnly"}
+
+    def training_step(self, batch, batch_idx):
+        users, items, ratings = batch
+        loss = (self.hparams.global_mean + self.user_bias[users] + self.item_bias[items] - ratings).pow(2).mean()
+        self.log("train/loss", loss, on_epoch=True, on_step=False, batch_size=len(ratings))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        users, items, ratings = batch
+        err = self.scorer().predict(users, items) - ratings
+        self._sse, self._n = self._sse + float(err.pow(2).sum()), self._n + len(err)
+
+    def _log_rmse(self, stage):
+        if self._n:
+            self.log(f"{stage}/rmse", (self._sse / self._n) ** 0.5)
+        self._sse = self._n = 0.0
+
+    def on_validation_epoch_end(self):
+        self._log_rmse("val")
+
+    test_step = validation_step
+
+    def on_test_epoch_end(self):
+        self._log_rmse("test")
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+def test_a_third_model_needs_no_pipeline_change(tmp_path):
+    cfg = compose_train(["logger=none", "trainer.max_epochs=3", "export=true", "model.visual_mode=none"], tmp_path)
+    with open_dict(cfg):  # what conf/model/bias_only.yaml would hold
+        cfg.model = OmegaConf.create({"_target_": f"{__name__}.BiasOnly", "num_users": "???", "num_items": "???",
+                                      "global_mean": "???", "lr": 0.05})
+    metrics = train(cfg)
+    run = tmp_path / "run"
+    assert np.isfinite(metrics["test/rmse"]) and np.isfinite(metrics["val/rmse_best"])
+    report = json.loads(next((run / "eval").glob("*/metrics.json")).read_text())["metrics"]
+    assert report["model/warm/ndcg@10"] is not None and report["model/warm/rmse"] is not None
+    data = load_run_data(run)
+    model = load_model(data, resolve_checkpoint(run, "tested"))  # evaluate.py's loader
+    assert isinstance(model, BiasOnly) and bool(model.known_items.any())
+    code = (f"from visrec.serving import Recommender; rec = Recommender.load({str(run / 'export')!r}); "
+            "ids, _ = rec.recommend([rec.user_ids[0]], k=3); print(ids.shape)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "(1, 3)", done.stderr[-2000:]
+
+
+def test_a_class_outside_the_contract_is_refused_naming_the_key(tmp_path):
+    cfg = compose_train(["logger=none"], tmp_path)
+    with open_dict(cfg):
+        cfg.model = OmegaConf.create({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1})
+    with pytest.raises(ValueError, match=r"model._target_='torch.nn.Linear' is not a visrec model"):
+        train(cfg)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_ials_gets_one_whole_batch_per_epoch(tmp_path):
+    from visrec.pipeline.setup import build_model
+
+    cfg = compose_train(["model=ials", "model.visual_mode=none", "data.batch_size=7", "logger=none"], tmp_path)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    assert len(datamodule.train_dataloader()) > 1  # rating batches of 7 before a model declares otherwise
+    build_model(cfg, datamodule)
+    (batch,) = list(datamodule.train_dataloader())
+    assert len(batch[0]) == len(datamodule.tensors["train"])

@@ -85,7 +85,11 @@ class RowBatches(Sampler):
         yield from self._rows().split(self.batch_size)
 
     def __len__(self) -> int:
-        return -(-len(self._rows()) // self.batch_size)
+        # The same count as len(self._rows()) without drawing the permutation (Lightning asks often).
+        rank, world = _rank_and_world()
+        total = self.num_rows + ((-self.num_rows) % world if self.shuffle else 0)
+        rows = len(range(rank, total, world))
+        return -(-rows // self.batch_size)
 
 
 def _int_option(value, key: str, minimum: int) -> int:
@@ -136,6 +140,9 @@ class RatingsDataModule(pl.LightningDataModule):
                                   f"validation; 0 turns validation off), got {val_ratio!r}")
         self.val_ratio = val
         self.batch_size = _int_option(batch_size, "data.batch_size", 1)
+        # What a training batch is (set by the pipeline from the model contract's TRAINING_BATCHES):
+        # "ratings" = shuffled batches of data.batch_size rows; "whole" = every training row, once per epoch.
+        self.train_batches = "ratings"
         self.eval_batch_size = _int_option(eval_batch_size, "data.eval_batch_size", 1)
         self.num_workers = _int_option(num_workers, "data.num_workers", 0)
         self.seed = _int_option(seed, "seed", 0)
@@ -285,6 +292,8 @@ class RatingsDataModule(pl.LightningDataModule):
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         rows = _Rows(self.tensors[part])
         batch = self.batch_size if shuffle else self.eval_batch_size
+        if part == "train" and self.train_batches == "whole":  # one batch per epoch: every training row
+            batch, shuffle = max(1, len(rows)), False
         return DataLoader(
             rows,
             sampler=RowBatches(len(rows), batch, shuffle=shuffle, seed=self.seed),

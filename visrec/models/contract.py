@@ -11,6 +11,9 @@ Built from (class-level, before any data is read):
                                         a subset of :class:`DataSummary`'s fields, each an ``__init__`` argument
     ``VALIDATION_METRICS``              what validation logs (what ``monitor`` may name)
     ``single_process``                  True: refused under DDP before processes are launched
+    ``TRAINING_BATCHES``                "ratings": shuffled batches of ``data.batch_size`` observed
+                                        (user, item, rating) rows; "whole": one batch per epoch holding
+                                        every training row (closed-form / alternating models)
 Built for the data (instance):
     ``set_train_counts(user_counts (U,), item_counts (N,))``  zero = cold; saved in checkpoints
     ``check_training_data(train)``      the model's own data needs, raised as ValueError before training
@@ -69,6 +72,8 @@ class RecommenderModel(pl.LightningModule):
     predicts_ratings: bool = True
     # True when the model cannot train under DDP (the pipeline refuses it before launching processes).
     single_process: bool = False
+    # What one training batch is: "ratings" (mini-batches of rows) or "whole" (all rows, once per epoch).
+    TRAINING_BATCHES: str = "ratings"
 
     # ---- built from -------------------------------------------------------------------------------
     @classmethod

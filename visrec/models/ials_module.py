@@ -8,9 +8,9 @@ interaction, or only those >= ``positive_threshold``; its confidence is w_ui = 1
 solves each least-squares system exactly (O(|S| K² + (U+N) K³) per epoch); ``cg`` takes ``cg_steps``
 warm-started conjugate-gradient steps (O(|S| K) per step; Takács et al. 2011, as ``implicit`` does).
 
-One epoch = one sweep (all users, then all items), done in the epoch's first ``training_step``; the
-loader's other batches are no-ops (a larger ``data.batch_size`` makes fewer of them), so checkpoints,
-resume, loggers and W&B work as for any LightningModule. Validation logs ``val/ndcg@10``, ``val/recall@10``,
+One epoch = one sweep (all users, then all items) = one ``training_step``: the model declares
+``TRAINING_BATCHES = "whole"``, so the datamodule serves every training row as one batch per epoch
+(``data.batch_size`` does not apply), and checkpoints, resume, loggers and W&B work as for any LightningModule. Validation logs ``val/ndcg@10``, ``val/recall@10``,
 ``val/precision@10`` on the validation part, computed by the evaluator's own code
 (:func:`visrec.evaluation.evaluate`; relevant = validation rating >= ``val_relevance_threshold``,
 candidates = warm items minus the user's training items). ``test`` logs the same at K=10 on the test part.
@@ -60,6 +60,8 @@ class IALSModule(FactorModel):
     """iALS under the model contract (:mod:`visrec.models.contract`); ``model=ials``."""
 
     DATA_KEYS = ("num_users", "num_items", "feature_dim")
+    # One sweep uses every interaction: the datamodule serves all training rows as one batch per epoch.
+    TRAINING_BATCHES = "whole"
     # What validation logs: what ``monitor`` may name.
     VALIDATION_METRICS = (f"val/ndcg@{RANKING_K}", f"val/recall@{RANKING_K}", f"val/precision@{RANKING_K}")
     # Scores are preferences: the evaluator reports no RMSE/MAE for this model, a bundle says "preference".
@@ -170,7 +172,7 @@ class IALSModule(FactorModel):
 
     # ---- training: one ALS sweep per epoch ---------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        if batch_idx > 0:  # the sweep used all interactions at once; the loader's other batches are no-ops
+        if batch_idx > 0:  # one batch per epoch ("whole"); a second would repeat the sweep
             return None
         loss = self.optimizers().step()  # ALSSweep.step: one sweep, counted by Lightning as one optimizer step
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)

@@ -72,6 +72,9 @@ def build_model(cfg: DictConfig, datamodule: RatingsDataModule, features: ItemFe
     ``fit=False`` for a model about to receive a checkpoint's weights (its data needs are not checked)."""
     fill_data_sizes(cfg, datamodule, features)
     model = instantiate_node(cfg.model)
+    if model.TRAINING_BATCHES not in ("ratings", "whole"):
+        raise TypeError(f"{type(model).__name__}.TRAINING_BATCHES must be 'ratings' or 'whole', got {model.TRAINING_BATCHES!r}")
+    datamodule.train_batches = model.TRAINING_BATCHES
     model.set_train_counts(datamodule.user_train_counts, datamodule.item_train_counts)
     if fit:
         model.check_training_data(datamodule.tensors["train"])
