@@ -28,7 +28,7 @@ def main() -> None:
     results = {}
     for mode in args.modes:
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=["data/split=cold_item", f"model.visual_mode={mode}", "logger=none",
+            cfg = compose("train", overrides=["model=biased_mf", "data/split=cold_item", f"model.visual_mode={mode}", "logger=none",
                                               "trainer.enable_progress_bar=false", "features.progress=false", *args.extra])
         with tempfile.TemporaryDirectory() as tmp, open_dict(cfg):
             cfg.paths.output_dir = tmp

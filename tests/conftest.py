@@ -24,7 +24,11 @@ def ml100k() -> Path:
 
 def compose_train(overrides: list[str], tmp_path: Path, tiny: bool = True):
     """The real conf/train.yaml, composed with Hydra and shrunk for a test (tmp dirs, no progress bar;
-    ``tiny``: the synthetic dataset at a few dozen users and items)."""
+    ``tiny``: the synthetic dataset at a few dozen users and items). Tests name their model; without a
+    ``model=`` or ``experiment=`` override it is ``model=biased_mf`` (most tests are about the rating
+    model; the default job's own model, iALS, is tested with ``model=ials`` and by test_default_job)."""
+    if not any(o.startswith(("model=", "experiment=")) for o in overrides):
+        overrides = ["model=biased_mf", *overrides]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):

@@ -50,11 +50,18 @@ def test_model_options_instantiate(tmp_path, name):
     cfg = compose_train([f"model={name}"], tmp_path)
     with pytest.raises(Exception, match="num_users"):  # data-derived sizes must be filled in
         instantiate(cfg.model)
+    from hydra.utils import get_class
+
+    from visrec.models.contract import DataSummary, RecommenderModel
+
+    model_class = get_class(cfg.model._target_)
+    assert issubclass(model_class, RecommenderModel)
+    data = DataSummary(num_users=5, num_items=7, global_mean=3.0, rating_range=(1.0, 5.0), feature_dim=8)
     with open_dict(cfg):
-        cfg.model.update(num_users=5, num_items=7, global_mean=3.0, rating_min=1.0, rating_max=5.0, feature_dim=8)
+        cfg.model.update(model_class.data_config(data))  # only the keys the model declares
     model = instantiate(cfg.model)
     assert isinstance(model, pl.LightningModule)
-    assert model.net.num_users == 5 and model.net.num_items == 7
+    assert model.known_users.shape == (5,) and model.known_items.shape == (7,)
     assert model.configure_optimizers()
 
 
@@ -89,10 +96,24 @@ def test_paths_resolve(tmp_path):
 def test_search_and_launcher_options_compose():
     from hydra import compose, initialize_config_dir
 
-    assert options("hparams_search") == ["optuna"] and options("hydra/launcher") == ["slurm"]
+    assert options("hparams_search") == ["optuna", "optuna_ials"] and options("hydra/launcher") == ["slurm"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["hparams_search=optuna", "hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.timeout_min == 240
     assert type(instantiate(cfg.hydra.sweeper.sampler)).__name__ == "TPESampler"
     assert cfg.optimized_metric == "val/rmse_best"
+
+
+def test_the_default_job_trains_the_ranking_model_and_optimizes_its_monitor():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        default = compose("train")
+        search = compose("train", overrides=["hparams_search=optuna_ials"], return_hydra_config=True)
+        rating = compose("train", overrides=["model=biased_mf"])
+    assert default.model._target_ == "visrec.models.IALSModule"
+    assert default.optimized_metric == "val/ndcg@10_best" and default.monitor_mode == "max"
+    assert rating.optimized_metric == "val/rmse_best" and rating.monitor_mode == "min"
+    assert search.hydra.sweeper.direction == "maximize" and search.optimized_metric == "val/ndcg@10_best"
+    assert {key.removeprefix("model.") for key in search.hydra.sweeper.params} <= set(search.model)

@@ -168,3 +168,11 @@ def test_ials_gets_one_whole_batch_per_epoch(tmp_path):
     build_model(cfg, datamodule)
     (batch,) = list(datamodule.train_dataloader())
     assert len(batch[0]) == len(datamodule.tensors["train"])
+
+
+def test_the_evaluator_says_when_a_model_has_no_rating_metrics(trained):
+    name, run, _ = trained
+    (report,) = (run / "eval").glob("*/report.txt")
+    text = report.read_text()
+    assert ("No RMSE/MAE for model, popularity" in text) == (name == "ials")
+    assert ("model: RMSE" in text) == (name == "biased_mf")

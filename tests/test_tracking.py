@@ -45,9 +45,10 @@ def test_wandb_offline_run_has_config_metrics_summary_media_and_bundle(tmp_path)
     assert any("eval/model/warm/ndcg@10" in h for h in later[-1].history)
 
 
-def test_multirun_gives_one_finished_wandb_run_per_job_in_one_group(tmp_path):
+@pytest.mark.parametrize("model", ["biased_mf", "ials"])
+def test_multirun_gives_one_finished_wandb_run_per_job_in_one_group(tmp_path, model):
     tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
-    command = [sys.executable, str(REPO / "train.py"), "-m", "model.k=4,8,16", "logger=wandb", "logger.wandb.mode=offline",
+    command = [sys.executable, str(REPO / "train.py"), "-m", f"model={model}", "model.k=4,8,16", "logger=wandb", "logger.wandb.mode=offline",
                "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "model.visual_mode=none", "evaluate=false",
                f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}", *tiny]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -58,6 +59,8 @@ def test_multirun_gives_one_finished_wandb_run_per_job_in_one_group(tmp_path):
     groups = {r.group for r in runs}
     assert len(groups) == 1 and groups != {""}
     assert sorted(r.config["model"]["k"] for r in runs) == [4, 8, 16]
+    monitored = "val/ndcg@10" if model == "ials" else "val/rmse"
+    assert all(any(monitored in h for h in r.history) for r in runs)
 
 
 def test_resumed_run_ends_like_an_uninterrupted_one_and_continues_its_wandb_run(tmp_path):
@@ -84,9 +87,10 @@ def test_resume_without_a_last_checkpoint_is_a_clear_error(tmp_path):
         train(compose_train([f"resume_dir={tmp_path / 'nothing'}"], tmp_path))
 
 
-def test_optuna_search_runs_four_trials(tmp_path):
+@pytest.mark.parametrize("search, best_of, key", [("optuna", min, "val/rmse_best"), ("optuna_ials", max, "val/ndcg@10_best")])
+def test_optuna_search_runs_four_trials(tmp_path, search, best_of, key):
     tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
-    command = [sys.executable, str(REPO / "train.py"), "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4",
+    command = [sys.executable, str(REPO / "train.py"), "-m", f"hparams_search={search}", "hydra.sweeper.n_trials=4",
                "hydra.sweeper.sampler.n_startup_trials=2", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
                "model.visual_mode=none", "logger=none", f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}", *tiny]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -97,8 +101,8 @@ def test_optuna_search_runs_four_trials(tmp_path):
     import yaml
 
     best = yaml.safe_load(results.read_text())
-    values = [json.loads(t.read_text())["val/rmse_best"] for t in trials]
-    assert best["best_value"] == pytest.approx(min(values))
+    values = [json.loads(t.read_text())[key] for t in trials]
+    assert best["best_value"] == pytest.approx(best_of(values))
 
 
 def test_ddp_on_two_cpu_processes_matches_a_single_process(tmp_path):
@@ -106,7 +110,7 @@ def test_ddp_on_two_cpu_processes_matches_a_single_process(tmp_path):
     batch (the rows of a step are the same; gradients are averaged), so the metrics agree up to float
     rounding and the one duplicated row that evens out the shards: tolerance 1e-3 relative."""
     tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
-    common = ["trainer.max_epochs=4", "trainer.enable_progress_bar=false", "model.visual_mode=none", "logger=none",
+    common = ["model=biased_mf", "trainer.max_epochs=4", "trainer.enable_progress_bar=false", "model.visual_mode=none", "logger=none",
               "evaluate=false", f"paths.data_dir={tmp_path / 'data'}", *tiny]
     results = {}
     for name, extra in (("single", ["data.batch_size=256"]), ("ddp", ["trainer=ddp_cpu", "data.batch_size=128"])):

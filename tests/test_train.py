@@ -67,3 +67,15 @@ def test_step_batch_size_must_be_positive():
 
     with pytest.raises(ValueError, match="model.step_batch_size must be a positive"):
         RatingModule(2, 2, step_batch_size=0)
+
+
+def test_the_default_job_ranks_at_or_above_popularity(tmp_path, capsys):
+    """`make train` as a new user runs it (the real default config and data, only paths moved): the
+    printed evaluator table must not show the trained model below the popularity baseline at K=10."""
+    cfg = compose_train(["model=ials"], tmp_path, tiny=False)  # model=ials is the default (test_configs checks it)
+    train(cfg)
+    (report,) = (tmp_path / "run" / "eval").glob("*/metrics.json")
+    metrics = json.loads(report.read_text())["metrics"]
+    for name in ("precision@10", "recall@10", "f1@10", "ndcg@10"):
+        assert metrics[f"model/warm/{name}"] >= metrics[f"popularity/warm/{name}"], name
+    assert "popularity@10" in capsys.readouterr().out  # both are in the printed table

@@ -42,6 +42,10 @@ class EvaluationReport:
         """Plain text: per segment, user counts, rating metrics, and a table of ranking metrics
         (metrics down; scorer@K across)."""
         blocks = [f"Evaluation protocol: {protocol_name(self.protocol)}"]
+        unrated = [s for s, segs in self.results.items() if not any("rmse" in ms for ms in segs.values())]
+        if unrated:  # said, not silently left out
+            blocks.append(f"No RMSE/MAE for {', '.join(unrated)}: {'its scores are' if len(unrated) == 1 else 'their scores are'} "
+                          "not ratings (preferences or counts); ranking metrics only")
         segments = list(dict.fromkeys(seg for segs in self.results.values() for seg in segs))
         ks = self.protocol["ks"]
         for segment in segments:
