@@ -16,7 +16,7 @@ Built from (class-level, before any data is read):
                                         every training row (closed-form / alternating models)
 Built for the data (instance):
     ``set_train_counts(user_counts (U,), item_counts (N,))``  zero = cold; saved in checkpoints
-    ``check_training_data(train)``      the model's own data needs, raised as ValueError before training
+    ``check_training_data(train, val)``  the model's own data needs, raised as ValueError before training
     ``attach_features(features (N, D), has_image (N,), fit)``  the frozen features (no-op without a prior)
 Trained: by Lightning (``trainer.fit``) — an optimizer loop, or closed-form steps inside
     ``training_step`` — then ``finish_training(train)`` for any closed-form step after training; it returns
@@ -99,8 +99,9 @@ class RecommenderModel(pl.LightningModule):
     def set_train_counts(self, user_counts: torch.Tensor, item_counts: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def check_training_data(self, train: Interactions) -> None:
-        """Raise ValueError when ``train`` cannot train this model (called before training)."""
+    def check_training_data(self, train: Interactions, val: Interactions | None = None) -> None:
+        """Raise ValueError when ``train`` (and ``val``, the validation part) cannot train this model
+        (called when the model is built, before anything is written or trained)."""
 
     def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
         """Give the model the (N, D) frozen features and (N,) has-image mask; ``fit=False`` when the model

@@ -157,16 +157,26 @@ class IALSModule(FactorModel):
         if self.trainer is not None and self.trainer.world_size > 1:
             raise ValueError("model=ials trains in a single process (exact ALS sweeps); use trainer=cpu or trainer=gpu, not DDP")
 
-    def check_training_data(self, train: Interactions) -> None:
-        """Called by the pipeline when the model is built, before training: refuse data with no interaction."""
+    def check_training_data(self, train: Interactions, val: Interactions | None = None) -> None:
+        """Called by the pipeline when the model is built, before training: refuse data with no interaction,
+        and a validation part (when there is one) with no relevant rating of a warm user and item — the
+        early-stopping metric val/ndcg@10 could not be computed."""
         threshold = self.hparams.positive_threshold
         if len(train) == 0 or (threshold is not None and not bool((train.ratings >= threshold).any())):
             raise ValueError(f"model=ials: no training interaction{'' if threshold is None else f' with a rating >= {threshold}'} "
                              "(lower model.positive_threshold, or check the data)")
+        if val is None or len(val) == 0:
+            return
+        relevant = val.ratings >= self.hparams.val_relevance_threshold  # (V,)
+        warm = self.net.known_users[val.users] & self.net.known_items[val.items]  # (V,)
+        if not bool((relevant & warm).any()):
+            raise ValueError(f"model=ials: no validation rating >= {self.hparams.val_relevance_threshold} of a user and item with "
+                             "training interactions, so val/ndcg@10 (what early stopping watches) cannot be computed: "
+                             "raise data.val_ratio, or lower model.val_relevance_threshold (default: eval.relevance_threshold)")
 
     def on_fit_start(self) -> None:
         train = self.trainer.datamodule.tensors["train"]
-        self.check_training_data(train)
+        self.check_training_data(train, self.trainer.datamodule.tensors["val"])
         self._train = self.interactions(train)
         self._train_by_item = self._train.transpose()
 

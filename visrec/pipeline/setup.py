@@ -77,7 +77,7 @@ def build_model(cfg: DictConfig, datamodule: RatingsDataModule, features: ItemFe
     datamodule.train_batches = model.TRAINING_BATCHES
     model.set_train_counts(datamodule.user_train_counts, datamodule.item_train_counts)
     if fit:
-        model.check_training_data(datamodule.tensors["train"])
+        model.check_training_data(datamodule.tensors["train"], datamodule.tensors["val"])
     if features is not None:
         model.attach_features(features.features, features.has_image, fit=fit)
     return model
