@@ -11,7 +11,7 @@ and ``data.generator.seed=s``: a fresh dataset and split per seed), trains with 
 - iALS + visual prior: the same with ``model.visual_mode=reg``;
 - biased MF: the default job's model (``model=biased_mf``, its default ``visual_mode=reg``);
 
-and reads P/R/F1/NDCG@10 of the ``all`` segment from each run's evaluator report
+and reads P/R/F1/NDCG@10 (segment ``warm``: the whole test set of this split) from each run's evaluator report
 (``<run dir>/eval/*/metrics.json``); popularity is the evaluator's baseline in the same runs (one
 split per seed, so every run of a seed reports the same popularity figures — checked). Also printed
 per β: the rating distribution of the generated data (mean, share of ratings >= 4), and the
@@ -35,7 +35,7 @@ from visrec.pipeline.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("precision@10", "recall@10", "f1@10", "ndcg@10")
-SEGMENT = "all"
+SEGMENT = "warm"  # the random split has only warm users and items (keys: model/warm/f1@10, ...)
 MODELS = {
     "ials": ("iALS", ["model=ials", "data.batch_size=100000"]),
     "ials_reg": ("iALS + visual prior", ["model=ials", "model.visual_mode=reg", "data.batch_size=100000"]),
@@ -106,9 +106,9 @@ def main() -> None:
     print(f"{'β':>4}  {'model':<22}" + "".join(f"{m:>18}" for m in METRICS) + f"{'F1 / pop':>10}{'NDCG / pop':>12}")
     for beta in args.betas:
         pop = {m: np.mean([r[m] for r in rows[(beta, "popularity")]]) for m in METRICS}
-        for (b, name), values in rows.items():
-            if b != beta:
-                continue
+        names = [MODELS[key][0] for key in args.models] + ["popularity"]
+        for name in names:
+            values = rows[(beta, name)]
             mean = {m: np.mean([r[m] for r in values]) for m in METRICS}
             print(f"{beta:>4g}  {name:<22}" + "".join(f"{cell([r[m] for r in values]):>18}" for m in METRICS)
                   + f"{mean['f1@10'] / pop['f1@10']:>10.2f}{mean['ndcg@10'] / pop['ndcg@10']:>12.2f}")
