@@ -57,6 +57,26 @@ def pick(metrics: dict, scorer: str) -> dict:
     return {m: metrics[f"{scorer}/{SEGMENT}/{m}"] for m in METRICS}
 
 
+def compose_run(beta: float, seed: int, overrides: list[str], args):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"data.generator.choice_strength={beta}", f"seed={seed}",
+                                           f"data.generator.seed={seed}", f"paths.data_dir={args.data_dir}", "logger=none",
+                                           "trainer.enable_progress_bar=false", "features.progress=false", *args.extra])
+
+
+def run(beta: float, seed: int, overrides: list[str], args) -> dict:
+    """Train one configuration; its evaluator report's flat metrics."""
+    cfg = compose_run(beta, seed, overrides, args)
+    with tempfile.TemporaryDirectory() as tmp, open_dict(cfg):
+        cfg.paths.output_dir = tmp
+        train(cfg)
+        return eval_metrics(tmp)
+
+
+def generator_config(args) -> dict:
+    return dict(compose_run(0.0, 0, [], args).data.generator)
+
+
 def data_stats(beta: float, seed: int, data_dir: Path, generator: dict) -> dict:
     folder = ensure_generated(data_dir, SyntheticParams(**{**generator, "choice_strength": beta, "seed": seed}))
     ratings = pd.read_csv(folder / "ratings.csv")["rating"]
@@ -70,8 +90,15 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--data-dir", default=str(REPO / "data"), help="generated data and the feature cache")
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
+    parser.add_argument("--results", default=None, help="JSON-lines file: each run's figures are appended; runs already "
+                        "there (same β, seed, model, extra overrides) are not repeated")
     args = parser.parse_args()
     started = time.perf_counter()
+    done = {}
+    if args.results and Path(args.results).is_file():
+        for line in Path(args.results).read_text().splitlines():
+            r = json.loads(line)
+            done[(r["beta"], r["seed"], r["run"], tuple(r["extra"]))] = r
     rows: dict[tuple[float, str], list[dict]] = {}
     stats: dict[float, list[dict]] = {}
     for beta in args.betas:
@@ -79,23 +106,23 @@ def main() -> None:
             popularity = None
             for key in args.models:
                 name, overrides = MODELS[key]
-                with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-                    cfg = compose("train", overrides=[*overrides, f"data.generator.choice_strength={beta}", f"seed={seed}",
-                                                      f"data.generator.seed={seed}", f"paths.data_dir={args.data_dir}", "logger=none",
-                                                      "trainer.enable_progress_bar=false", "features.progress=false", *args.extra])
-                with tempfile.TemporaryDirectory() as tmp, open_dict(cfg):
-                    cfg.paths.output_dir = tmp
-                    train(cfg)
-                    metrics = eval_metrics(tmp)
+                if (beta, seed, key, tuple(args.extra)) in done:
+                    r = done[(beta, seed, key, tuple(args.extra))]
+                    metrics = {f"{s}/{SEGMENT}/{m}": r[s][m] for s in ("model", "popularity") for m in METRICS}
+                else:
+                    metrics = run(beta, seed, overrides, args)
+                    if args.results:
+                        with open(args.results, "a") as f:
+                            f.write(json.dumps({"beta": beta, "seed": seed, "run": key, "extra": args.extra,
+                                                **{s: pick(metrics, s) for s in ("model", "popularity")}}) + "\n")
                 rows.setdefault((beta, name), []).append(pick(metrics, "model"))
                 pop = pick(metrics, "popularity")
                 if popularity is None:
                     popularity = pop
                     rows.setdefault((beta, "popularity"), []).append(pop)
-                elif any(abs(pop[m] - popularity[m]) > 1e-9 for m in METRICS):
+                elif any(abs(pop[m] - popularity[m]) > 1e-4 for m in METRICS):
                     raise RuntimeError(f"β={beta} seed={seed}: popularity differs between runs of one split: {pop} vs {popularity}")
-            generator = dict(cfg.data.generator)
-            stats.setdefault(beta, []).append(data_stats(beta, seed, Path(args.data_dir), generator))
+            stats.setdefault(beta, []).append(data_stats(beta, seed, Path(args.data_dir), generator_config(args)))
 
     def cell(values: list[float]) -> str:
         sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
