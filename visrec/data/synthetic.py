@@ -5,9 +5,26 @@ Each item has visual attributes (shape, colour, texture) drawn procedurally with
     q_i = A a_i + σ_q ε_i  item vector depends on what the item looks like, plus item-specific noise
     b_i = w · a_i + σ_b ε  item bias also depends on looks
     p_u ~ N(0, I/K), b_u ~ N(0, σ_u²)  random users
-    r_ui = clip(round(μ + b_u + b_i + s · p_u·q_i + σ_r ε), 1, 5)
-Which items a user rates is sampled without replacement with long-tailed (Zipf) popularity, and the
-number of ratings per user is log-normal. Everything is a pure function of the parameters and seed.
+    r_ui = clip(round(μ + b_u + b_i + s · p_u·q_i + σ_r ε), 1, 5)      μ = 3.6, s = 1.2
+The number of ratings per user is log-normal. Which items a user rates (the choice model) is sampled
+without replacement, by Gumbel top-k over the keys log π_ui + g_ui, g_ui ~ Gumbel(0, 1), i.e. with
+    π_ui ∝ exp(log_pop_i + β · a_ui)
+    log_pop_i = −γ log rank_i                 long-tailed (Zipf) popularity over a random item ranking
+    a_ui = (x_ui − mean_j x_uj) / sd_j x_uj,  x_ui = b_i + s · p_u·q_i
+a_ui is user u's true affinity for item i — the item-dependent part of the same ground truth that
+produces the ratings (b_u is constant over a user's items, so it cannot influence the choice),
+standardized over the catalogue for each user, so β (``choice_strength``) is in units of that user's
+spread of taste. β = 0: items are picked by popularity alone, independently of preference (missing at
+random given popularity; the generator's original behaviour, reproduced draw for draw). β > 0: users
+pick what they expect to like, so ratings are missing not at random and which items a user rates
+carries a personal signal, as in real data: Marlin & Zemel 2009, "Collaborative prediction and ranking
+with non-random missing data" (RecSys; with Marlin, Zemel, Roweis & Slaney 2007, UAI: Yahoo! users
+rate songs chosen for them at random far lower than songs they chose); Steck 2010, "Training and
+testing of recommender systems on data missing not at random" (KDD). Schnabel et al. 2016,
+"Recommendations as treatments" (ICML), simulate MNAR data the same way: observation propensities
+that grow with the true preference. How β was set: conf/data/synthetic.yaml and
+``benchmarks/synthetic_ranking.py``.
+Everything is a pure function of the parameters and seed.
 
 The generator writes the same on-disk format a researcher's own data would have, read by
 :class:`~visrec.data.readers.RatingsFile`: ``ratings.csv`` (user, item, rating, timestamp),
@@ -39,6 +56,8 @@ COLOURS = {
 }
 TEXTURES = ("plain", "stripes", "dots")
 FORMAT_VERSION = 1
+RATING_MEAN = 3.6  # μ of the ground truth
+FACTOR_SCALE = 1.2  # s: weight of the taste term p_u·q_i
 
 
 @dataclass(frozen=True)
@@ -53,9 +72,26 @@ class SyntheticParams:
     missing_image_ratio: float = 0.02
     image_size: int = 64
     seed: int = 0
+    # β of the choice model: how strongly a user's true affinity, not just popularity, decides which
+    # items they rate (0: popularity alone, the original generator). See the module docstring.
+    choice_strength: float = 0.0
+
+    def __post_init__(self):
+        beta = self.choice_strength
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not np.isfinite(beta) or beta < 0:
+            raise ValueError(f"data.generator.choice_strength must be a finite number >= 0, got {beta!r}")
+        object.__setattr__(self, "choice_strength", float(beta))  # 1 and 1.0: the same dataset and folder
+
+    def fields(self) -> dict:
+        """The parameters as written to params.json and hashed into the folder name. β = 0 is left out:
+        that data is the original generator's, so its folders (and their names) stay valid."""
+        fields = asdict(self)
+        if not fields["choice_strength"]:
+            del fields["choice_strength"]
+        return fields
 
     def digest(self) -> str:
-        text = json.dumps({"format": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        text = json.dumps({"format": FORMAT_VERSION, **self.fields()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -99,6 +135,13 @@ def draw_item(shape: str, colour: str, texture: str, size: int, rng: np.random.G
     return img
 
 
+def affinity(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray) -> np.ndarray:
+    """(U, N) standardized true affinity a_ui: x_ui = b_i + s · p_u·q_i, z-scored over items per user."""
+    x = item_bias[None, :] + FACTOR_SCALE * (user_factors @ item_factors.T)
+    x -= x.mean(axis=1, keepdims=True)
+    return x / np.maximum(x.std(axis=1, keepdims=True), 1e-12)
+
+
 def generate(params: SyntheticParams, folder: Path) -> None:
     """Write the dataset for ``params`` into ``folder`` (which must not exist yet)."""
     rng = np.random.default_rng(params.seed)
@@ -119,13 +162,15 @@ def generate(params: SyntheticParams, folder: Path) -> None:
     for start in range(0, U, 1024):  # blocks of users bound memory at 1024 x N
         block = slice(start, min(start + 1024, U))
         keys = log_pop[None, :] + rng.gumbel(size=(block.stop - block.start, N))  # Gumbel top-k = sampling w/o replacement
+        if params.choice_strength:  # no extra random draws: β = 0 reproduces the popularity-only data exactly
+            keys += params.choice_strength * affinity(user_factors[block], item_factors, item_bias)
         order = np.argsort(-keys, axis=1)
         take = np.arange(N)[None, :] < counts[block, None]
         u_idx = np.broadcast_to(np.arange(block.start, block.stop)[:, None], order.shape)
         users.append(u_idx[take])
         items.append(order[take])
     users, items = np.concatenate(users), np.concatenate(items)
-    score = (3.6 + user_bias[users] + item_bias[items] + 1.2 * (user_factors[users] * item_factors[items]).sum(1)
+    score = (RATING_MEAN + user_bias[users] + item_bias[items] + FACTOR_SCALE * (user_factors[users] * item_factors[items]).sum(1)
              + params.rating_noise * rng.normal(size=len(users)))
     ratings = np.clip(np.rint(score), 1, 5).astype(int)
     timestamps = 1_600_000_000 + np.sort(rng.integers(0, 10_000_000, size=len(users)))
@@ -152,7 +197,7 @@ def generate(params: SyntheticParams, folder: Path) -> None:
     }).to_csv(folder / "items.csv", index=False)
     np.savez(folder / "truth.npz", item_ids=item_ids, user_ids=user_ids, item_factors=item_factors,
              item_bias=item_bias, user_factors=user_factors, user_bias=user_bias, attributes=attrs, has_image=has_image)
-    (folder / "params.json").write_text(json.dumps({"format": FORMAT_VERSION, **asdict(params)}, indent=2))
+    (folder / "params.json").write_text(json.dumps({"format": FORMAT_VERSION, **params.fields()}, indent=2))
 
 
 def ensure_generated(root: str | Path, params: SyntheticParams) -> Path:
