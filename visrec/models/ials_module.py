@@ -15,11 +15,17 @@ resume, loggers and W&B work as for any LightningModule. Validation logs ``val/n
 (:func:`visrec.evaluation.evaluate`; relevant = validation rating >= ``val_relevance_threshold``,
 candidates = warm items minus the user's training items). ``test`` logs the same at K=10 on the test part.
 
-Visual prior (``visual_mode="reg"``): each item with an image is pulled toward E f̃_i + e with weight
-``reg_visual`` · λ_i in its least-squares solve, and (E, e) are refit after every item half-sweep by
-ridge regression (penalty ``reg_projection``) of the trained items' vectors on their whitened image
-features. Items without interactions but with an image are scored with q_i = E f̃_i + e (cold start);
-others with a zero vector. Single process only: refused under DDP.
+Visual prior, ``visual_mode``:
+    reg   each item with an image is pulled toward E f̃_i + e with weight ``reg_visual`` · λ_i in its
+          least-squares solve, and (E, e) are refit after every item half-sweep by ridge regression
+          (penalty ``reg_projection``) of the trained items' vectors on their whitened image features.
+    head  training is exactly that of ``none`` (the images never touch the item vectors); after
+          training, :meth:`IALSModule.fit_cold_head` fits (E, e) in closed form for what they are used
+          for: the all-cells iALS loss of training items as if they were cold, given the trained user
+          vectors, with the number of components and the ridge penalty chosen by item-fold
+          cross-validation (:mod:`visrec.models.ials_cold_head`; the pipeline calls it for mode ``head``).
+Items without interactions but with an image are scored with q_i = E f̃_i + e (cold start); others with
+a zero vector. Single process only: refused under DDP.
 """
 from __future__ import annotations
 
@@ -31,10 +37,11 @@ import torch
 from visrec.evaluation import FactorScorer, evaluate
 from visrec.interactions import Interactions
 from visrec.models.biased_mf import BiasedMF
+from visrec.models.ials_cold_head import IALSColdHeadFit, fit_ials_cold_head
 from visrec.models.ials_solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg, weighted_loss
 from visrec.models.visual import VisualPrior
 
-VISUAL_MODES = ("none", "reg")
+VISUAL_MODES = ("none", "reg", "head")
 SOLVERS = ("cholesky", "cg")
 RANKING_K = 10
 
@@ -197,7 +204,7 @@ class IALSModule(pl.LightningModule):
         else:
             users = solve_rows_cg(csr, items, user_penalty, alpha0, net.user_factors.weight.detach().cpu(), hp.cg_steps)
         prior_mean = prior_weight = None
-        if self.visual is not None:
+        if self.visual_mode == "reg":  # mode head: the images never touch training
             prior_mean = self.visual.item_vectors(torch.arange(N, device=self.visual.features.device)).cpu()  # (N, K)
             prior_weight = hp.reg_visual * item_penalty * self.visual.has_image.cpu().float()  # (N,)
         if exact:
@@ -206,7 +213,7 @@ class IALSModule(pl.LightningModule):
             items = solve_rows_cg(users_t, users, item_penalty, alpha0, items, hp.cg_steps, prior_mean, prior_weight)
         net.user_factors.weight.copy_(users.to(device))
         net.item_factors.weight.copy_(items.to(device))
-        if self.visual is not None:
+        if self.visual_mode == "reg":
             self._fit_projection(items)
         return weighted_loss(csr, users, items, alpha0, user_penalty, item_penalty)
 
@@ -222,6 +229,21 @@ class IALSModule(pl.LightningModule):
         coef = torch.linalg.solve(x1.T @ x1 + torch.diag(penalty) + 1e-6 * torch.eye(x1.shape[1]), x1.T @ items[rows])  # (P+1, K)
         self.visual.set_head(coef[:-1].T.contiguous().to(self.visual.features.device), coef[-1].to(self.visual.features.device),
                              torch.zeros(x.shape[1], device=self.visual.features.device), 0.0)
+
+    @torch.no_grad()
+    def fit_cold_head(self, train: Interactions, **options) -> IALSColdHeadFit:
+        """Mode ``head``: fit (E, e) in closed form on the ``train`` interactions of items that have an
+        image, given this model's user vectors (see :mod:`visrec.models.ials_cold_head`; ``options`` go to
+        :func:`~visrec.models.ials_cold_head.fit_ials_cold_head`), and set them as the cold-item head."""
+        if self.visual is None:
+            raise ValueError("fit_cold_head needs a visual model (visual_mode != none)")
+        visual = self.visual
+        rows = (self.net.known_items & visual.has_image).cpu()  # (N,)
+        fit = fit_ials_cold_head(self.interactions(train), self.net.user_factors.weight, visual.features, rows,
+                                 self.hparams.unobserved_weight, **options)
+        device = visual.features.device
+        visual.set_head(fit.projection.to(device), fit.vector_intercept.to(device), torch.zeros(visual.features.shape[1], device=device), 0.0)
+        return fit
 
     def configure_optimizers(self):
         return ALSSweep(self.net.parameters(), self.sweep)
