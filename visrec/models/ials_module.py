@@ -218,7 +218,12 @@ class IALSModule(pl.LightningModule):
         return weighted_loss(csr, users, items, alpha0, user_penalty, item_penalty)
 
     def _fit_projection(self, items: torch.Tensor) -> None:
-        """(E, e) = ridge regression of trained items' vectors (M, K) on their whitened features (M, P)."""
+        """(E, e) = ridge regression of trained items' vectors (M, K) on their whitened features (M, P).
+
+        The features are whitened on exactly these rows (f̃ᵀf̃ = (M − 1) I, mean 0), so the penalty
+        ``reg_projection`` scales E by the same factor (M − 1) / (M − 1 + λ) in every direction: it sets
+        how hard items are pulled, but cannot change how cold items rank (p_u · E f̃_i up to a positive
+        factor). Mode ``head`` fits E for the cold ranking instead (:mod:`visrec.models.ials_cold_head`)."""
         rows = (self.net.known_items & self.visual.has_image).cpu()  # (N,)
         if int(rows.sum()) == 0:
             return
