@@ -15,11 +15,17 @@ One epoch = one sweep (all users, then all items) = one ``training_step``: the m
 (:func:`visrec.evaluation.evaluate`; relevant = validation rating >= ``val_relevance_threshold``,
 candidates = warm items minus the user's training items). ``test`` logs the same at K=10 on the test part.
 
-Visual prior (``visual_mode="reg"``): each item with an image is pulled toward E f̃_i + e with weight
-``reg_visual`` · λ_i in its least-squares solve, and (E, e) are refit after every item half-sweep by
-ridge regression (penalty ``reg_projection``) of the trained items' vectors on their whitened image
-features. Items without interactions but with an image are scored with q_i = E f̃_i + e (cold start);
-others with a zero vector. Single process only: refused under DDP.
+Visual prior, ``visual_mode``:
+    reg   each item with an image is pulled toward E f̃_i + e with weight ``reg_visual`` · λ_i in its
+          least-squares solve, and (E, e) are refit after every item half-sweep by ridge regression
+          (penalty ``reg_projection``) of the trained items' vectors on their whitened image features.
+    head  training is exactly that of ``none`` (the images never touch the item vectors); after
+          training, :meth:`IALSModule.fit_cold_head` fits (E, e) in closed form for what they are used
+          for: the all-cells iALS loss of training items as if they were cold, given the trained user
+          vectors, with the number of components and the ridge penalty chosen by item-fold
+          cross-validation (:mod:`visrec.models.ials_cold_head`; called by :meth:`IALSModule.finish_training`).
+Items without interactions but with an image are scored with q_i = E f̃_i + e (cold start); others with
+a zero vector. Single process only: refused under DDP.
 """
 from __future__ import annotations
 
@@ -31,10 +37,11 @@ from visrec.evaluation import FactorScorer, evaluate
 from visrec.interactions import Interactions
 from visrec.models.biased_mf import BiasedMF
 from visrec.models.contract import FactorModel
+from visrec.models.ials_cold_head import IALSColdHeadFit, fit_ials_cold_head
 from visrec.models.ials_solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg, weighted_loss
 from visrec.models.visual import VisualPrior
 
-VISUAL_MODES = ("none", "reg")
+VISUAL_MODES = ("none", "reg", "head")
 SOLVERS = ("cholesky", "cg")
 RANKING_K = 10
 
@@ -208,7 +215,7 @@ class IALSModule(FactorModel):
         else:
             users = solve_rows_cg(csr, items, user_penalty, alpha0, net.user_factors.weight.detach().cpu(), hp.cg_steps)
         prior_mean = prior_weight = None
-        if self.visual is not None:
+        if self.visual_mode == "reg":  # mode head: the images never touch training
             prior_mean = self.visual.item_vectors(torch.arange(N, device=self.visual.features.device)).cpu()  # (N, K)
             prior_weight = hp.reg_visual * item_penalty * self.visual.has_image.cpu().float()  # (N,)
         if exact:
@@ -217,12 +224,17 @@ class IALSModule(FactorModel):
             items = solve_rows_cg(users_t, users, item_penalty, alpha0, items, hp.cg_steps, prior_mean, prior_weight)
         net.user_factors.weight.copy_(users.to(device))
         net.item_factors.weight.copy_(items.to(device))
-        if self.visual is not None:
+        if self.visual_mode == "reg":
             self._fit_projection(items)
         return weighted_loss(csr, users, items, alpha0, user_penalty, item_penalty)
 
     def _fit_projection(self, items: torch.Tensor) -> None:
-        """(E, e) = ridge regression of trained items' vectors (M, K) on their whitened features (M, P)."""
+        """(E, e) = ridge regression of trained items' vectors (M, K) on their whitened features (M, P).
+
+        The features are whitened on exactly these rows (f̃ᵀf̃ = (M − 1) I, mean 0), so the penalty
+        ``reg_projection`` scales E by the same factor (M − 1) / (M − 1 + λ) in every direction: it sets
+        how hard items are pulled, but cannot change how cold items rank (p_u · E f̃_i up to a positive
+        factor). Mode ``head`` fits E for the cold ranking instead (:mod:`visrec.models.ials_cold_head`)."""
         rows = (self.net.known_items & self.visual.has_image).cpu()  # (N,)
         if int(rows.sum()) == 0:
             return
@@ -233,6 +245,37 @@ class IALSModule(FactorModel):
         coef = torch.linalg.solve(x1.T @ x1 + torch.diag(penalty) + 1e-6 * torch.eye(x1.shape[1]), x1.T @ items[rows])  # (P+1, K)
         self.visual.set_head(coef[:-1].T.contiguous().to(self.visual.features.device), coef[-1].to(self.visual.features.device),
                              torch.zeros(x.shape[1], device=self.visual.features.device), 0.0)
+
+    @torch.no_grad()
+    def fit_cold_head(self, train: Interactions, **options) -> IALSColdHeadFit:
+        """Mode ``head``: fit (E, e) in closed form on the ``train`` interactions of items that have an
+        image, given this model's user vectors (see :mod:`visrec.models.ials_cold_head`; ``options`` go to
+        :func:`~visrec.models.ials_cold_head.fit_ials_cold_head`), and set them as the cold-item head."""
+        if self.visual is None:
+            raise ValueError("fit_cold_head needs a visual model (visual_mode != none)")
+        visual = self.visual
+        rows = (self.net.known_items & visual.has_image).cpu()  # (N,)
+        fit = fit_ials_cold_head(self.interactions(train), self.net.user_factors.weight, visual.features, rows,
+                                 self.hparams.unobserved_weight, **options)
+        device = visual.features.device
+        visual.set_head(fit.projection.to(device), fit.vector_intercept.to(device), torch.zeros(visual.features.shape[1], device=device), 0.0)
+        return fit
+
+    def finish_training(self, train: Interactions) -> dict:
+        """Mode ``head`` (model contract): fit the cold-item head after training and report how it was
+        chosen; the pipeline then stores the weights in the tested checkpoint. Other modes: nothing.
+        With no training item that has an image the head stays zero (said, not an error)."""
+        if self.visual_mode != "head":
+            return {}
+        if not bool((self.net.known_items & self.visual.has_image).any()):
+            print("iALS cold-start head not fitted: no training item has an image; cold items keep a zero vector")
+            return {"cold_head/components": 0}
+        fit = self.fit_cold_head(train)
+        print(fit.summary())
+        self.weights_changed = True
+        # Root of the held-out all-cells loss per (user, item) cell: a preference error, not a rating RMSE.
+        return {"cold_head/components": fit.components, "cold_head/cv_loss_rms": fit.cv_rmse,
+                "cold_head/cv_loss_rms_intercept_only": fit.cv_rmse_intercept_only}
 
     def configure_optimizers(self):
         return ALSSweep(self.net.parameters(), self.sweep)
