@@ -6,10 +6,9 @@
 For every β (``data.generator.choice_strength``, see visrec/data/synthetic.py) and seed s (``seed=s``
 and ``data.generator.seed=s``: a fresh dataset and split per seed), trains with train.py's code:
 
-- iALS: ``model=ials`` with conf/model/ials.yaml's defaults and ``data.batch_size=100000`` (one
-  epoch = one ALS sweep);
+- iALS: ``model=ials`` with conf/model/ials.yaml's defaults (the default job's model);
 - iALS + visual prior: the same with ``model.visual_mode=reg``;
-- biased MF: the default job's model (``model=biased_mf``, its default ``visual_mode=reg``);
+- biased MF: ``model=biased_mf`` with its defaults (``visual_mode=reg``);
 
 and reads P/R/F1/NDCG@10 (segment ``warm``: the whole test set of this split) from each run's evaluator report
 (``<run dir>/eval/*/metrics.json``); popularity is the evaluator's baseline in the same runs (one
@@ -37,9 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 METRICS = ("precision@10", "recall@10", "f1@10", "ndcg@10")
 SEGMENT = "warm"  # the random split has only warm users and items (keys: model/warm/f1@10, ...)
 MODELS = {
-    "ials": ("iALS", ["model=ials", "data.batch_size=100000"]),
-    "ials_reg": ("iALS + visual prior", ["model=ials", "model.visual_mode=reg", "data.batch_size=100000"]),
-    "biased_mf": ("biased MF (default)", ["model=biased_mf"]),
+    "ials": ("iALS", ["model=ials"]),
+    "ials_reg": ("iALS + visual prior", ["model=ials", "model.visual_mode=reg"]),
+    "biased_mf": ("biased MF", ["model=biased_mf"]),
 }
 # MovieLens-100K fold u1, the same protocol (README / benchmarks/ml100k_ials.py); all 100k ratings:
 # mean 3.53, share >= 4 0.554.

@@ -20,3 +20,16 @@ def test_no_relevant_validation_rating_is_an_error_before_training(tmp_path):
 def test_a_run_without_validation_and_without_monitoring_trains(tmp_path):
     metrics = train(compose_train([*IALS, "data.val_ratio=0", "callbacks=none"], tmp_path))
     assert metrics["epochs"] == 2 and "test/ndcg@10" in metrics
+
+
+def test_ials_refit_trains_the_chosen_epochs_on_train_plus_val_and_is_what_is_tested(tmp_path):
+    from visrec.pipeline.evaluation import load_model, load_run_data, resolve_checkpoint
+
+    metrics = train(compose_train([*IALS, "trainer.max_epochs=4", "refit=true", "export=true"], tmp_path))
+    run = tmp_path / "run"
+    assert metrics["tested_checkpoint"].endswith("refit.ckpt") and 1 <= metrics["refit/epochs"] <= 4
+    model = load_model(load_run_data(run), resolve_checkpoint(run, "tested"))
+    assert model.trained_on_validation  # its training counts are train + val
+    split = load_run_data(run).parts
+    assert int(model.item_train_counts.sum()) == len(split["train"]) + len(split["val"])
+    assert (run / "eval" / "refit_test_all" / "metrics.json").is_file()
