@@ -142,7 +142,7 @@ def test_bad_eval_keys_are_refused_before_training(tmp_path, override, key):
 def test_monitor_chooses_what_checkpointing_early_stopping_and_the_scheduler_watch(tmp_path):
     metrics = train(compose_train(["model.visual_mode=none", "trainer.max_epochs=3", "monitor=val/mae", "evaluate=false"], tmp_path))
     assert "val/mae_best" in metrics and "val/rmse_best" not in metrics
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("EarlyStopping")]
     assert state["best_score"] == pytest.approx(metrics["val/mae_best"])
 
