@@ -118,7 +118,7 @@ def test_no_interaction_above_the_threshold_is_an_error_before_training(tmp_path
 def test_ddp_is_refused_before_any_process_is_launched(tmp_path):
     with pytest.raises(ValueError, match=r"IALSModule trains in a single process"):
         train(compose_train([*IALS, "trainer=ddp_cpu"], tmp_path))
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()  # refused from the config, before the data is read or anything written
 
 
 def test_ials_options_are_checked_before_training(tmp_path):

@@ -33,3 +33,8 @@ def test_ials_refit_trains_the_chosen_epochs_on_train_plus_val_and_is_what_is_te
     split = load_run_data(run).parts
     assert int(model.item_train_counts.sum()) == len(split["train"]) + len(split["val"])
     assert (run / "eval" / "refit_test_all" / "metrics.json").is_file()
+
+
+def test_a_non_finite_positive_threshold_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"model\.positive_threshold must be a finite rating"):
+        train(compose_train([*IALS, "model.positive_threshold=nan"], tmp_path))

@@ -176,3 +176,19 @@ def test_the_evaluator_says_when_a_model_has_no_rating_metrics(trained):
     text = report.read_text()
     assert ("No RMSE/MAE for model, popularity" in text) == (name == "ials")
     assert ("model: RMSE" in text) == (name == "biased_mf")
+
+
+def test_an_unknown_user_gets_a_meaningful_fallback(trained):
+    from visrec.serving import Recommender
+
+    name, run, _ = trained
+    rec = Recommender.load(run / "export")
+    ids, scores = rec.recommend(["nobody"], k=5, on_unknown="fallback")
+    items = rec.item_index(list(ids[0]))
+    if name == "ials":  # p_u·q_i has no user: the most popular items, by training interactions
+        order = np.lexsort((np.arange(len(rec.item_popularity)), -rec.item_popularity))
+        expected = [i for i in order if rec.scorable_items[i]][:5]
+        assert list(items) == expected and np.allclose(scores[0], rec.item_popularity[expected])
+        assert rec.score("nobody", list(ids[0][:1]), on_unknown="fallback")[0] == rec.item_popularity[items[0]]
+    else:  # a user without ratings: μ + b_i
+        assert np.allclose(scores[0], rec.global_mean + rec.item_bias[items], atol=1e-5)

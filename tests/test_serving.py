@@ -255,7 +255,7 @@ def test_unknown_id_error_names_the_bundles_dtype_and_the_querys_type(int_and_st
         int_and_str_bundles["int"].recommend(["nobody"], k=3)
     with pytest.raises(UnknownIdError, match=r"1 unknown user id\(s\): \[999\].*bundle's user ids are str \(strings\) and the query's are int"):
         int_and_str_bundles["str"].recommend([999], k=3)
-    with pytest.raises(UnknownIdError, match=r"\['nobody'\] \(on_unknown='fallback' scores them as users without ratings\)$"):
+    with pytest.raises(UnknownIdError, match=r"\['nobody'\] \(on_unknown='fallback' scores them as users without ratings \(rating models: μ \+ b_i; preference models: item popularity\)\)$"):
         int_and_str_bundles["str"].recommend(["nobody"], k=3)  # same type: no type hint
     with pytest.raises(ValueError, match="on_unknown must be 'error' or 'fallback'"):
         int_and_str_bundles["str"].recommend(["196"], k=3, on_unknown="ignore")

@@ -27,7 +27,7 @@ PARTS = ("train", "val", "test")
 def _validation_remedies(split: Split) -> str:
     other = "another data/split" + (" (e.g. data/split=random)" if split.name != "random" else "")
     return (f"Raise data.val_ratio, choose {other}, or turn validation off with data.val_ratio=0 callbacks=none "
-            f"model.scheduler=null (no early stopping, no plateau schedule; the last epoch is tested)")
+            f"(and model.scheduler=null with model=biased_mf; no early stopping, no plateau schedule; the last epoch is tested)")
 
 
 class _Rows(Dataset):
@@ -200,8 +200,8 @@ class RatingsDataModule(pl.LightningDataModule):
         if len(self.tensors["val"]) and warm["val"] == 0:
             raise DataError(None, f"no validation rating is warm: 0 of {len(self.tensors['val'])} validation ratings have a user "
                                   f"and an item with training ratings (split {self.split.describe()}, data.val_ratio="
-                                  f"{self.val_ratio:g}), so val/rmse, which early stopping and the best checkpoint use, "
-                                  f"cannot be computed. {_validation_remedies(self.split)}")
+                                  f"{self.val_ratio:g}), so the validation metrics that early stopping and the best checkpoint "
+                                  f"watch (`monitor`: val/rmse, val/ndcg@10, ...) cannot be computed. {_validation_remedies(self.split)}")
         if len(self.tensors["test"]) and warm["test"] == 0 and not self.split.cold_test:
             # Expected of a cold-item split; elsewhere legitimate but surprising (test/rmse will not exist): say so.
             log.warning("no test rating is warm (0 of %d have a user and an item with training ratings; split %s): "

@@ -27,7 +27,10 @@ Scores: ``scorer(name)`` -> an evaluator :class:`~visrec.evaluation.scorers.Scor
 Writes into a bundle: ``bundle_arrays()`` -> (arrays, manifest fields) of :mod:`visrec.export.bundle`'s format.
 
 :class:`FactorModel` implements the scoring and bundle parts for models whose scores are
-r̂_ui = μ + b_u + b_i + p_u·q_i (biased MF, iALS); a model of another form implements them itself.
+r̂_ui = μ + b_u + b_i + p_u·q_i (biased MF, iALS). A model of another form (kNN, EASE) implements
+``scorer`` itself and trains and evaluates through the pipeline unchanged; export and serving, though,
+read factor tables (:mod:`visrec.export.bundle`'s format), so such a model needs a bundle format of its
+own before it can be exported (not built yet).
 """
 from __future__ import annotations
 

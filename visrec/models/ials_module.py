@@ -141,6 +141,9 @@ class IALSModule(FactorModel):
         steps = options.get("cg_steps", 3)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise bad("cg_steps", "a positive number of conjugate-gradient steps")
+        threshold = options.get("positive_threshold")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)):
+            raise bad("positive_threshold", "a finite rating (or null: every rating is an interaction)")
         if options.get("visual_mode", "none") not in VISUAL_MODES:
             raise ValueError(f"model.visual_mode must be one of {VISUAL_MODES} for model=ials, got {options.get('visual_mode')!r}")
         pca = options.get("visual_pca_dim", 64)

@@ -20,6 +20,8 @@ O(N K² + block K²). Rows are solved in blocks; no Python loop runs per row.
 """
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import torch
@@ -59,8 +61,10 @@ class CSR:
     def block(self, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) as a sparse CSR tensor (stop − start, C) of weights (no copy of the indices)."""
         lo, hi = int(self.indptr[start]), int(self.indptr[stop])
-        return torch.sparse_csr_tensor(self.indptr[start:stop + 1] - lo, self.indices[lo:hi], self.weights[lo:hi],
-                                       (stop - start, self.num_cols), check_invariants=False)
+        with warnings.catch_warnings():  # torch's "sparse CSR support is in beta" notice, once per process, not the user's concern
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(self.indptr[start:stop + 1] - lo, self.indices[lo:hi], self.weights[lo:hi],
+                                           (stop - start, self.num_cols), check_invariants=False)
 
 
 def frequency_scaled_penalty(counts: torch.Tensor, reg: float, alpha0: float, other_side: int, exponent: float) -> torch.Tensor:

@@ -97,6 +97,10 @@ def check_options(cfg: DictConfig) -> None:
     if mode is not None and mode not in ("min", "max"):
         raise ValueError(f"monitor_mode must be min or max, got {mode!r}")
     check_trainer_options(cfg)
+    strategy = str(cfg.trainer.get("strategy") or "")
+    if cls.single_process and ("ddp" in strategy or int(cfg.trainer.get("num_nodes") or 1) > 1):
+        raise ValueError(f"{cls.__name__} trains in a single process; trainer.strategy={strategy or None}, "
+                         f"trainer.num_nodes={cfg.trainer.get('num_nodes', 1)} would run several: use trainer=cpu or trainer=gpu")
     if cfg.get("test") and cfg.get("evaluate"):
         _eval_protocol(cfg.get("eval"))
 
@@ -111,9 +115,9 @@ def check_validation_needs(cfg: DictConfig, datamodule: RatingsDataModule) -> No
     if cfg.model.get("scheduler") is not None and str(cfg.model.get("scheduler_monitor") or "").startswith("val/"):
         watchers.append(f"model.scheduler_monitor ({cfg.model.scheduler_monitor})")
     if watchers:
+        off = "callbacks=none" + (" model.scheduler=null" if any(w.startswith("model.") for w in watchers) else "")
         raise ValueError(f"there is no validation part (data.val_ratio={cfg.data.get('val_ratio')}), but {', '.join(watchers)} "
-                         "watch validation metrics: set data.val_ratio > 0, or train without them "
-                         "(callbacks=none model.scheduler=null)")
+                         f"watch validation metrics: set data.val_ratio > 0, or train without them ({off})")
 
 
 def check_trainer_options(cfg: DictConfig) -> None:
@@ -198,7 +202,7 @@ def train(cfg: DictConfig) -> dict:
                         datamodule.image_paths, datamodule.user_map.raw_ids, bundle, None if features is None else features.has_image)
     _finish_wandb(loggers)
     print(format_table(
-        f"Results — {datamodule.source_description}, split {datamodule.split.describe()}",
+        f"Results — {type(model).__name__} ({cfg.model._target_}), {datamodule.source_description}, split {datamodule.split.describe()}",
         [(k, metrics[k]) for k in ("test/rmse", "test/mae", "test/ratings", "test/rmse_cold", "test/mae_cold", "test/ratings_cold",
                                     "test/ndcg@10", "test/recall@10", "test/precision@10",
                                     f"{cfg.get('monitor') or 'val/rmse'}_best", "epochs", "fit_seconds", "refit/epochs", "refit/fit_seconds") if k in metrics],

@@ -3,8 +3,10 @@
 
 Scores are the model's: r̂_ui = μ + b_u + b_i + p_u · q_i (float32 factors, float64 arithmetic).
 Unknown raw ids raise :class:`UnknownIdError` naming them, unless ``on_unknown="fallback"``: an
-unknown user is then scored like a user without training ratings (r̂ = μ + b_i: items ranked by
-their bias), and unknown items in :meth:`score` get NaN. Query ids are matched to the bundle's id
+unknown user is then scored like a user without training ratings: for a rating model r̂ = μ + b_i
+(items ranked by their bias); for a preference model (iALS, whose μ and biases are 0) the item's number
+of training interactions (popularity: the evaluator's baseline), since p_u·q_i has no user to use.
+Unknown items in :meth:`score` get NaN. Query ids are matched to the bundle's id
 dtype by the rule of :mod:`visrec.serving.ids` ("196" finds user 196 of an integer-id bundle, 196
 finds "196" of a string-id bundle); a known id in another form ("0196", 196.0) is refused, never
 served as a new user.
@@ -22,7 +24,8 @@ from visrec.serving.topk import top_k
 
 __all__ = ["Recommender", "UnknownIdError"]
 
-_FALLBACK = {"user": "on_unknown='fallback' scores them as users without ratings",
+_FALLBACK = {"user": "on_unknown='fallback' scores them as users without ratings (rating models: μ + b_i; "
+                     "preference models: item popularity)",
              "item": "on_unknown='fallback' scores them as NaN"}
 
 
@@ -43,6 +46,8 @@ class Recommender:
         self.scorable_items = self.known_items | (has_image & bundle.is_visual)  # (N,)
         self.batch_size = int(batch_size)
         self.index = None  # optional approximate / exact FAISS index (see visrec.serving.faiss_index)
+        # An unknown user's scores for a preference model: training interactions per item (N,).
+        self.item_popularity = np.bincount(a["seen_items"], minlength=len(self.item_bias)).astype(np.float32)
         self._user_lookup = IdLookup(bundle.user_ids, "user")
         self._item_lookup = IdLookup(bundle.item_ids, "item")
 
@@ -83,6 +88,8 @@ class Recommender:
         scores = vectors.astype(np.float32) @ self.item_factors.T  # (B, N)
         scores += self.item_bias
         scores += (biases + self.global_mean).astype(np.float32)[:, None]
+        if self.score_kind == "preference" and (users < 0).any():  # unknown users: popularity (see module docstring)
+            scores[users < 0] = self.item_popularity
         return scores
 
     def score(self, user_id, item_ids: Sequence, on_unknown: str = "error") -> np.ndarray:
@@ -94,6 +101,8 @@ class Recommender:
         ok = items >= 0
         safe = np.maximum(items, 0)
         out = self.global_mean + bias[0] + self.item_bias[safe].astype(np.float64) + self.item_factors[safe].astype(np.float64) @ vector[0].astype(np.float64)
+        if self.score_kind == "preference" and user < 0:  # unknown user of a preference model: popularity
+            out = self.item_popularity[safe].astype(np.float64)
         return np.where(ok, out, np.nan)
 
     # ---- recommendation ----------------------------------------------------------------------------
