@@ -30,7 +30,7 @@ in [1.6e9, 1.6e9 + 1e7) seconds, assigned in row order (rows are shuffled). Diff
 
 What is sampled differently: the choice. synthetic.py's exact sampler is a Gumbel top-k over all N
 items for every user (keys log π_ui + Gumbel, a (1024, N) block at a time): O(U·N) work, 10¹¹ keys
-(hours) at this size. Here each user draws a candidate pool of C_u = ⌈f·k_u⌉ + 8 items (f =
+(hours) at this size. Here each user draws a candidate pool of C_u = ⌈f·k_u⌉ + 4 items (f =
 ``pool_factor``, 2 by default) from a proposal close to π_u, and k_u of the distinct candidates are
 picked by a Gumbel top-k that corrects for the proposal (sampling-importance-resampling without
 replacement), in O(Σ C_u log) total:
@@ -93,6 +93,7 @@ COUNT_SIGMA = 0.8  # sd of log k_u, as in synthetic.py
 MIN_COUNT = 5  # every user rates at least this many items, as in synthetic.py
 CHUNK_USERS_BITS = 16  # at most 2^16 users per chunk (their local index is packed into 16 bits)
 CHUNK_CANDIDATES = 4_000_000  # and about this many candidates per chunk (memory: ~ 40 bytes each)
+POOL_EXTRA = 4  # C_u = ⌈f·k_u⌉ + 4: a margin for the duplicates of light users
 EXACT_BLOCK = 1024  # users per block of the exact fallback (a (1024, N) key matrix)
 FORMATS = ("parquet", "csv", "both")
 
@@ -268,7 +269,7 @@ def _choose_chunk(m: _Model, params: LargeParams, rng: np.random.Generator, star
     cand_user = np.repeat(np.arange(n_users, dtype=np.int32), pool_c)  # (M,) local user index
     # Class of each candidate (runs of per_class), by a cumulative sum of class steps at run starts.
     runs = np.flatnonzero(per_class)
-    run_start = np.cumsum(per_class)[runs] - per_class[runs]
+    run_start = np.cumsum(per_class, dtype=np.int64)[runs] - per_class[runs]
     step = np.zeros(len(cand_user), dtype=np.int32)
     cls_of_run = (runs % C).astype(np.int32)
     step[run_start] = np.diff(cls_of_run, prepend=np.int32(0))
@@ -291,29 +292,45 @@ def _choose_chunk(m: _Model, params: LargeParams, rng: np.random.Generator, star
     key_bits = key.view(np.uint32).astype(np.uint64)  # 31 bits (sign 0)
     item_bits = max(1, int(N - 1).bit_length())
     kb = 64 - CHUNK_USERS_BITS - item_bits
-    if kb < 31:
+    if kb < 31:  # very large catalogues: coarser keys (ties broken by item index)
         key_bits >>= np.uint64(31 - kb)
     kb = min(kb, 31)
-    ku, ki = np.uint64(kb + item_bits), np.uint64(kb)
-    cu, ci = cand_user.astype(np.uint64), item.astype(np.uint64)
-    # 4. Distinct (user, item): sort by (user, item, key); the last of each run has the largest key.
-    packed = np.sort((cu << ku) | (ci << ki) | key_bits)
-    pair = packed >> ki
-    last = np.ones(len(packed), dtype=bool)
-    last[:-1] = pair[:-1] != pair[1:]
-    packed = packed[last]
-    # 5. Per-user top-k: sort by (user, key, item); the last k_u of each user's run.
+    ku, ki, ib = np.uint64(kb + item_bits), np.uint64(kb), np.uint64(item_bits)
     mask_key, mask_item = np.uint64((1 << kb) - 1), np.uint64((1 << item_bits) - 1)
-    u_loc = packed >> ku
-    repacked = np.sort((u_loc << ku) | ((packed & mask_key) << np.uint64(item_bits)) | ((packed >> ki) & mask_item))
-    u_loc = (repacked >> ku).astype(np.int64)
-    distinct = np.bincount(u_loc, minlength=n_users)  # (n,)
-    ends = np.cumsum(distinct)
+    # 4. Distinct (user, item): sort by (user, item, key); the last of each run has the largest key.
+    packed = cand_user.astype(np.uint64)
+    packed <<= ku
+    part = item.astype(np.uint64)
+    part <<= ki
+    packed |= part
+    packed |= key_bits
+    del part, key_bits, key, logw, rho
+    packed.sort()
+    pair = packed >> ki
+    last = np.empty(len(packed), dtype=bool)
+    np.not_equal(pair[:-1], pair[1:], out=last[:-1])
+    last[-1] = True
+    packed = packed[last]
+    # 5. Per-user top-k: repack as (user, key, item), sort; the last k_u of each user's run.
+    item_part = packed >> ki
+    item_part &= mask_item
+    key_part = packed & mask_key
+    key_part <<= ib
+    packed >>= ku
+    packed <<= ku
+    packed |= key_part
+    packed |= item_part
+    del item_part, key_part
+    packed.sort()
+    u_loc = (packed >> ku).astype(np.int64)
+    distinct = np.bincount(u_loc, minlength=n_users)  # (n,) distinct candidates per user
     want = m.counts[start:stop]  # (n,) k_u
-    from_end = ends[u_loc] - 1 - np.arange(len(repacked))
     short = distinct < want
-    take = (from_end < want[u_loc]) & ~short[u_loc]
-    picked_items = (repacked[take] & mask_item).astype(np.int64)
+    keep = np.where(short, 0, want)  # the last k_u of each user's run (none for a short user)
+    runs = np.empty(2 * n_users, dtype=np.int64)
+    runs[0::2], runs[1::2] = distinct - keep, keep
+    take = np.repeat(np.tile(np.array([False, True]), n_users), runs)
+    picked_items = (packed[take] & mask_item).astype(np.int64)
     return u_loc[take] + start, picked_items, users[short]
 
 
@@ -350,7 +367,7 @@ def sample(params: LargeParams) -> Generated:
     """Draw the ground truth and the ratings (no files)."""
     rng = np.random.default_rng(params.seed)
     m = _Model(params, rng)
-    pool = np.ceil(params.pool_factor * m.counts).astype(np.int64) + 8  # (U,) C_u
+    pool = np.ceil(params.pool_factor * m.counts).astype(np.int64) + POOL_EXTRA  # (U,) C_u
     users, items, short = [], [], []
     for start, stop in _chunks(pool):
         u, i, s = _choose_chunk(m, params, rng, start, stop, pool)
