@@ -94,7 +94,8 @@ MIN_COUNT = 5  # every user rates at least this many items, as in synthetic.py
 CHUNK_USERS_BITS = 16  # at most 2^16 users per chunk (their local index is packed into 16 bits)
 CHUNK_CANDIDATES = 4_000_000  # and about this many candidates per chunk (memory: ~ 40 bytes each)
 POOL_EXTRA = 4  # C_u = ⌈f·k_u⌉ + 4: a margin for the duplicates of light users
-EXACT_BLOCK = 1024  # users per block of the exact fallback (a (1024, N) key matrix)
+EXACT_BLOCK = 1024
+THIN_CAP = 1.0  # thinning cap W_u = exp(THIN_CAP · sd of the log-weights): keeps ~80% of the candidates  # users per block of the exact fallback (a (1024, N) key matrix)
 FORMATS = ("parquet", "csv", "both")
 
 
@@ -152,6 +153,17 @@ def count_location(mean: float, num_items: int, sigma: float = COUNT_SIGMA, grid
         value = np.clip(np.floor(np.exp(mid + sigma * z)), MIN_COUNT, num_items).mean()
         lo, hi = (mid, hi) if value < mean else (lo, mid)
     return (lo + hi) / 2
+
+
+def thinning_rate(sd: np.ndarray, cap: float) -> np.ndarray:
+    """(U,) share of candidates that thinning keeps, E[min(1, exp(X − a))] for log-weights X ~ N(0, sd²)
+    and a = cap·sd: e^{sd²/2 − a} Φ((a − sd²)/sd) + 1 − Φ(a/sd). Sizes the pools (an approximation:
+    the log-weights are close to normal); the sampler is exact in the limit whatever it returns."""
+    from scipy.special import ndtr
+
+    sd = np.maximum(sd, 1e-9)
+    a = cap * sd
+    return np.exp(sd ** 2 / 2 - a) * ndtr((a - sd ** 2) / sd) + 1 - ndtr(a / sd)
 
 
 def alias_tables(weights: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,6 +234,13 @@ class _Model:
         # Residual taste per item, transposed for column-wise gathers (float32: only used in weights).
         self.res_b = (self.item_bias - class_b[cls]).astype(np.float32)  # (N,)
         self.res_qT = np.ascontiguousarray((s * (self.item_factors - class_q[cls])).T.astype(np.float32))  # (K, N)
+        # Thinning: sd of the log-weight β'_u ρ_u· under the proposal (popularity-weighted within looks),
+        # the cap β'_u ρ* = THIN_CAP sd above which weights stay in the keys, and the acceptance rate.
+        res = np.concatenate([self.res_b[:, None], self.res_qT.T], axis=1).astype(np.float64)  # (N, 1+K)
+        res_cov = (res * (pop / pop.sum())[:, None]).T @ res  # (1+K, 1+K), residual means are 0 per look
+        logw_sd = self.beta_u * np.sqrt(np.maximum(np.einsum("uj,jk,uk->u", ext, res_cov, ext), 0.0))  # (U,)
+        self.log_cap = THIN_CAP * logw_sd  # (U,)
+        self.accept_rate = thinning_rate(logw_sd, THIN_CAP)  # (U,)
         # Items sorted by class; alias tables for "an item of class c by popularity".
         self.by_class = np.argsort(cls, kind="stable").astype(np.int32)  # (N,)
         self.class_size = np.bincount(cls, minlength=self.num_classes).astype(np.int32)  # (C,)
@@ -287,6 +306,13 @@ def _choose_chunk(m: _Model, params: LargeParams, rng: np.random.Generator, star
     for k in range(params.k):
         rho += m.res_qT[k][item] * ufT[k][cand_user]
     logw = rho * m.beta_u[start:stop].astype(np.float32)[cand_user]
+    logw -= m.log_cap[start:stop].astype(np.float32)[cand_user]  # log(w / W_u)
+    # Thinning: keep a candidate with probability min(1, w/W_u) (so the kept ones are i.i.d. draws from
+    # proposal·min(1, w/W_u), i.e. from π_u except for the few weights above the cap), and give it the key
+    # weight max(1, w/W_u) (the rest): together w/W_u ∝ w, the same target; most of the correction is
+    # done by thinning, which, unlike the keys, does not fade when k_u is a large share of the pool.
+    kept = np.log(rng.random(len(item), dtype=np.float32)) < logw
+    item, cand_user, logw = item[kept], cand_user[kept], np.maximum(logw[kept], 0)
     with np.errstate(divide="ignore"):  # E = 0 (float32): key +inf, still a valid bit pattern
         key = np.exp(logw) / rng.standard_exponential(len(item), dtype=np.float32)
     key_bits = key.view(np.uint32).astype(np.uint64)  # 31 bits (sign 0)
@@ -367,7 +393,7 @@ def sample(params: LargeParams) -> Generated:
     """Draw the ground truth and the ratings (no files)."""
     rng = np.random.default_rng(params.seed)
     m = _Model(params, rng)
-    pool = np.ceil(params.pool_factor * m.counts).astype(np.int64) + POOL_EXTRA  # (U,) C_u
+    pool = np.ceil(params.pool_factor * m.counts / m.accept_rate).astype(np.int64) + POOL_EXTRA  # (U,) C_u
     users, items, short = [], [], []
     for start, stop in _chunks(pool):
         u, i, s = _choose_chunk(m, params, rng, start, stop, pool)
@@ -417,7 +443,7 @@ def write(data: Generated, folder: Path, fmt: str = "parquet") -> None:
         pq.write_table(table, folder / "ratings.parquet")
     if fmt in ("csv", "both"):
         import pyarrow.csv as pcsv
-        pcsv.write_csv(table, folder / "ratings.csv", write_options=pcsv.WriteOptions(quoting_style="needed"))
+        pcsv.write_csv(table, folder / "ratings.csv", write_options=pcsv.WriteOptions(quoting_style="none"))
     # Pictures of the first num_images items, from their own random stream.
     img_rng = np.random.default_rng([params.seed, 1])
     has_image = np.zeros(N, dtype=bool)
