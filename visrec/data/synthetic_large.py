@@ -213,7 +213,7 @@ class _Model:
         self.bq_mean = bq.mean(0)
         cov = np.cov(bq, rowvar=False, bias=True)  # (1+K, 1+K)
         ext = np.concatenate([np.ones((U, 1)), self.user_factors], axis=1)  # (U, 1+K): x = ext · bq
-        var = np.einsum("uj,jk,uk->u", ext, cov, ext)
+        var = ((ext @ cov) * ext).sum(1)
         self.x_sd = np.sqrt(np.maximum(var, 0.0))  # (U,)
         self.beta_u = params.choice_strength / np.maximum(self.x_sd, 1e-12)  # (U,) β'_u = β / sd_u
 
@@ -238,7 +238,7 @@ class _Model:
         # the cap β'_u ρ* = THIN_CAP sd above which weights stay in the keys, and the acceptance rate.
         res = np.concatenate([self.res_b[:, None], self.res_qT.T], axis=1).astype(np.float64)  # (N, 1+K)
         res_cov = (res * (pop / pop.sum())[:, None]).T @ res  # (1+K, 1+K), residual means are 0 per look
-        logw_sd = self.beta_u * np.sqrt(np.maximum(np.einsum("uj,jk,uk->u", ext, res_cov, ext), 0.0))  # (U,)
+        logw_sd = self.beta_u * np.sqrt(np.maximum(((ext @ res_cov) * ext).sum(1), 0.0))  # (U,)
         self.log_cap = THIN_CAP * logw_sd  # (U,)
         self.accept_rate = thinning_rate(logw_sd, THIN_CAP)  # (U,)
         # Items sorted by class; alias tables for "an item of class c by popularity".
@@ -311,7 +311,8 @@ def _choose_chunk(m: _Model, params: LargeParams, rng: np.random.Generator, star
     # proposal·min(1, w/W_u), i.e. from π_u except for the few weights above the cap), and give it the key
     # weight max(1, w/W_u) (the rest): together w/W_u ∝ w, the same target; most of the correction is
     # done by thinning, which, unlike the keys, does not fade when k_u is a large share of the pool.
-    kept = np.log(rng.random(len(item), dtype=np.float32)) < logw
+    with np.errstate(divide="ignore"):  # log 0 = -inf: kept
+        kept = np.log(rng.random(len(item), dtype=np.float32)) < logw
     item, cand_user, logw = item[kept], cand_user[kept], np.maximum(logw[kept], 0)
     with np.errstate(divide="ignore"):  # E = 0 (float32): key +inf, still a valid bit pattern
         key = np.exp(logw) / rng.standard_exponential(len(item), dtype=np.float32)
@@ -402,11 +403,20 @@ def sample(params: LargeParams) -> Generated:
         short.append(s)
     short = np.concatenate(short)
     u, i = _choose_exact(m, params, rng, short)
-    users, items = np.concatenate([*users, u]), np.concatenate([*items, i])
-    # Taste of the picks, column by column (float64, exact as synthetic.py), then recentred.
-    taste = m.item_bias[items].copy()
-    for k in range(params.k):
-        taste += FACTOR_SCALE * m.item_factors[:, k][items] * m.user_factors[:, k][users]
+    users = np.concatenate([*users, u]).astype(np.int32)  # (R,)
+    items = np.concatenate([*items, i]).astype(np.int32)  # (R,)
+    # Taste of the picks x_ui = b_i + s p_u·q_i: the dot product in float32 (column gathers, 2M rows at a
+    # time; 3x faster than float64 here, and 1e-7 relative error is far below the rating noise), then
+    # recentred in float64 as synthetic.py does.
+    ifT = np.ascontiguousarray(m.item_factors.T, dtype=np.float32)  # (K, N)
+    ufT = np.ascontiguousarray(m.user_factors.T, dtype=np.float32)  # (K, U)
+    taste = np.empty(len(users))
+    for a in range(0, len(users), 1 << 21):
+        part_u, part_i = users[a:a + (1 << 21)], items[a:a + (1 << 21)]
+        dot = np.zeros(len(part_u), dtype=np.float32)
+        for k in range(params.k):
+            dot += ifT[k][part_i] * ufT[k][part_u]
+        taste[a:a + len(part_u)] = m.item_bias[part_i] + FACTOR_SCALE * dot.astype(np.float64)
     if params.choice_strength:
         taste -= taste.mean() - (m.item_bias.mean() + FACTOR_SCALE * m.user_factors.mean(0) @ m.item_factors.mean(0))
     score = RATING_MEAN + m.user_bias[users] + taste + params.rating_noise * rng.normal(size=len(users))
