@@ -125,3 +125,17 @@ def test_cli_output_trains_with_ratings_table(tmp_path, capsys):
         "data.source_args.rating_max=5", "callbacks=none", "model.scheduler=null", "model.visual_mode=none",
         "trainer.max_epochs=1", "evaluate=false"], tmp_path))
     assert metrics["epochs"] == 1
+
+
+def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    import visrec.data.synthetic_large as large
+
+    def broken(data, folder, fmt):
+        folder.mkdir(parents=True)
+        (folder / "ratings.parquet").write_text("half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(large, "write", broken)
+    with pytest.raises(OSError, match="disk full"):
+        generate(LargeParams(**SMALL), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
