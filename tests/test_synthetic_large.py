@@ -139,3 +139,17 @@ def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         generate(LargeParams(**SMALL), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
+
+
+def test_same_ground_truth_as_synthetic_py(tmp_path):
+    """Same seed and sizes: the same items, looks, factors, biases and popularity as synthetic.py
+    (only the counts, calibrated, and the sampler of the choice differ)."""
+    from visrec.data.synthetic import SyntheticParams, ensure_generated
+
+    small = ensure_generated(tmp_path, SyntheticParams(num_users=60, num_items=40, image_size=8, seed=2))
+    generate(LargeParams(num_users=60, num_items=40, num_ratings=900, seed=2), tmp_path / "large")
+    a, b = np.load(small / "truth.npz"), np.load(tmp_path / "large" / "truth.npz")
+    for name in ("item_ids", "user_ids", "item_factors", "item_bias", "user_factors", "user_bias", "attributes"):
+        assert np.array_equal(a[name], b[name]), name
+    looks = ["item", "shape", "colour", "texture"]
+    assert pd.read_csv(small / "items.csv")[looks].equals(pd.read_csv(tmp_path / "large" / "items.csv")[looks])

@@ -185,7 +185,7 @@ def thinning_rate(sd: np.ndarray, cap: float) -> np.ndarray:
 
 def alias_tables(weights: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Walker/Vose alias tables of the segments ``[starts[c], starts[c] + sizes[c])`` of ``weights``
-    (each segment its own distribution). Returns (accept (n,) float64, alias (n,) int64, global
+    (each segment its own distribution). Returns accept (n,) float64 and alias (n,) int64 (global
     positions): a draw from segment c is j = starts[c] + ⌊u·n_c⌋, kept if frac(u·n_c) < accept[j],
     else alias[j]. O(n) Python steps (0.1 s for 100k items)."""
     accept = np.ones(len(weights))
