@@ -25,7 +25,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -70,7 +69,7 @@ class Backbone:
                 "key": self.key, "feature_dim": self.feature_dim}
 
     def transform(self):
-        return timm.data.create_transform(**self.data_config, is_training=False)
+        return _timm().data.create_transform(**self.data_config, is_training=False)
 
 
 class StagePooling(nn.Module):
@@ -91,6 +90,14 @@ class StagePooling(nn.Module):
         return torch.cat([*pooled, self.model.forward_head(final, pre_logits=True)], dim=1)  # (B, Σ C_s + F)
 
 
+def _timm():
+    """timm, imported on first use: entry points that never build a backbone (evaluate.py on a model
+    without an image prior, export, serving) do not pay its import (about 1.4 s here)."""
+    import timm
+
+    return timm
+
+
 def _plain(value):
     """Tuples -> lists, so a data config round-trips through JSON."""
     return list(value) if isinstance(value, tuple) else value
@@ -108,7 +115,7 @@ def _load_bundled(name: str) -> nn.Module:
     if name != BUNDLED_MODEL:
         raise ValueError(f"weights=bundled provides {BUNDLED_MODEL} only, not {name!r}; use weights=hub, file or random")
     source = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
-    model = timm.create_model(BUNDLED_MODEL, pretrained=False)  # with its 1000-class head, as in the file
+    model = _timm().create_model(BUNDLED_MODEL, pretrained=False)  # with its 1000-class head, as in the file
     target = model.state_dict()
     if len(source) != len(target):
         raise ValueError(f"bundled weights have {len(source)} tensors, {BUNDLED_MODEL} has {len(target)}")
@@ -130,7 +137,7 @@ def _load_file(name: str, path: str | None) -> nn.Module:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict):
         state = state.get("state_dict", state.get("model", state))
-    model = timm.create_model(name, pretrained=False, num_classes=0)
+    model = _timm().create_model(name, pretrained=False, num_classes=0)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
@@ -143,7 +150,7 @@ def _load_file(name: str, path: str | None) -> nn.Module:
 
 def _load_hub(name: str) -> nn.Module:
     try:
-        return timm.create_model(name, pretrained=True, num_classes=0)
+        return _timm().create_model(name, pretrained=True, num_classes=0)
     except Exception as err:
         raise RuntimeError(
             f"could not download pretrained weights for {name!r} from the hub ({type(err).__name__}: {err}). "
@@ -177,9 +184,9 @@ def create_backbone(spec: BackboneSpec) -> Backbone:
     else:
         with torch.random.fork_rng():
             torch.manual_seed(spec.seed)
-            model = timm.create_model(spec.name, pretrained=False, num_classes=0)
+            model = _timm().create_model(spec.name, pretrained=False, num_classes=0)
     model.eval().requires_grad_(False)
-    data_config = timm.data.resolve_data_config({}, model=model)
+    data_config = _timm().data.resolve_data_config({}, model=model)
     digest = weights_digest(model)
     if spec.pooling == "stages":
         model = StagePooling(model).eval()
