@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from visrec.evaluation import FactorScorer, evaluate
+from visrec.evaluation import evaluate
 from visrec.interactions import Interactions
 from visrec.models.biased_mf import BiasedMF
 from visrec.models.contract import FactorModel
@@ -308,7 +308,7 @@ class IALSModule(FactorModel):
     def _ranking(self, seen: Interactions, part: Interactions, prefix: str) -> None:
         if len(part) == 0:
             return
-        scorer = FactorScorer(**self.effective_factors(), name="model", predicts_ratings=False)
+        scorer = self.scorer()  # the model contract's scorer: the same tables the evaluator and the bundle use
         report = evaluate([scorer], seen, part, self.net.num_users, self.net.num_items, ks=[RANKING_K],
                           threshold=self.hparams.val_relevance_threshold, exclude_train="all",
                           known_users=self.net.known_users, known_items=self.net.known_items)
