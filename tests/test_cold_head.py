@@ -62,7 +62,7 @@ def test_features_unrelated_to_the_ratings_are_shrunk_away():
 def head_module():
     torch.manual_seed(0)
     module = RatingModule(4, 6, k=2, global_mean=3.0, visual_mode="head", feature_dim=5, visual_pca_dim=3)
-    module.net.set_train_counts(torch.tensor([3.0, 3.0, 2.0, 0.0]), torch.tensor([2.0, 2.0, 2.0, 2.0, 0.0, 0.0]))
+    module.set_train_counts(torch.tensor([3.0, 3.0, 2.0, 0.0]), torch.tensor([2.0, 2.0, 2.0, 2.0, 0.0, 0.0]))
     module.attach_features(torch.randn(6, 5), torch.tensor([True, True, True, True, True, False]))
     return module
 

@@ -28,7 +28,7 @@ def test_fallback_for_users_and_items_without_training_ratings():
 
 def test_l2_terms_per_rating():
     net = BiasedMF(2, 2, k=3)
-    factors, biases = net.l2_terms(torch.tensor([1]), torch.tensor([0]))
+    factors, biases = net.l2_terms(*net.rows(torch.tensor([1]), torch.tensor([0])))
     torch.testing.assert_close(factors, net.user_factors.weight[1:2].pow(2).sum(1) + net.item_factors.weight[0:1].pow(2).sum(1))
     assert biases.item() == 0.0
 
@@ -61,18 +61,29 @@ def test_metric_predictions_are_clipped_but_loss_is_not():
 
 def test_frequency_aware_weights():
     """w = (n / mean n)^-alpha over rows with ratings: alpha=0 gives 1, alpha=1 gives mean/n."""
+    counts = torch.tensor([1.0, 3.0, 0.0]), torch.tensor([2.0, 2.0])
     module = RatingModule(3, 2, k=1, reg_exponent=1.0)
-    module.net.set_train_counts(torch.tensor([1.0, 3.0, 0.0]), torch.tensor([2.0, 2.0]))
+    module.set_train_counts(*counts)
     torch.testing.assert_close(module.user_reg_weight()[:2], torch.tensor([2.0, 2.0 / 3.0]))
     torch.testing.assert_close(module.item_reg_weight(), torch.ones(2))
-    module.reg_exponent = 0.0
-    torch.testing.assert_close(module.user_reg_weight(), torch.ones(3))
+    plain = RatingModule(3, 2, k=1, reg_exponent=0.0)
+    plain.set_train_counts(*counts)
+    torch.testing.assert_close(plain.user_reg_weight(), torch.ones(3))
+
+
+def test_frequency_aware_weights_follow_restored_counts():
+    """The per-row weights are cached; restoring counts from a state_dict refreshes them."""
+    trained = RatingModule(3, 2, k=1, reg_exponent=1.0)
+    trained.set_train_counts(torch.tensor([1.0, 3.0, 0.0]), torch.tensor([2.0, 2.0]))
+    restored = RatingModule(3, 2, k=1, reg_exponent=1.0)
+    restored.load_state_dict(trained.state_dict())
+    torch.testing.assert_close(restored.user_reg_weight(), trained.user_reg_weight())
 
 
 def test_cold_ratings_are_reported_apart():
     """Warm metrics cover ratings whose user and item have training ratings; the rest are *_cold."""
     module = RatingModule(2, 2, k=1, global_mean=3.0, rating_min=1, rating_max=5)
-    module.net.set_train_counts(torch.tensor([3.0, 3.0]), torch.tensor([4.0, 0.0]))
+    module.set_train_counts(torch.tensor([3.0, 3.0]), torch.tensor([4.0, 0.0]))
     with torch.no_grad():
         module.net.user_factors.weight.zero_()
     logged = {}

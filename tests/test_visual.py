@@ -13,7 +13,7 @@ def make(mode: str, pca_dim: int = 4) -> RatingModule:
     torch.manual_seed(0)
     module = RatingModule(U, N, k=K, global_mean=3.0, visual_mode=mode, feature_dim=D, visual_pca_dim=pca_dim)
     # items 0-3 warm, 4 cold with image, 5 cold without image; user 2 cold.
-    module.net.set_train_counts(torch.tensor([5.0, 5.0, 0.0]), torch.tensor([3.0, 2.0, 4.0, 1.0, 0.0, 0.0]))
+    module.set_train_counts(torch.tensor([5.0, 5.0, 0.0]), torch.tensor([3.0, 2.0, 4.0, 1.0, 0.0, 0.0]))
     features = torch.randn(N, D)
     has_image = torch.tensor([True, True, True, True, True, False])
     module.attach_features(features, has_image)

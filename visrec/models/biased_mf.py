@@ -4,6 +4,10 @@ Prediction: r̂_ui = μ + b_u + b_i + p_u · q_i, with μ the global training me
 Users or items with no training ratings keep their initial parameters, which carry no information;
 ``predict`` therefore scores them with the fallback r̂ = μ + b_u (unknown item), μ + b_i (unknown
 user) or μ (both), never with untrained noise.
+
+With ``sparse=True`` the four tables are ``nn.Embedding(sparse=True)``: a step's gradient holds only the
+rows of the users and items in the batch, so backward and an optimizer that takes sparse gradients
+(``torch.optim.SparseAdam``, ``SGD``, ``Adagrad``) cost O(B·K) per step instead of O((U + N)·K).
 """
 from __future__ import annotations
 
@@ -12,14 +16,16 @@ from torch import nn
 
 
 class BiasedMF(nn.Module):
-    """U users, N items, K factors. Factors start at N(0, init_std²), biases at 0."""
+    """U users, N items, K factors. Factors start at N(0, init_std²), biases at 0. ``sparse``: the tables
+    produce sparse (row) gradients."""
 
-    def __init__(self, num_users: int, num_items: int, k: int, init_std: float = 0.1, global_mean: float = 0.0):
+    def __init__(self, num_users: int, num_items: int, k: int, init_std: float = 0.1, global_mean: float = 0.0,
+                 sparse: bool = False):
         super().__init__()
-        self.user_factors = nn.Embedding(num_users, k)  # P: (U, K)
-        self.item_factors = nn.Embedding(num_items, k)  # Q: (N, K)
-        self.user_bias = nn.Embedding(num_users, 1)  # (U, 1)
-        self.item_bias = nn.Embedding(num_items, 1)  # (N, 1)
+        self.user_factors = nn.Embedding(num_users, k, sparse=sparse)  # P: (U, K)
+        self.item_factors = nn.Embedding(num_items, k, sparse=sparse)  # Q: (N, K)
+        self.user_bias = nn.Embedding(num_users, 1, sparse=sparse)  # (U, 1)
+        self.item_bias = nn.Embedding(num_items, 1, sparse=sparse)  # (N, 1)
         nn.init.normal_(self.user_factors.weight, std=init_std)
         nn.init.normal_(self.item_factors.weight, std=init_std)
         nn.init.zeros_(self.user_bias.weight)
@@ -50,10 +56,18 @@ class BiasedMF(nn.Module):
     def known_items(self) -> torch.Tensor:
         return self.item_counts > 0  # (N,)
 
+    def rows(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The parameters of a batch, looked up once: p_u (B, K), q_i (B, K), b_u (B,), b_i (B,)."""
+        return (self.user_factors(users), self.item_factors(items),
+                self.user_bias(users).squeeze(-1), self.item_bias(items).squeeze(-1))
+
+    def score_rows(self, p: torch.Tensor, q: torch.Tensor, b_u: torch.Tensor, b_i: torch.Tensor) -> torch.Tensor:
+        """μ + b_u + b_i + p_u·q_i from the rows of :meth:`rows` -> (B,)."""
+        return self.global_mean + b_u + b_i + (p * q).sum(-1)
+
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Raw model output for (B,) user and item indices -> (B,) scores (no fallback)."""
-        dot = (self.user_factors(users) * self.item_factors(items)).sum(-1)  # (B,)
-        return self.global_mean + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1) + dot
+        return self.score_rows(*self.rows(users, items))
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B,) predictions with the fallback for users / items that had no training ratings."""
@@ -64,12 +78,11 @@ class BiasedMF(nn.Module):
         b_i = self.item_bias(items).squeeze(-1) * item_ok  # (B,)
         return self.global_mean + b_u + b_i + dot
 
-    def l2_terms(self, users: torch.Tensor, items: torch.Tensor, user_weight: torch.Tensor | None = None,
-                 item_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-rating weighted squared norms for a batch, each (B,):
-        factors w_u‖p_u‖² + w_i‖q_i‖², biases w_u b_u² + w_i b_i² (weights (U,), (N,); default 1)."""
-        w_u = 1.0 if user_weight is None else user_weight[users]  # (B,)
-        w_i = 1.0 if item_weight is None else item_weight[items]  # (B,)
-        factors = w_u * self.user_factors(users).pow(2).sum(-1) + w_i * self.item_factors(items).pow(2).sum(-1)  # (B,)
-        biases = w_u * self.user_bias(users).squeeze(-1).pow(2) + w_i * self.item_bias(items).squeeze(-1).pow(2)  # (B,)
+    @staticmethod
+    def l2_terms(p: torch.Tensor, q: torch.Tensor, b_u: torch.Tensor, b_i: torch.Tensor,
+                 w_u: torch.Tensor | float = 1.0, w_i: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-rating weighted squared norms of a batch's rows (from :meth:`rows`), each (B,):
+        factors w_u‖p_u‖² + w_i‖q_i‖², biases w_u b_u² + w_i b_i² (weights (B,) or scalars)."""
+        factors = w_u * p.pow(2).sum(-1) + w_i * q.pow(2).sum(-1)  # (B,)
+        biases = w_u * b_u.pow(2) + w_i * b_i.pow(2)  # (B,)
         return factors, biases

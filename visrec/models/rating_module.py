@@ -32,6 +32,12 @@ metrics they are clipped to ``[rating_min, rating_max]`` when a range is set.
 Optimizer steps: one per loader batch (automatic optimization), or, with ``step_batch_size = s``, one
 per consecutive slice of s ratings of each loader batch (manual optimization; the same steps as loader
 batches of s, without Lightning's per-batch overhead; the scheduler is stepped once per epoch).
+Sparse updates (``sparse_gradients``, the default): each step looks the batch's rows up once, the L2
+terms use those rows, and the embedding tables get row-sparse gradients, so a step costs O(B·K), not
+O((U + N)·K). The optimizer must then take sparse gradients: ``torch.optim.SparseAdam`` (lazy Adam: the
+moments of a row move only when the row is in a batch, as in TensorFlow's LazyAdam), ``SGD`` or
+``Adagrad``; the visual prior's dense E, e, w, c are handed to it as full sparse gradients (every entry
+present), which is Adam / SGD exactly. ``sparse_gradients=false`` gives dense tables for any optimizer.
 Metrics (exact over the whole part, not averages of batch means):
     rmse = sqrt(Σ (clip(r̂) - r)² / R),  mae = Σ |clip(r̂) - r| / R,
 over the R ratings of the part whose user and item both have training ratings ("warm"; the protocol
@@ -56,6 +62,7 @@ from visrec.models.divergence import DivergedError, non_finite_names
 from visrec.models.visual import VISUAL_MODES, VisualPrior
 
 log = logging.getLogger(__name__)
+TRAIN_PARTS = ("loss", "mse", "align", "align_bias")  # the objective's parts logged per epoch as train/<part>
 
 
 class RatingModule(FactorModel):
@@ -88,21 +95,28 @@ class RatingModule(FactorModel):
         visual_pca_dim: int = 64,
         visual_reg_exponent: float | None = None,
         step_batch_size: int | None = None,
+        sparse_gradients: bool = True,
     ):
         super().__init__()
         _check_options(k=k, init_std=init_std, reg_factors=reg_factors, reg_bias=reg_bias, reg_visual=reg_visual,
                        reg_visual_bias=reg_visual_bias, reg_projection=reg_projection, visual_pca_dim=visual_pca_dim,
                        visual_mode=visual_mode)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.net = BiasedMF(num_users, num_items, k, init_std=init_std, global_mean=global_mean)
+        self.sparse_gradients = bool(sparse_gradients)
+        self.net = BiasedMF(num_users, num_items, k, init_std=init_std, global_mean=global_mean, sparse=self.sparse_gradients)
         self.reg_factors = float(reg_factors)
         self.reg_bias = float(reg_bias)
         self.reg_exponent = float(reg_exponent)
         self.rating_range = None if rating_min is None or rating_max is None else (float(rating_min), float(rating_max))
-        self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
+        self.optimizer_factory = optimizer or (
+            (lambda params: torch.optim.SparseAdam(params, lr=1e-3)) if self.sparse_gradients
+            else (lambda params: torch.optim.Adam(params, lr=1e-3)))
+        if self.sparse_gradients:
+            _check_takes_sparse_gradients(self.optimizer_factory)
         self.scheduler_factory = scheduler
         self.scheduler_monitor = scheduler_monitor
         self._sums: dict[str, torch.Tensor] = {}
+        self._train_sums: torch.Tensor | None = None  # (len(TRAIN_PARTS) + 1,) this epoch's weighted sums
         if visual_mode not in VISUAL_MODES:
             raise ValueError(f"model.visual_mode must be one of {VISUAL_MODES}, got {visual_mode!r}")
         self.visual_mode = visual_mode
@@ -124,6 +138,13 @@ class RatingModule(FactorModel):
             raise ValueError(f"model.step_batch_size must be a positive number of ratings or null, got {step_batch_size!r}")
         self.step_batch_size = None if step_batch_size is None else int(step_batch_size)
         self.automatic_optimization = self.step_batch_size is None
+        # Per-row L2 and visual-prior weights (U,), (N,), (N,): functions of the training counts, cached
+        # so a step only indexes them; refreshed when counts are set or restored from a state_dict.
+        self.register_buffer("_user_weight", torch.ones(num_users), persistent=False)
+        self.register_buffer("_item_weight", torch.ones(num_items), persistent=False)
+        self.register_buffer("_item_visual_weight", torch.ones(num_items), persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_reg_weights())
+        self._refresh_reg_weights()
 
     @classmethod
     def check_options(cls, options: dict) -> None:
@@ -134,6 +155,10 @@ class RatingModule(FactorModel):
             "k", "init_std", "reg_factors", "reg_bias", "reg_visual", "reg_visual_bias", "reg_projection",
             "visual_pca_dim", "visual_mode")}
         _check_options(**value)
+
+    def set_train_counts(self, user_counts: torch.Tensor, item_counts: torch.Tensor) -> None:
+        super().set_train_counts(user_counts, item_counts)
+        self._refresh_reg_weights()
 
     # ---- image features -------------------------------------------------------------------------
     def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
@@ -204,23 +229,30 @@ class RatingModule(FactorModel):
         mean = counts[counts > 0].mean() if (counts > 0).any() else counts.new_tensor(1.0)
         return (counts.clamp(min=1.0) / mean).pow(-(self.reg_exponent if exponent is None else exponent))
 
+    @torch.no_grad()
+    def _refresh_reg_weights(self) -> None:
+        self._user_weight.copy_(self._reg_weight(self.net.user_counts))
+        self._item_weight.copy_(self._reg_weight(self.net.item_counts))
+        self._item_visual_weight.copy_(self._reg_weight(self.net.item_counts, self.visual_reg_exponent))
+
     def user_reg_weight(self) -> torch.Tensor:
-        return self._reg_weight(self.net.user_counts)  # (U,)
+        return self._user_weight  # (U,)
 
     def item_reg_weight(self) -> torch.Tensor:
-        return self._reg_weight(self.net.item_counts)  # (N,)
+        return self._item_weight  # (N,)
 
     def objective(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> dict[str, torch.Tensor]:
-        """MSE on observed ratings plus per-rating L2 (see module docstring). Returns loss and parts."""
-        pred = self.net(users, items)  # (B,)
+        """MSE on observed ratings plus per-rating L2 (see module docstring). Returns loss and parts.
+        Touches only the rows of the (B,) batch: one lookup per table, per-row weights indexed."""
+        p, q, b_u, b_i = self.net.rows(users, items)  # (B, K), (B, K), (B,), (B,)
+        pred = self.net.score_rows(p, q, b_u, b_i)  # (B,)
         mse = (pred - ratings).pow(2).mean()
-        factor_l2, bias_l2 = self.net.l2_terms(users, items, self.user_reg_weight(), self.item_reg_weight())  # (B,), (B,)
+        factor_l2, bias_l2 = self.net.l2_terms(p, q, b_u, b_i, self._user_weight[users], self._item_weight[items])  # (B,), (B,)
         loss = mse + self.reg_factors * factor_l2.mean() + self.reg_bias * bias_l2.mean()
         out = {"mse": mse}
         if self.visual is not None and self.visual_mode != "head":
-            weight = self.visual.has_image[items] * self._reg_weight(self.net.item_counts, self.visual_reg_exponent)[items]  # (B,)
-            q = self.net.item_factors(items)  # (B, K)
-            b = self.net.item_bias(items).squeeze(-1)  # (B,)
+            weight = self.visual.has_image[items] * self._item_visual_weight[items]  # (B,)
+            b = b_i
             if self.visual_mode == "init":  # the prior learns from q and b but does not pull them
                 q, b = q.detach(), b.detach()
             align = (weight * (q - self.visual.item_vectors(items)).pow(2).sum(-1)).mean()
@@ -266,12 +298,29 @@ class RatingModule(FactorModel):
     def training_step(self, batch, batch_idx):
         users, items, ratings = batch
         out = self.objective(users, items, ratings) if self.automatic_optimization else self._sliced_steps(users, items, ratings)
-        size = len(ratings)
-        self.log("train/loss", out["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
-        for name in ("mse", "align", "align_bias"):
-            if name in out:
-                self.log(f"train/{name}", out[name], on_step=False, on_epoch=True, batch_size=size)
+        self._add_train_sums(out, len(ratings))
         return out["loss"] if self.automatic_optimization else None
+
+    def _add_train_sums(self, out: dict[str, torch.Tensor], size: int) -> None:
+        """Add a batch's objective parts (rating-weighted) to the epoch's sums, logged once per epoch by
+        :meth:`_log_train_epoch` (Lightning's ``self.log`` on every step costs more than a sparse step)."""
+        parts = [out[name].detach() if name in out else out["loss"].new_zeros(()) for name in TRAIN_PARTS]
+        sums = torch.stack([*parts, out["loss"].new_tensor(1.0)]) * size  # (P + 1,): weighted sums, ratings
+        self._train_sums = sums if self._train_sums is None else self._train_sums + sums
+
+    def _log_train_epoch(self) -> torch.Tensor | None:
+        """Log the epoch's rating-weighted means train/loss, train/mse (and train/align, train/align_bias
+        with a visual prior), summed over processes; returns train/loss (None before any batch)."""
+        sums, self._train_sums = self._train_sums, None
+        if sums is None:
+            return None
+        if self.trainer.world_size > 1:
+            sums = self.all_gather(sums).reshape(-1, len(sums)).sum(0)
+        means = sums[:-1] / sums[-1]
+        for name, value in zip(TRAIN_PARTS, means):
+            if name in ("loss", "mse") or (self.visual is not None and self.visual_mode != "head"):
+                self.log(f"train/{name}", value, prog_bar=name == "loss", sync_dist=False)
+        return means[0]
 
     def _sliced_steps(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimizer step per slice of ``step_batch_size`` ratings of the (B,) batch (manual
@@ -293,7 +342,7 @@ class RatingModule(FactorModel):
         error, not a result). Manual optimization steps no scheduler by itself: step it once per epoch
         here (after validation, so a plateau scheduler sees this epoch's ``scheduler_monitor``), as
         automatic optimization does."""
-        self._check_finite_epoch()
+        self._check_finite_epoch(self._log_train_epoch())
         if self.automatic_optimization or self.scheduler_factory is None:
             return
         scheduler = self.lr_schedulers()
@@ -304,8 +353,7 @@ class RatingModule(FactorModel):
         else:
             scheduler.step()
 
-    def _check_finite_epoch(self) -> None:
-        loss = self.trainer.callback_metrics.get("train/loss")
+    def _check_finite_epoch(self, loss: torch.Tensor | None) -> None:
         bad = non_finite_names(self.named_parameters())
         if bad or (loss is not None and not bool(torch.isfinite(loss))):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None
@@ -348,6 +396,16 @@ class RatingModule(FactorModel):
         self._log_epoch("test")
 
     # ---- optimization ---------------------------------------------------------------------------
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """With sparse gradients, hand the visual prior's dense gradients (E, e, w, c: a few thousand
+        numbers) to the optimizer as sparse tensors with every entry present, so one sparse-gradient
+        optimizer (SparseAdam) updates every parameter; with all entries present its update is Adam's."""
+        if not self.sparse_gradients or self.visual is None:
+            return
+        for param in self.visual.parameters():
+            if param.grad is not None and not param.grad.is_sparse:
+                param.grad = param.grad.to_sparse()
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
@@ -356,6 +414,21 @@ class RatingModule(FactorModel):
         if not self.automatic_optimization:  # stepped by on_train_epoch_end
             return {"optimizer": optimizer, "lr_scheduler": scheduler}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor}}
+
+
+def _check_takes_sparse_gradients(optimizer_factory: Callable[..., torch.optim.Optimizer]) -> None:
+    """Refuse, at set-up, an optimizer that cannot step on sparse gradients (``torch.optim.Adam``
+    raises only at the first training step): one step on a two-row sparse embedding."""
+    table = torch.nn.Embedding(2, 1, sparse=True)
+    optimizer = optimizer_factory(table.parameters())
+    table(torch.tensor([0])).sum().backward()
+    try:
+        optimizer.step()
+    except RuntimeError as error:
+        raise ValueError(
+            f"model.optimizer: {type(optimizer).__name__} cannot update the embedding "
+            f"tables from sparse gradients ({error}). Use model.optimizer._target_=torch.optim.SparseAdam (or "
+            f"torch.optim.SGD, torch.optim.Adagrad), or set model.sparse_gradients=false for dense tables") from None
 
 
 def _check_options(*, k, init_std, reg_factors, reg_bias, reg_visual, reg_visual_bias, reg_projection, visual_pca_dim,
