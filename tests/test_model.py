@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 import torch
 
@@ -95,3 +97,37 @@ def test_cold_ratings_are_reported_apart():
     assert logged["test/ratings"] == 2 and logged["test/ratings_cold"] == 1
     assert logged["test/rmse"] == pytest.approx(((1.0 + 1.0) / 2) ** 0.5)
     assert logged["test/rmse_cold"] == pytest.approx(2.0)
+
+
+def test_sparse_updates_touch_only_the_batch_rows():
+    """One step of SparseAdam (the default) changes the rows of the batch's users and items and no other."""
+    module = RatingModule(5, 4, k=2, global_mean=3.0, optimizer=functools.partial(torch.optim.SparseAdam, lr=0.1))
+    module.set_train_counts(torch.ones(5), torch.ones(4))
+    optimizer = module.configure_optimizers()
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    loss = module.objective(torch.tensor([1, 3]), torch.tensor([2, 2]), torch.tensor([5.0, 1.0]))["loss"]
+    loss.backward()
+    assert module.net.user_factors.weight.grad.is_sparse
+    optimizer.step()
+    changed_users = (module.net.user_factors.weight != before["net.user_factors.weight"]).any(1)
+    changed_items = (module.net.item_factors.weight != before["net.item_factors.weight"]).any(1)
+    assert changed_users.tolist() == [False, True, False, True, False]
+    assert changed_items.tolist() == [False, False, True, False]
+
+
+def test_an_optimizer_that_cannot_take_sparse_gradients_is_refused_at_set_up():
+    with pytest.raises(ValueError, match=r"model\.optimizer: Adam cannot update.*model\.sparse_gradients=false"):
+        RatingModule(3, 3, k=2, optimizer=functools.partial(torch.optim.Adam, lr=0.1))
+    dense = RatingModule(3, 3, k=2, sparse_gradients=False, optimizer=functools.partial(torch.optim.Adam, lr=0.1))
+    assert not dense.net.user_factors.sparse
+
+
+def test_sparse_gradients_are_refused_under_ddp_on_gpus_at_set_up(tmp_path):
+    """NCCL has no sparse all-reduce: trainer=ddp (GPUs) with sparse tables is refused before anything runs."""
+    from conftest import compose_train
+    from visrec.pipeline.training import check_options
+
+    with pytest.raises(ValueError, match=r"model\.sparse_gradients=false"):
+        check_options(compose_train(["trainer=ddp"], tmp_path))
+    check_options(compose_train(["trainer=ddp", "model.sparse_gradients=false", "model.optimizer._target_=torch.optim.Adam"], tmp_path))
+    check_options(compose_train(["trainer=ddp_cpu"], tmp_path))  # gloo all-reduces sparse gradients

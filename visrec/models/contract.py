@@ -11,6 +11,7 @@ Built from (class-level, before any data is read):
                                         a subset of :class:`DataSummary`'s fields, each an ``__init__`` argument
     ``VALIDATION_METRICS``              what validation logs (what ``monitor`` may name)
     ``single_process``                  True: refused under DDP before processes are launched
+    ``sparse_gradients_for(options)``   whether training produces sparse gradients (DDP needs gloo then)
     ``TRAINING_BATCHES``                "ratings": shuffled batches of ``data.batch_size`` observed
                                         (user, item, rating) rows; "whole": one batch per epoch holding
                                         every training row (closed-form / alternating models)
@@ -86,6 +87,12 @@ class RecommenderModel(pl.LightningModule):
     @classmethod
     def uses_image_features(cls, options: dict) -> bool:
         """Whether a model with these options needs the catalog's frozen image features."""
+        return False
+
+    @classmethod
+    def sparse_gradients_for(cls, options: dict) -> bool:
+        """Whether a model with these options trains with sparse gradients, which DDP can all-reduce only
+        with the gloo backend (not NCCL): the pipeline refuses DDP on GPUs for it at set-up."""
         return False
 
     @classmethod

@@ -160,6 +160,10 @@ class RatingModule(FactorModel):
         super().set_train_counts(user_counts, item_counts)
         self._refresh_reg_weights()
 
+    @classmethod
+    def sparse_gradients_for(cls, options: dict) -> bool:
+        return bool(options.get("sparse_gradients", True))
+
     # ---- image features -------------------------------------------------------------------------
     def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
         """Give the model the (N, D) frozen features and (N,) has-image mask.

@@ -101,6 +101,12 @@ def check_options(cfg: DictConfig) -> None:
     if cls.single_process and ("ddp" in strategy or int(cfg.trainer.get("num_nodes") or 1) > 1):
         raise ValueError(f"{cls.__name__} trains in a single process; trainer.strategy={strategy or None}, "
                          f"trainer.num_nodes={cfg.trainer.get('num_nodes', 1)} would run several: use trainer=cpu or trainer=gpu")
+    accelerator = str(cfg.trainer.get("accelerator") or "")
+    on_gpus = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if on_gpus and ("ddp" in strategy or int(cfg.trainer.get("num_nodes") or 1) > 1) and cls.sparse_gradients_for(model_options(cfg)):
+        raise ValueError(f"model.sparse_gradients=true gives the embedding tables sparse gradients, which DDP on GPUs "
+                         f"(NCCL, trainer.strategy={strategy or None}) cannot all-reduce: set model.sparse_gradients=false "
+                         f"model.optimizer._target_=torch.optim.Adam, or train on one GPU (trainer=gpu)")
     if cfg.get("test") and cfg.get("evaluate"):
         _eval_protocol(cfg.get("eval"))
 
