@@ -89,3 +89,24 @@ def test_none_mode_has_no_prior_and_visual_needs_features():
 def test_features_are_not_saved_in_checkpoints_but_statistics_are():
     state = make("reg").state_dict()
     assert "visual.features" not in state and "visual.feature_mean" in state and "visual.components" in state
+
+
+def test_sparse_adam_trains_the_dense_projection_like_adam():
+    """With sparse gradients, E, e, w, c get full sparse gradients in on_before_optimizer_step, so one
+    SparseAdam step moves them exactly as Adam would (every entry present)."""
+    import functools
+
+    sparse = make("reg")
+    sparse.optimizer_factory = functools.partial(torch.optim.SparseAdam, lr=0.1)
+    batch = (torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([5.0, 1.0]))
+    projection = sparse.visual.projection.weight
+    reference = projection.detach().clone().requires_grad_(True)
+    optimizer = sparse.configure_optimizers()
+    sparse.objective(*batch)["loss"].backward()
+    adam = torch.optim.Adam([reference], lr=0.1)
+    reference.grad = projection.grad.clone()
+    sparse.on_before_optimizer_step(optimizer)
+    optimizer.step()
+    adam.step()
+    assert projection.detach().abs().sum() > 0  # E started at zero and moved
+    torch.testing.assert_close(projection.detach(), reference.detach())
