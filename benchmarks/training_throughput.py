@@ -104,6 +104,7 @@ def run_visrec(folder: Path, args) -> dict:
         "data.source_args.rating_max=5", "data.val_ratio=0", f"data.batch_size={args.batch}",
         "model=biased_mf", "model.visual_mode=none", "model.scheduler=null", f"model.k={args.k}",
         f"trainer.max_epochs={args.epochs}", "callbacks=none", "logger=none", "evaluate=false", "seed=0",
+        *args.visrec_overrides,
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
@@ -220,6 +221,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
+    ap.add_argument("--visrec-overrides", nargs="*", default=[], help="extra Hydra overrides for the visrec run")
     ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -240,7 +242,8 @@ def main() -> None:
             print(f"  (problem of {int(size):,} ratings drawn and written in {time.perf_counter() - started:.0f} s)", flush=True)
             for engine in args.engines:
                 command = [sys.executable, __file__, "--worker", engine, "--folder", str(folder), "--k", str(args.k),
-                           "--epochs", str(args.epochs), "--batch", str(args.batch), "--threads", str(args.threads)]
+                           "--epochs", str(args.epochs), "--batch", str(args.batch), "--threads", str(args.threads),
+                           "--visrec-overrides", *args.visrec_overrides]
                 done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
                 lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
                 if done.returncode or not lines:
