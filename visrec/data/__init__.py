@@ -1,11 +1,24 @@
-"""Data layer: readers, id maps, splits, the synthetic visual dataset and the LightningDataModule."""
-from visrec.data.datamodule import RatingsDataModule
-from visrec.data.errors import DataError
-from visrec.data.idmap import IdMap
-from visrec.data.readers import MovieLens100K, RatingsFile
-from visrec.data.splits import ColdItemSplit, PerUserSplit, PredefinedSplit, RandomSplit, TemporalSplit
+"""Data layer: readers, id maps, splits, the synthetic visual dataset and the LightningDataModule.
 
-__all__ = [
-    "ColdItemSplit", "DataError", "IdMap", "MovieLens100K", "PerUserSplit", "PredefinedSplit",
-    "RandomSplit", "RatingsDataModule", "RatingsFile", "TemporalSplit",
-]
+The names below are imported on first use, so importing ``visrec.data.errors`` or ``visrec.data.idmap``
+(what the evaluator and export use) does not import Lightning (``visrec.data.datamodule`` does)."""
+from importlib import import_module
+
+_MODULES = {
+    "ColdItemSplit": "visrec.data.splits", "DataError": "visrec.data.errors", "IdMap": "visrec.data.idmap",
+    "MovieLens100K": "visrec.data.readers", "PerUserSplit": "visrec.data.splits", "PredefinedSplit": "visrec.data.splits",
+    "RandomSplit": "visrec.data.splits", "RatingsDataModule": "visrec.data.datamodule", "RatingsFile": "visrec.data.readers",
+    "TemporalSplit": "visrec.data.splits",
+}
+
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return getattr(import_module(_MODULES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_MODULES])

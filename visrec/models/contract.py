@@ -27,23 +27,26 @@ Scores: ``scorer(name)`` -> an evaluator :class:`~visrec.evaluation.scorers.Scor
     ``known_items`` (N,) bool: who has trained parameters (the evaluator's "warm"); ``item_train_counts`` (N,).
 Writes into a bundle: ``bundle_arrays()`` -> (arrays, manifest fields) of :mod:`visrec.export.bundle`'s format.
 
-:class:`FactorModel` implements the scoring and bundle parts for models whose scores are
-r̂_ui = μ + b_u + b_i + p_u·q_i (biased MF, iALS). A model of another form (kNN, EASE) implements
-``scorer`` itself and trains and evaluates through the pipeline unchanged; export and serving, though,
-read factor tables (:mod:`visrec.export.bundle`'s format), so such a model needs a bundle format of its
-own before it can be exported (not built yet).
+The scoring and bundle parts (with ``attach_features`` / ``has_image_prior``) are
+:class:`~visrec.models.scoring.ScoringModel`, torch only; :class:`FactorModel` implements them (through
+:class:`~visrec.models.scoring.FactorScoring`) for models whose scores are r̂_ui = μ + b_u + b_i + p_u·q_i
+(biased MF, iALS). A built-in model's scoring half is a class of its own (``RatingScoring``,
+``IALSScoring``) that its LightningModule inherits: ``evaluate.py`` and export load a checkpoint into it
+without importing Lightning; any other model is loaded into its own class. A model of another form (kNN,
+EASE) implements ``scorer`` itself and trains and evaluates through the pipeline unchanged; export and
+serving, though, read factor tables (:mod:`visrec.export.bundle`'s format), so such a model needs a
+bundle format of its own before it can be exported (not built yet).
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from visrec.evaluation.scorers import FactorScorer
 from visrec.interactions import Interactions
+from visrec.models.scoring import FactorScoring, ScoringModel
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,14 @@ class DataSummary:
                 "rating_min": low, "rating_max": high, "feature_dim": self.feature_dim}
 
 
-class RecommenderModel(pl.LightningModule):
-    """Base class of every visrec model (the contract in this module's docstring)."""
+class RecommenderModel(ScoringModel, pl.LightningModule):
+    """Base class of every visrec model (the contract in this module's docstring; the scoring part,
+    :class:`~visrec.models.scoring.ScoringModel`, is inherited)."""
 
     # What validation logs: what ``monitor`` (and early stopping, the best checkpoint) may name.
     VALIDATION_METRICS: tuple[str, ...] = ()
     # Config keys filled from the data (names of DataSummary.values()); each is an __init__ argument.
     DATA_KEYS: tuple[str, ...] = ("num_users", "num_items")
-    # True when ``scorer().predict`` gives ratings (RMSE/MAE are reported); False for preference scores.
-    predicts_ratings: bool = True
     # True when the model cannot train under DDP (the pipeline refuses it before launching processes).
     single_process: bool = False
     # What one training batch is: "ratings" (mini-batches of rows) or "whole" (all rows, once per epoch).
@@ -113,15 +115,6 @@ class RecommenderModel(pl.LightningModule):
         """Raise ValueError when ``train`` (and ``val``, the validation part) cannot train this model
         (called when the model is built, before anything is written or trained)."""
 
-    def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
-        """Give the model the (N, D) frozen features and (N,) has-image mask; ``fit=False`` when the model
-        is about to receive (or has) a checkpoint's weights. A model without an image prior ignores them."""
-
-    @property
-    def has_image_prior(self) -> bool:
-        """Whether this instance scores with image features (they must be attached when it is loaded)."""
-        return False
-
     # ---- trained ------------------------------------------------------------------------------------
     weights_changed: bool = False
 
@@ -130,97 +123,13 @@ class RecommenderModel(pl.LightningModule):
         sets ``weights_changed`` when the weights differ from the saved checkpoint's."""
         return {}
 
-    # ---- scores -------------------------------------------------------------------------------------
-    @property
-    def known_users(self) -> torch.Tensor:
-        raise NotImplementedError
 
-    @property
-    def known_items(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    @property
-    def item_train_counts(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    def scorer(self, name: str = "model"):
-        raise NotImplementedError
-
-    def item_vectors(self) -> torch.Tensor | None:
-        """(N, K) item vectors for the item map (W&B), or None for a model without them."""
-        return None
-
-    # ---- bundle ------------------------------------------------------------------------------------
-    def bundle_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        raise NotImplementedError
-
-
-class FactorModel(RecommenderModel):
-    """A model that scores r̂_ui = μ + b_u + b_i + p_u·q_i. Subclasses hold a
-    :class:`~visrec.models.biased_mf.BiasedMF` as ``self.net``, an optional
+class FactorModel(FactorScoring, RecommenderModel):
+    """A model that scores r̂_ui = μ + b_u + b_i + p_u·q_i (:class:`~visrec.models.scoring.FactorScoring`).
+    Subclasses hold a :class:`~visrec.models.biased_mf.BiasedMF` as ``self.net``, an optional
     :class:`~visrec.models.visual.VisualPrior` as ``self.visual``, ``self.rating_range`` and implement
     :meth:`effective_factors` (the tables with the cold fallbacks folded in)."""
-
-    net: torch.nn.Module  # (set in __init__; no class-level module defaults: they would shadow submodules)
-    visual: torch.nn.Module | None
-    rating_range: tuple[float, float] | None = None  # preference models: no rating scale
 
     @classmethod
     def uses_image_features(cls, options: dict) -> bool:
         return options.get("visual_mode", "none") != "none"
-
-    def set_train_counts(self, user_counts: torch.Tensor, item_counts: torch.Tensor) -> None:
-        self.net.set_train_counts(user_counts, item_counts)
-
-    @property
-    def has_image_prior(self) -> bool:
-        return self.visual is not None
-
-    @property
-    def known_users(self) -> torch.Tensor:
-        return self.net.known_users  # (U,) bool
-
-    @property
-    def known_items(self) -> torch.Tensor:
-        return self.net.known_items  # (N,) bool
-
-    @property
-    def item_train_counts(self) -> torch.Tensor:
-        return self.net.item_counts  # (N,)
-
-    def effective_factors(self) -> dict[str, torch.Tensor | float]:
-        raise NotImplementedError
-
-    def scorer(self, name: str = "model") -> FactorScorer:
-        return FactorScorer(**self.effective_factors(), rating_range=self.rating_range, name=name,
-                            predicts_ratings=self.predicts_ratings)
-
-    def item_vectors(self) -> torch.Tensor:
-        return self.effective_factors()["item_factors"]  # (N, K)
-
-    def bundle_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        """Factor tables (float32), known masks, the visual prior's arrays when there is one, and the
-        manifest fields global_mean, rating_range, score ("rating" | "preference") and model_kind."""
-        tables = self.effective_factors()
-        arrays = {name: tables[name].cpu().numpy().astype(np.float32)
-                  for name in ("user_factors", "user_bias", "item_factors", "item_bias")}
-        arrays["known_users"] = self.known_users.cpu().numpy().astype(bool)
-        arrays["known_items"] = self.known_items.cpu().numpy().astype(bool)
-        scalars = {"global_mean": tables["global_mean"],
-                   "rating_range": None if self.rating_range is None else list(self.rating_range),
-                   "score": "rating" if self.predicts_ratings else "preference",
-                   "model_kind": type(self).__name__}
-        visual = self.visual
-        if visual is not None:
-            arrays.update(
-                feature_mean=visual.feature_mean.cpu().numpy(),
-                feature_components=visual.components.cpu().numpy(),
-                feature_scale=visual.component_scale.cpu().numpy(),
-                visual_projection=visual.projection.weight.detach().cpu().numpy(),
-                visual_vector_intercept=visual.projection.bias.detach().cpu().numpy(),
-                visual_bias_weight=visual.bias_projection.weight.detach().cpu().numpy()[0],
-                item_visual_features=visual.features.cpu().numpy(),
-                has_image=visual.has_image.cpu().numpy(),
-            )
-            scalars["visual_bias_intercept"] = float(visual.bias_projection.bias.detach()[0])
-        return arrays, scalars

@@ -35,11 +35,10 @@ import torch
 
 from visrec.evaluation import evaluate
 from visrec.interactions import Interactions
-from visrec.models.biased_mf import BiasedMF
 from visrec.models.contract import FactorModel
 from visrec.models.ials_cold_head import IALSColdHeadFit, fit_ials_cold_head
 from visrec.models.ials_solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg, weighted_loss
-from visrec.models.visual import VisualPrior
+from visrec.models.scoring import IALSScoring
 
 VISUAL_MODES = ("none", "reg", "head")
 SOLVERS = ("cholesky", "cg")
@@ -63,16 +62,15 @@ class ALSSweep(torch.optim.Optimizer):
         return self._sweep()
 
 
-class IALSModule(FactorModel):
-    """iALS under the model contract (:mod:`visrec.models.contract`); ``model=ials``."""
+class IALSModule(IALSScoring, FactorModel):
+    """iALS under the model contract (:mod:`visrec.models.contract`); ``model=ials``. Its submodules, tables
+    and scores are :class:`~visrec.models.scoring.IALSScoring` (torch only)."""
 
     DATA_KEYS = ("num_users", "num_items", "feature_dim")
     # One sweep uses every interaction: the datamodule serves all training rows as one batch per epoch.
     TRAINING_BATCHES = "whole"
     # What validation logs: what ``monitor`` may name.
     VALIDATION_METRICS = (f"val/ndcg@{RANKING_K}", f"val/recall@{RANKING_K}", f"val/precision@{RANKING_K}")
-    # Scores are preferences: the evaluator reports no RMSE/MAE for this model, a bundle says "preference".
-    predicts_ratings = False
     # Exact sweeps over all interactions at once: the pipeline refuses DDP before launching processes.
     single_process = True
 
@@ -98,24 +96,13 @@ class IALSModule(FactorModel):
         monitor: str = f"val/ndcg@{RANKING_K}",
         monitor_mode: str = "max",
     ):
-        super().__init__()
         self.check_options(dict(k=k, init_std=init_std, reg=reg, reg_exponent=reg_exponent, unobserved_weight=unobserved_weight,
                                 alpha=alpha, visual_mode=visual_mode, reg_visual=reg_visual, reg_projection=reg_projection,
                                 visual_pca_dim=visual_pca_dim, solver=solver, cg_steps=cg_steps))
+        super().__init__(num_users, num_items, k, init_std=init_std, visual_mode=visual_mode, feature_dim=feature_dim,
+                         visual_pca_dim=visual_pca_dim)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        # The factor tables (biases stay 0 and μ = 0: s_ui = p_u·q_i); known users/items come from the counts.
-        self.net = BiasedMF(num_users, num_items, k, init_std=init_std, global_mean=0.0)
-        self.net.requires_grad_(False)
-        self.net.user_bias.weight.zero_()
-        self.net.item_bias.weight.zero_()
-        self.visual_mode = visual_mode
-        self.visual = None
-        if visual_mode != "none":
-            if feature_dim <= 0:
-                raise ValueError(f"model.visual_mode={visual_mode} needs image features (feature_dim > 0)")
-            self.visual = VisualPrior(num_items, feature_dim, k, pca_dim=visual_pca_dim)
-            self.visual.requires_grad_(False)
         self._train: CSR | None = None  # users x items, set in on_fit_start
         self._train_by_item: CSR | None = None  # its transpose
 
@@ -157,11 +144,6 @@ class IALSModule(FactorModel):
         kept = ratings if threshold is None else ratings.subset(ratings.ratings >= threshold)
         weights = 1.0 + self.hparams.alpha * kept.ratings.float()
         return CSR.from_pairs(kept.users.cpu(), kept.items.cpu(), weights.cpu(), self.net.num_users, self.net.num_items)
-
-    def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
-        """Give the model the (N, D) frozen features and (N,) has-image mask (whitening fitted on training items)."""
-        if self.visual is not None:
-            self.visual.attach(features, has_image, self.net.known_items, fit_scaler=fit)
 
     def setup(self, stage: str) -> None:
         if self.trainer is not None and self.trainer.world_size > 1:
@@ -282,27 +264,6 @@ class IALSModule(FactorModel):
 
     def configure_optimizers(self):
         return ALSSweep(self.net.parameters(), self.sweep)
-
-    # ---- scores ---------------------------------------------------------------------------------
-    @torch.no_grad()
-    def effective_factors(self) -> dict[str, torch.Tensor | float]:
-        """Tables with s_ui = p_u·q_i and the fallbacks folded in: users / items without interactions get
-        zero vectors, except cold items with an image (q_i = E f̃_i + e). Biases and μ are 0."""
-        net = self.net
-        known_users = net.known_users[:, None].float()  # (U, 1)
-        item_factors = net.item_factors.weight * net.known_items[:, None].float()  # (N, K)
-        if self.visual is not None:
-            item_factors, _ = self.visual.fill_cold_items(net.known_items, item_factors)
-        return {"user_factors": (net.user_factors.weight * known_users).clone(),
-                "user_bias": torch.zeros(net.num_users, device=item_factors.device),
-                "item_factors": item_factors.clone(),
-                "item_bias": torch.zeros(net.num_items, device=item_factors.device),
-                "global_mean": 0.0}
-
-    def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,) preference scores s_ui (not ratings), with the cold fallbacks."""
-        tables = self.effective_factors()
-        return (tables["user_factors"][users] * tables["item_factors"][items]).sum(-1)
 
     # ---- validation and test: the evaluator's ranking metrics --------------------------------------
     def _ranking(self, seen: Interactions, part: Interactions, prefix: str) -> None:

@@ -55,18 +55,18 @@ from typing import Callable
 import torch
 
 from visrec.interactions import Interactions
-from visrec.models.biased_mf import BiasedMF
 from visrec.models.cold_head import ColdHeadFit, fit_cold_head
 from visrec.models.contract import FactorModel
 from visrec.models.divergence import DivergedError, non_finite_names
-from visrec.models.visual import VISUAL_MODES, VisualPrior
+from visrec.models.scoring import RatingScoring
 
 log = logging.getLogger(__name__)
 TRAIN_PARTS = ("loss", "mse", "align", "align_bias")  # the objective's parts logged per epoch as train/<part>
 
 
-class RatingModule(FactorModel):
-    """Biased MF under the model contract (:mod:`visrec.models.contract`); ``model=biased_mf``."""
+class RatingModule(RatingScoring, FactorModel):
+    """Biased MF under the model contract (:mod:`visrec.models.contract`); ``model=biased_mf``. Its
+    submodules, tables and scores are :class:`~visrec.models.scoring.RatingScoring` (torch only)."""
 
     # What validation logs, each exact over the part (see the module docstring): what ``monitor`` may name.
     VALIDATION_METRICS = ("val/rmse", "val/mae")
@@ -97,17 +97,17 @@ class RatingModule(FactorModel):
         step_batch_size: int | None = None,
         sparse_gradients: bool = True,
     ):
-        super().__init__()
         _check_options(k=k, init_std=init_std, reg_factors=reg_factors, reg_bias=reg_bias, reg_visual=reg_visual,
                        reg_visual_bias=reg_visual_bias, reg_projection=reg_projection, visual_pca_dim=visual_pca_dim,
                        visual_mode=visual_mode)
+        super().__init__(num_users, num_items, k, init_std=init_std, global_mean=global_mean, rating_min=rating_min,
+                         rating_max=rating_max, visual_mode=visual_mode, feature_dim=feature_dim, visual_pca_dim=visual_pca_dim,
+                         sparse=sparse_gradients)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.sparse_gradients = bool(sparse_gradients)
-        self.net = BiasedMF(num_users, num_items, k, init_std=init_std, global_mean=global_mean, sparse=self.sparse_gradients)
         self.reg_factors = float(reg_factors)
         self.reg_bias = float(reg_bias)
         self.reg_exponent = float(reg_exponent)
-        self.rating_range = None if rating_min is None or rating_max is None else (float(rating_min), float(rating_max))
         self.optimizer_factory = optimizer or (
             (lambda params: torch.optim.SparseAdam(params, lr=1e-3)) if self.sparse_gradients
             else (lambda params: torch.optim.Adam(params, lr=1e-3)))
@@ -117,16 +117,6 @@ class RatingModule(FactorModel):
         self.scheduler_monitor = scheduler_monitor
         self._sums: dict[str, torch.Tensor] = {}
         self._train_sums: torch.Tensor | None = None  # (len(TRAIN_PARTS) + 1,) this epoch's weighted sums
-        if visual_mode not in VISUAL_MODES:
-            raise ValueError(f"model.visual_mode must be one of {VISUAL_MODES}, got {visual_mode!r}")
-        self.visual_mode = visual_mode
-        self.visual = None
-        if visual_mode != "none":
-            if feature_dim <= 0:
-                raise ValueError(f"visual_mode={visual_mode} needs image features (feature_dim > 0)")
-            self.visual = VisualPrior(num_items, feature_dim, k, pca_dim=visual_pca_dim)
-            if visual_mode == "head":  # fitted after training (fit_cold_head), never by the optimizer
-                self.visual.requires_grad_(False)
         self.reg_visual = float(reg_visual)
         self.reg_visual_bias = float(reg_visual_bias)
         self.visual_reg_exponent = self.reg_exponent if visual_reg_exponent is None else float(visual_reg_exponent)
@@ -172,12 +162,9 @@ class RatingModule(FactorModel):
         ``init`` modes, starts item vectors and E from the features' principal directions.
         ``fit=False`` (a model restored from a checkpoint) keeps the saved statistics.
         """
-        if self.visual is None:
-            return
-        train_items = self.net.known_items
-        self.visual.attach(features, has_image, train_items, fit_scaler=fit)
-        if fit and "init" in self.visual_mode:
-            self._init_from_features(train_items)
+        super().attach_features(features, has_image, fit)
+        if self.visual is not None and fit and "init" in self.visual_mode:
+            self._init_from_features(self.net.known_items)
 
     @torch.no_grad()
     def _init_from_features(self, train_items: torch.Tensor) -> None:
@@ -190,43 +177,6 @@ class RatingModule(FactorModel):
         visual.projection.weight.copy_(directions * scale)
         has = visual.has_image
         self.net.item_factors.weight[has] = projected[has] * scale
-    # ---- prediction -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def effective_factors(self) -> dict[str, torch.Tensor | float]:
-        """The factor tables that reproduce :meth:`predict_ratings` (before clipping) as
-        r̂_ui = μ + b_u + b_i + p_u · q_i, with the fallbacks folded in: users and items without training
-        ratings get zero vectors and biases, except cold items with an image, which get q_i = E f̃_i + e and
-        b_i = w·f̃_i + c. Returns user_factors (U, K), user_bias (U,), item_factors (N, K), item_bias (N,),
-        global_mean (float) — what the evaluator ranks with and what an export bundle stores."""
-        net = self.net
-        known_users = net.known_users[:, None].float()  # (U, 1)
-        known_items = net.known_items[:, None].float()  # (N, 1)
-        item_factors = net.item_factors.weight * known_items  # (N, K)
-        item_bias = net.item_bias.weight.squeeze(-1) * known_items.squeeze(-1)  # (N,)
-        if self.visual is not None:
-            item_factors, item_bias = self.visual.fill_cold_items(net.known_items, item_factors, item_bias)
-        return {
-            "user_factors": (net.user_factors.weight * known_users).detach().clone(),
-            "user_bias": (net.user_bias.weight * known_users).squeeze(-1).detach().clone(),
-            "item_factors": item_factors.detach().clone(),
-            "item_bias": item_bias.detach().clone(),
-            "global_mean": float(net.global_mean),
-        }
-
-    def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,) predictions with cold fallbacks, clipped to the rating range when one is set."""
-        pred = self.net.predict(users, items)
-        if self.visual is not None:
-            pred = pred + self._visual_cold_terms(users, items)
-        return pred if self.rating_range is None else pred.clamp(*self.rating_range)
-
-    def _visual_cold_terms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(B,) what the visual prior adds for cold items with an image: w·f̃_i + c + p_u·(E f̃_i + e) (p_u if u is known)."""
-        cold_image = (~self.net.known_items[items]) & self.visual.has_image[items]  # (B,)
-        user_ok = self.net.known_users[users]  # (B,)
-        dot = (self.net.user_factors(users) * self.visual.item_vectors(items)).sum(-1) * user_ok  # (B,)
-        return (self.visual.item_biases(items) + dot) * cold_image
-
     # ---- training -------------------------------------------------------------------------------
     def _reg_weight(self, counts: torch.Tensor, exponent: float | None = None) -> torch.Tensor:
         """(n / n̄)^(-α) per row of ``counts`` (rows with no ratings get weight 1; they are never in a batch)."""

@@ -5,6 +5,10 @@ Reads from the run directory (written by :func:`visrec.pipeline.training.train`)
     config.yaml, user_map.parquet, item_map.parquet, split.parquet, item_images.parquet (visual models),
     checkpoints/best.ckpt or last.ckpt (or any checkpoint path)
 Writes ``<run_dir>/eval/<checkpoint>_<protocol>/``: metrics.json, metrics.csv, report.txt (atomically).
+
+Imports no Lightning (nor does export, which loads models here): a built-in model's checkpoint loads into
+its torch-only scoring half (:mod:`visrec.models.scoring`), and the run's CSV logger is written as
+Lightning writes it. Another model (its own class) or another logger imports what it needs.
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
 from visrec.evaluation import EvaluationReport, Interactions, PopularityScorer, evaluate
 from visrec.evaluation.ranking import DEFAULT_BATCH_ELEMENTS
-from visrec.models.contract import RecommenderModel
 from visrec.models.divergence import check_finite_model
-from visrec.pipeline.setup import item_features, model_class
+from visrec.models.scoring import ScoringModel, build_scoring
+from visrec.pipeline.setup import extract_features, model_class, model_options
+from visrec.tracking.csv_metrics import CSV_LOGGER, write_csv_metrics
 from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -102,16 +107,26 @@ def resolve_checkpoint(run_dir: str | Path, ckpt: str) -> Path:
     return path
 
 
-def load_model(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None = None) -> torch.nn.Module:
-    """The run's model with the checkpoint's weights (``weights_only=True``), checked against the split."""
+def load_model(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None = None) -> ScoringModel:
+    """The run's model with the checkpoint's weights (``weights_only=True``), checked against the split:
+    a built-in model's scoring half (:mod:`visrec.models.scoring`), or the class ``model._target_`` names."""
     return load_model_and_features(data, ckpt_path, features_cfg)[0]
+
+
+def new_model(cfg: DictConfig) -> ScoringModel:
+    """The untrained model of a run's config that its checkpoint loads into: a built-in model's scoring
+    half (no Lightning import), else an instance of the visrec model ``model._target_`` names."""
+    model = build_scoring(cfg.model.get("_target_"), model_options(cfg))
+    if model is None:
+        model_class(cfg)  # a visrec model, or a ValueError naming model._target_
+        model = instantiate(cfg.model)
+    return model
 
 
 def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None = None):
     """(model, ItemFeatures or None): :func:`load_model` plus the image features it was given."""
     cfg = data.config
-    model_class(cfg)  # a visrec model, or a ValueError naming model._target_
-    model = instantiate(cfg.model)
+    model = new_model(cfg)
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         state = checkpoint["state_dict"]
@@ -134,12 +149,12 @@ def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictCo
         with_features = cfg.copy()
         if features_cfg is not None:
             with_features.features = features_cfg
-        features = item_features(with_features, data.image_paths, list(data.item_map.raw_ids))
+        features = extract_features(with_features, data.image_paths, list(data.item_map.raw_ids))
         model.attach_features(features.features, features.has_image, fit=False)
     return model.eval(), features
 
 
-def model_scorer(model: RecommenderModel, name: str = "model"):
+def model_scorer(model: ScoringModel, name: str = "model"):
     """The model's evaluator scorer (model contract: ``scorer``)."""
     return model.scorer(name)
 
@@ -195,9 +210,13 @@ def evaluate_run(cfg: DictConfig) -> EvaluationReport:
 
 def log_to_loggers(logger_cfg: DictConfig | None, report: EvaluationReport, run_dir: Path | None = None) -> None:
     """Send the flat metrics (prefixed ``eval/``) to each logger configured for the run; a W&B logger
-    continues the run's own W&B run (its id is in ``wandb_run_id.txt``)."""
+    continues the run's own W&B run (its id is in ``wandb_run_id.txt``). Lightning's CSVLogger with only
+    ``save_dir`` and ``name`` set (``logger=csv``) is written without Lightning, in its own layout."""
     for node in (logger_cfg or {}).values():
         if node is None or "_target_" not in node:
+            continue
+        if node._target_ == CSV_LOGGER and set(node) <= {"_target_", "save_dir", "name"}:
+            write_csv_metrics(node.save_dir, node.get("name", "lightning_logs"), {f"eval/{k}": float(v) for k, v in report.flat().items()})
             continue
         saved_id = None if run_dir is None else run_dir / "wandb_run_id.txt"
         if node._target_.endswith("make_wandb_logger") and saved_id is not None and saved_id.is_file():

@@ -1,25 +1,31 @@
 """What every entry point needs to set a run up: image features, a model built for the data, weights
 loaded or stored safely, config nodes instantiated. The bottom layer of :mod:`visrec.pipeline`: it
 imports no other pipeline module except :mod:`visrec.pipeline.config`, and training, refit, evaluation
-and export all import it (nothing imports upward).
+and export all import it (nothing imports upward). Importing it does not import Lightning (evaluation and
+export need none): the datamodule and the model contract are imported where they are used.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from visrec.data.datamodule import RatingsDataModule
 from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
-from visrec.models.contract import DataSummary, RecommenderModel
 from visrec.pipeline.config import instantiate_node
 from visrec.utils.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from visrec.data.datamodule import RatingsDataModule
+    from visrec.models.contract import DataSummary, RecommenderModel
 
 
 def model_class(cfg: DictConfig) -> type[RecommenderModel]:
     """The class ``cfg.model._target_`` names; a ValueError naming the key when it is not a visrec model."""
+    from visrec.models.contract import RecommenderModel
+
     target = cfg.model.get("_target_")
     try:
         cls = get_class(target)
@@ -40,6 +46,11 @@ def item_features(cfg: DictConfig, image_paths: list, item_ids: list) -> ItemFea
     """Frozen CNN features of the catalog's images (cached), or None when the model uses none."""
     if not model_class(cfg).uses_image_features(model_options(cfg)):
         return None
+    return extract_features(cfg, image_paths, item_ids)
+
+
+def extract_features(cfg: DictConfig, image_paths: list, item_ids: list) -> ItemFeatures:
+    """Frozen CNN features of the catalog's images (cached) with ``cfg.features``."""
     backbone = create_backbone(BackboneSpec(**cfg.features.backbone))
     features = extract_item_features(
         image_paths, backbone, cfg.features.cache_dir, item_ids=item_ids,
@@ -54,6 +65,8 @@ def item_features(cfg: DictConfig, image_paths: list, item_ids: list) -> ItemFea
 
 def data_summary(datamodule: RatingsDataModule, features: ItemFeatures | None = None) -> DataSummary:
     """What a model may be built from (:class:`~visrec.models.contract.DataSummary`)."""
+    from visrec.models.contract import DataSummary
+
     low, high = (float(v) for v in datamodule.rating_range)
     return DataSummary(num_users=datamodule.num_users, num_items=datamodule.num_items, global_mean=float(datamodule.global_mean),
                        rating_range=(low, high), feature_dim=0 if features is None else features.feature_dim)
