@@ -11,8 +11,8 @@ Then, for each format, in a fresh child process each (so peak RSS is that step's
   pandas   ``pd.read_csv`` / ``pd.read_parquet`` of the file, then ``pd.factorize`` of both id columns:
            the least any reader that ends with integer ids must do.
   visrec   what ``data=ratings_table`` does: the real ``conf/train.yaml`` composed with
-           ``data=ratings_table data.path=<file> data.source_args.timestamp_col=timestamp``,
-           ``instantiate`` of ``cfg.data`` and ``datamodule.setup("fit")`` -- reading, validation,
+           ``data=ratings_table data.path=<file> data.source_args.timestamp_col=timestamp`` (before the
+           clock), then ``instantiate`` of ``cfg.data`` and ``datamodule.setup("fit")`` -- reading, validation,
            duplicates (policy ``last``), the id maps, the default random split and the index tensors.
            The ``load`` line is the reader's share of it: ``source.load()``, the validated table with
            user / item indices and the sorted raw ids of the id maps, before the split.
@@ -76,14 +76,19 @@ def run_pandas(path: Path) -> dict:
     return {"rows": len(frame), "users": len(user_ids), "items": len(item_ids)}
 
 
-def run_visrec(path: Path) -> dict:
+def visrec_config(path: Path):
+    """The real conf/train.yaml with ``data=ratings_table`` on ``path`` (composed before the clock starts:
+    building a config is not reading data)."""
     from hydra import compose, initialize_config_dir
 
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=["data=ratings_table", f"data.path={path}",
+                                                       "data.source_args.timestamp_col=timestamp"])
+
+
+def run_visrec(path: Path, cfg) -> dict:
     from visrec.pipeline.config import instantiate_node
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["data=ratings_table", f"data.path={path}",
-                                                      "data.source_args.timestamp_col=timestamp"])
     datamodule = instantiate_node(cfg.data)
     load, read = datamodule.source.load, {}
 
@@ -115,9 +120,10 @@ def child(kind: str, path: Path) -> None:
 
         import visrec.data.datamodule  # noqa: F401
         import visrec.pipeline.config  # noqa: F401
+    cfg = visrec_config(path) if kind == "visrec" else None
     rss_before = _current_rss_mib()
     start, cpu = time.perf_counter(), time.process_time()
-    result = (run_pandas if kind == "pandas" else run_visrec)(path)
+    result = run_pandas(path) if kind == "pandas" else run_visrec(path, cfg)
     result["seconds"] = time.perf_counter() - start
     result["cpu_seconds"] = time.process_time() - cpu
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -81,7 +81,7 @@ def test_compact_moves_the_kept_rows_to_the_front_in_place():
     keep = rng.random(3_000_000) < 0.7
     expected = {name: values[keep] for name, values in columns.items()}
     address = columns["a"].__array_interface__["data"][0]
-    out = compact(columns, np.flatnonzero(keep))
+    out = compact(columns, keep)
     assert all(np.array_equal(out[name], expected[name]) for name in columns)
     assert out["a"].__array_interface__["data"][0] == address  # no new array
 
@@ -147,3 +147,18 @@ def test_parquet_column_kept_as_the_pandas_index_is_missing_as_before(tmp_path):
     pd.DataFrame({"user": [1, 2], "item": [1, 2], "rating": [3.0, 4.0]}).set_index("user").to_parquet(path)
     with pytest.raises(DataError, match=r"missing column\(s\) \['user'\]; the file has \['item', 'rating'\]"):
         RatingsFile(path).load()
+
+
+@pytest.mark.parametrize("policy, train_line", [("last", 5), ("mean", 5)])
+def test_lines_after_duplicates_are_dropped_or_merged_are_still_the_files(tmp_path, policy, train_line):
+    """The training table loses (or merges) a repeated pair before the test table is compared with it:
+    the shared pair is still named at its lines in both files (for a merged pair, its last row)."""
+    ratings, test = tmp_path / "r.csv", tmp_path / "t.csv"
+    ratings.write_text("user,item,rating\nu1,i1,4\nu2,i2,3\nu1,i1,5\nu3,i3,2\n")
+    test.write_text("user,item,rating\nu9,i9,1\nu3,i3,4\n")
+    with pytest.raises(DataError, match=rf"t\.csv, line 3: \(user, item\) pair \('u3', 'i3'\) is also in the training table .*r\.csv, "
+                                        rf"line {train_line} \(1 test pair"):
+        RatingsFile(ratings, test_path=test, duplicates=policy).load()
+    ratings.write_text("user,item,rating\nu1,i1,4\nu3,i3,2\nu1,i1,5\n")
+    with pytest.raises(DataError, match=r"r\.csv, line 3 \(1 test pair"):
+        RatingsFile(ratings, test_path=test, duplicates=policy).load()

@@ -146,3 +146,21 @@ def test_read_csv_columns_falls_back_and_keeps_the_exact_readers_result(tmp_path
     path.write_text('user,item,rating\nu1,i"1,4\n\nu2,i2,3\n')  # a literal quote: the exact reader's case
     table = read_csv_columns(path, ",", ["user", "item", "rating"])
     assert table.columns["item"].to_pylist() == ['i"1', "i2"] and [table.lines(0), table.lines(1)] == [2, 4]
+
+
+@pytest.mark.parametrize("stamp, typed", [("17", True), (" 17 ", True), ("007", True), ("-5", True), ("+5", False), ("0x1F", False),
+                                          ("17.0", False), ("", False), ("-9223372036854775808", False), ("9223372036854775808", False)])
+def test_timestamps_come_as_int64_only_when_parse_int64_would_read_the_same_number(tmp_path, stamp, typed):
+    path = tmp_path / "r.csv"
+    path.write_text(f"user,item,rating,ts\nu1,i1,4,100\nu2,i2,3,{stamp}\n")
+    table = read_csv_columns(path, ",", ["user", "item", "rating", "ts"], integers=("ts",))
+    assert (table.columns["ts"].type == "int64") == typed
+    if typed:
+        assert table.columns["ts"].to_pylist() == [100, int(stamp)]
+
+
+def test_an_x_anywhere_keeps_timestamps_as_text(tmp_path):
+    """pyarrow reads 0x1F as 31, so a file with an x or X (ids like "xbox" included) reads them as text."""
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,rating,ts\nxbox,i1,4,100\n")
+    assert read_csv_columns(path, ",", ["user", "ts"], integers=("ts",)).columns["ts"].type == "string"

@@ -8,8 +8,8 @@ shows it and the field.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,8 +35,10 @@ class Part:
         the file has them timestamp ((R,) int64) and image ((R,) str, NaN when empty); numpy arrays this
         part owns (the image column: pandas' pyarrow-backed strings).
     users, items: the raw ids of the codes, distinct (see :class:`~visrec.data.columns.Codes`).
-    rows: (R,) int64, the row in the file (0-based) of each row, which ``lines`` turns into the line an
-        error names; None while they are the same (no row dropped or merged).
+    rows: the row in the file (0-based) of each row, which ``lines`` turns into the line an error names:
+        None while they are the same (no row dropped or merged), a (R_file,) bool mask of the file rows
+        kept, or (R,) int64 positions.
+    orders: ``users`` / ``items`` -> the permutation that sorts those ids, when worked out already.
     """
 
     columns: dict[str, np.ndarray]
@@ -45,13 +47,23 @@ class Part:
     file: Path
     lines: RowLines
     rows: np.ndarray | None = None
+    orders: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.columns["rating"])
 
     def line(self, i: int) -> int:
         """The line of row ``i``."""
-        return self.lines(i if self.rows is None else int(self.rows[i]))
+        if self.rows is None:
+            return self.lines(i)
+        rows = np.flatnonzero(self.rows) if self.rows.dtype == bool else self.rows  # (R,) only to name a line
+        return self.lines(int(rows[i]))
+
+    def file_rows(self) -> np.ndarray:
+        """(R,) int64: the row in the file of each row."""
+        if self.rows is None:
+            return np.arange(len(self))
+        return np.flatnonzero(self.rows) if self.rows.dtype == bool else self.rows
 
     def frame(self) -> pd.DataFrame:
         """The columns as a frame (no copy)."""
@@ -67,7 +79,7 @@ class Part:
                 continue
             for start in range(0, len(codes), CHUNK):
                 codes[start:start + CHUNK] = pos[codes[start:start + CHUNK]]
-        return replace(self, users=users, items=items)
+        return replace(self, users=users, items=items, orders={})
 
 
 def take(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -77,19 +89,22 @@ def take(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarr
     return {name: values[rows] for name, values in columns.items()}
 
 
-def compact(columns: dict[str, np.ndarray], kept: np.ndarray) -> dict[str, np.ndarray]:
-    """The rows at increasing positions ``kept`` (R',), moved to the front of each column in place, a
-    slice at a time (output row ``j`` comes from row ``kept[j] >= j``, read before any write reaches it):
-    no new arrays. Columns this part cannot write (a view of pyarrow memory, pandas strings) are copied."""
+def compact(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows where (R,) bool ``keep`` is true, moved to the front of each column in place, a slice at a
+    time (the kept rows of a slice are copied out before they are written back, never after the write
+    position has passed them): no new arrays. Columns this part cannot write (a view of pyarrow memory,
+    pandas strings) are copied."""
     out = {}
     for name, values in columns.items():
         if not (isinstance(values, np.ndarray) and values.flags.writeable and values.flags.owndata):
-            out[name] = values[kept]
+            out[name] = values[keep]
             continue
-        for start in range(0, len(kept), CHUNK):
-            rows = kept[start:start + CHUNK]
-            values[start:start + len(rows)] = values[rows]
-        out[name] = values[:len(kept)]
+        written = 0
+        for start in range(0, len(keep), CHUNK):
+            kept = values[start:start + CHUNK][keep[start:start + CHUNK]]  # a copy (<= CHUNK rows)
+            values[written:written + len(kept)] = kept
+            written += len(kept)
+        out[name] = values[:written]
     return out
 
 
@@ -104,16 +119,16 @@ class Converted:
     timestamp: tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
 
-def convert(raw: RawTable, ids: Callable[[RawTable, str], Codes] = id_codes) -> Converted:
-    """Convert the columns of ``raw``, two at a time (pyarrow's hashing and casting let go of the GIL:
-    the user ids are encoded while the item ids, ratings and timestamps are). ``ids`` makes the codes of an
-    id column; its DataError is raised, the user column's before the item column's, as if in turn."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        user = pool.submit(ids, raw, "user")
-        item = pool.submit(ids, raw, "item")
-        rating = pool.submit(ratings, raw)
-        stamps = pool.submit(timestamps, raw) if "timestamp" in raw.fields else None
-        return Converted(user.result(), item.result(), rating.result(), None if stamps is None else stamps.result())
+def convert(raw: RawTable, pool: Executor, ids: Callable[[RawTable, str], Codes] = id_codes) -> Converted:
+    """Convert the columns of ``raw`` on ``pool`` (two threads: pyarrow's hashing and casting let go of
+    the GIL, so the user ids are encoded while the item ids, ratings and timestamps are). ``ids`` makes
+    the codes of an id column; its DataError is raised, the user column's before the item column's, as if
+    in turn."""
+    user = pool.submit(ids, raw, "user")
+    item = pool.submit(ids, raw, "item")
+    rating = pool.submit(ratings, raw)
+    stamps = pool.submit(timestamps, raw) if "timestamp" in raw.fields else None
+    return Converted(user.result(), item.result(), rating.result(), None if stamps is None else stamps.result())
 
 
 def validate(raw: RawTable, converted: Converted, rating_range: tuple[float, float] | None) -> Part:
@@ -247,8 +262,7 @@ def resolve_duplicates(part: Part, policy: str, key: str | None = None) -> Part:
     keep = np.ones(len(part), dtype=bool)
     if policy == "last":
         keep[involved[pd.Series(group).duplicated(keep="last").to_numpy()]] = False
-        kept = np.flatnonzero(keep)  # (R',)
-        return replace(part, columns=compact(columns, kept), rows=kept if part.rows is None else part.rows[kept])
+        return replace(part, columns=compact(columns, keep), rows=keep if part.rows is None else part.file_rows()[keep])
     agg = {"rating": "mean"}
     for col in sorted(set(columns) - {"user", "item", "rating"}):
         agg[col] = "max" if col == "timestamp" else "last"
@@ -261,7 +275,7 @@ def resolve_duplicates(part: Part, policy: str, key: str | None = None) -> Part:
     at = np.cumsum(keep)[firsts] - 1  # where those rows are among the kept ones
     for col in agg:
         out[col][at] = merged[col].to_numpy()  # out's columns are new arrays
-    rows = np.arange(len(part)) if part.rows is None else part.rows.copy()
+    rows = part.file_rows().copy()
     rows[firsts] = pd.Series(rows[involved]).groupby(group, sort=True).last().to_numpy()  # errors name the last row's line
     return replace(part, columns=out, rows=rows[keep])
 
@@ -287,12 +301,13 @@ def check_no_shared_pairs(train: Part, test: Part) -> None:
     )
 
 
-def unify(id_sets: list[pd.Index], catalog: pd.Index | None = None) -> tuple[pd.Index, list[np.ndarray]]:
+def unify(id_sets: list[pd.Index], catalog: pd.Index | None = None, order: np.ndarray | None = None) -> tuple[pd.Index, list[np.ndarray]]:
     """One sorted index space for several files' distinct ids.
 
     Returns the sorted distinct ids -- of ``catalog`` when given (which must hold every id), else of
     all the sets -- and, per set, (K_f,) integers: the position of each of its ids in them. Strings sort by
     code point as ``np.sort`` sorts them (pyarrow's sort for pyarrow-backed strings), integers by value.
+    ``order``, the sorting permutation of a single set's ids, may be given when worked out already.
     """
     if catalog is not None:
         distinct, index_of = pd.Index(pd.unique(catalog)), None
@@ -302,7 +317,8 @@ def unify(id_sets: list[pd.Index], catalog: pd.Index | None = None) -> tuple[pd.
         codes, distinct = pd.factorize(id_sets[0].append(list(id_sets[1:])))
         bounds = np.cumsum([0] + [len(s) for s in id_sets])
         index_of = [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    order = distinct.argsort()  # (K,)
+    if order is None or catalog is not None or len(id_sets) != 1:
+        order = distinct.argsort()  # (K,)
     sorted_ids = distinct.take(order)
     if index_of is None:
         return sorted_ids, [sorted_ids.get_indexer(s) for s in id_sets]

@@ -221,7 +221,8 @@ def timestamps(raw: RawTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     kind = None if column is None else column.type
     clean = np.zeros(raw.num_rows, dtype=bool)
     if column is not None and pa.types.is_signed_integer(kind) and column.null_count == 0:
-        return column.to_numpy().astype(np.int64), clean, clean
+        values = column.to_numpy()  # (R,) a copy when the column has several chunks: then no second one
+        return (values if values.dtype == np.int64 and values.flags.owndata else values.astype(np.int64)), clean, clean
     if column is not None and _is_string(kind) and column.null_count == 0 and _only_digits_and_minus(column):
         values = np.empty(raw.num_rows, dtype=np.int64)  # (R,) filled a chunk at a time
         start = 0

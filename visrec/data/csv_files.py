@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from visrec.data.errors import DataError
 from visrec.data.table import decode_error
@@ -68,16 +69,20 @@ class CsvColumns:
     lines: RowLines
 
 
-def read_csv_columns(path: Path, sep: str, wanted: list[str], encoding: str = "utf-8", encoding_key: str | None = None) -> CsvColumns:
+def read_csv_columns(path: Path, sep: str, wanted: list[str], encoding: str = "utf-8", encoding_key: str | None = None,
+                     integers: tuple[str, ...] = ()) -> CsvColumns:
     """Columns ``wanted`` (those the header has) of a CSV file with a header, as strings.
 
     Rows are ``csv.reader``'s records (strict quoting; a record may span lines inside quotes; blank
     and whitespace-only lines are skipped); values are what pandas' C parser reads (empty cells are
-    null, nothing else is). Raises :class:`DataError` (file and line) for anything
+    null, nothing else is). A column named in ``integers`` may come back as int64 instead: when pyarrow
+    reads every cell of it as a decimal integer strictly between -2**63 and 2**63 (digits, an optional
+    ``-``, spaces around; the file has no ``x``, so no ``0x`` hex) -- text that :func:`parse_int64`
+    reads as the same number. Raises :class:`DataError` (file and line) for anything
     :func:`read_csv_table` refuses: undecodable bytes, a wrong number of fields, bad quoting, a field
     over ``csv.field_size_limit()``, a header that repeats a name, an empty file.
     """
-    fast = _read_fast(path, sep, wanted, encoding)
+    fast = _read_fast(path, sep, wanted, encoding, integers)
     if fast is not None:
         return fast
     log.debug("%s: read by the exact CSV reader (csv.reader + pandas)", path)
@@ -222,7 +227,7 @@ def _plain_records(data, start: int, buf: np.ndarray, quoted: bool, sep: str) ->
     return -1
 
 
-def _read_fast(path: Path, sep: str, wanted: list[str], encoding: str) -> CsvColumns | None:
+def _read_fast(path: Path, sep: str, wanted: list[str], encoding: str, integers: tuple[str, ...] = ()) -> CsvColumns | None:
     """The columns, or None when the exact reader must decide (see the module docstring)."""
     import pyarrow.csv as pcsv
 
@@ -253,15 +258,29 @@ def _read_fast(path: Path, sep: str, wanted: list[str], encoding: str) -> CsvCol
         present = present + header  # a one-column file: its values are checked below
     if set(header) - set(present) and encoding.replace("_", "-").lower() in ("utf-8", "utf8") and not _valid_utf8(data):
         return None  # pyarrow checks the UTF-8 of the columns it reads (all of them, or else this does)
-    try:
-        table = pcsv.read_csv(
+    def parse(types: dict[str, pa.DataType]) -> pa.Table:
+        return pcsv.read_csv(
             pa.py_buffer(data).slice(start),
             read_options=pcsv.ReadOptions(column_names=header),
             parse_options=pcsv.ParseOptions(delimiter=sep, quote_char='"' if quoted else False, double_quote=True,
                                             escape_char=False, newlines_in_values=quoted, ignore_empty_lines=True),
-            convert_options=pcsv.ConvertOptions(include_columns=present, column_types={name: pa.string() for name in present},
+            convert_options=pcsv.ConvertOptions(include_columns=present, column_types=types,
                                                 null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True),
         )
+
+    strings = {name: pa.string() for name in present}
+    typed = [name for name in integers if name in present]
+    if typed and data.find(b"x", start) < 0 and data.find(b"X", start) < 0:  # pyarrow reads 0x1F as 31
+        try:
+            table = parse({**strings, **{name: pa.int64() for name in typed}})
+            if any(table.column(name).null_count or pc.min(table.column(name)).as_py() == np.iinfo(np.int64).min for name in typed):
+                table = None  # an empty cell, or -2**63 (parse_int64 calls it out of range): as text
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            table = None  # a cell that is not such an integer (or bad structure): as text
+    else:
+        table = None
+    try:
+        table = table if table is not None else parse(strings)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
     if expected >= 0 and table.num_rows != expected:

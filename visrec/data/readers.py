@@ -8,6 +8,7 @@ codes at once (:mod:`~visrec.data.columns`), and the checks run on codes (:mod:`
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -65,7 +66,8 @@ class MovieLens100K:
         path = self.root / name
         frame = read_delimited(path, "\t", 4, ["user", "item", "rating", "timestamp"])
         raw = text_columns(path, frame, RowLines(offset=1))
-        part = validate(raw, convert(raw, ids=_int_id_codes), rating_range=(1, 5))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            part = validate(raw, convert(raw, pool, ids=_int_id_codes), rating_range=(1, 5))
         check_known(part, "item", items, "u.item")
         check_known(part, "user", users, "u.user")
         return resolve_duplicates(part, self.duplicates, key=self.option_key("duplicates"))
@@ -134,8 +136,8 @@ def text_columns(path: Path, frame: pd.DataFrame, lines: RowLines) -> RawTable:
 def _shared_index(parts: list[Part], catalog=None, users=None) -> list[Part]:
     """The parts recoded into one index space: sorted user ids (of ``users`` when given, else of every
     part) and sorted item ids (of ``catalog`` when given, else of every part)."""
-    user_ids, user_pos = unify([p.users for p in parts], catalog=users)
-    item_ids, item_pos = unify([p.items for p in parts], catalog=catalog)
+    user_ids, user_pos = unify([p.users for p in parts], catalog=users, order=parts[0].orders.get("users"))
+    item_ids, item_pos = unify([p.items for p in parts], catalog=catalog, order=parts[0].orders.get("items"))
     return [p.recode(user_ids, up, item_ids, ip) for p, up, ip in zip(parts, user_pos, item_pos)]
 
 
@@ -236,7 +238,8 @@ class RatingsFile:
             raise DataError(path, "file not found")
         if path.suffix.lower() in (".parquet", ".pq"):
             return read_parquet_columns(path, wanted)
-        table = read_csv_columns(path, self.sep, list(dict.fromkeys(wanted.values())), self.encoding, self.option_key("encoding"))
+        table = read_csv_columns(path, self.sep, list(dict.fromkeys(wanted.values())), self.encoding, self.option_key("encoding"),
+                                 integers=_only_for(wanted, "timestamp"))
         missing = [src for src in wanted.values() if src not in table.header]
         if missing:
             raise DataError(path, f"missing column(s) {missing}; the file has {table.header}", field=missing[0])
@@ -244,19 +247,28 @@ class RatingsFile:
         return RawTable(path, columns, dict(wanted), table.num_rows, table.lines, set(wanted), _cached(lambda key: columns[key].to_pandas()))
 
     def _read_ratings(self, path: Path, catalog: pd.Index | None) -> Part:
+        """One ratings file as a validated part in its own codes, repeated pairs resolved. Raises DataError,
+        in this order: the file's reading and columns, an id's type (user column first), no ratings, a
+        value (missing id, rating, timestamp), an id type other than the catalog's, an item not in the
+        catalog, a repeated pair under policy ``error``."""
         wanted = dict(self.columns)
         if self.image_col and self.items_path is None:
             wanted["image"] = self.image_col
         raw = self._read_table(path, wanted)
-        converted = convert(raw)  # raises the ids' type errors (user column first)
-        raw.release("user", "item")  # codes now: the strings' memory goes back before the next steps
-        if raw.num_rows == 0:
-            raise DataError(path, "no ratings in file")
-        part = validate(raw, converted, self.rating_range)
-        if catalog is not None:
-            _check_same_id_type(self.items_path, catalog, path, part.items, "item")
-            check_known(part, "item", catalog, str(self.items_path))
-        return resolve_duplicates(part, self.duplicates, key=self.option_key("duplicates"))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            converted = convert(raw, pool)  # raises the ids' type errors (user column first)
+            raw.release("user", "item")  # codes now: the strings' memory goes back before the next steps
+            # Sorting the distinct ids (for the id maps) needs nothing else: it runs while the checks do.
+            orders = {"users": pool.submit(converted.user.ids.argsort), "items": pool.submit(converted.item.ids.argsort)}
+            if raw.num_rows == 0:
+                raise DataError(path, "no ratings in file")
+            part = validate(raw, converted, self.rating_range)
+            if catalog is not None:
+                _check_same_id_type(self.items_path, catalog, path, part.items, "item")
+                check_known(part, "item", catalog, str(self.items_path))
+            part = resolve_duplicates(part, self.duplicates, key=self.option_key("duplicates"))
+            part.orders = {name: order.result() for name, order in orders.items()}  # ids unchanged by the checks
+        return part
 
     def _read_catalog(self) -> tuple[pd.Index, dict]:
         """Items listed in ``items_path`` (in file order) and their image paths (from ``image_col``)."""
@@ -301,6 +313,12 @@ class RatingsFile:
             image_paths = {i: folder / self.image_pattern.format(item=i) for i in items}
         return RatingsTable(indexed, users, items, image_paths=image_paths, source=str(self.path),
                             rating_range=self.rating_range)
+
+
+def _only_for(wanted: dict[str, str], key: str) -> tuple[str, ...]:
+    """(the file column of ``key``,) when no other field reads that column, else ()."""
+    source = wanted.get(key)
+    return (source,) if source is not None and list(wanted.values()).count(source) == 1 else ()
 
 
 def _cached(function):
