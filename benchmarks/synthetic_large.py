@@ -6,8 +6,8 @@ via pyarrow, items.csv, truth.npz) timed separately, on one process.
         [--beta 1.5] [--format parquet|csv|both] [--read] [--out DIR]
 
 ``--read`` also times :class:`~visrec.data.readers.RatingsFile` loading the Parquet table (what
-``data=ratings_table`` does first), without ``items_path``: with it, the reader's catalog check
-(``np.isin`` on string ids) is quadratic-like and takes minutes from about 10^5 ratings on. The folder is a temporary one unless ``--out`` is given.
+``data=ratings_table`` does first; ``benchmarks/ingestion.py`` compares that path with plain pandas).
+The folder is a temporary one unless ``--out`` is given.
 Prints wall seconds and this process's CPU seconds (the two differ when the machine is shared).
 """
 from __future__ import annotations

@@ -16,6 +16,7 @@ from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
 from visrec.data.readers import RatingsSource
 from visrec.data.splits import Split
+from visrec.data.table import take_rows
 from visrec.interactions import Interactions
 from visrec.utils.atomic import atomic_path
 
@@ -148,7 +149,7 @@ class RatingsDataModule(pl.LightningDataModule):
         self.seed = _int_option(seed, "seed", 0)
         self.min_user_ratings = _int_option(min_user_ratings, "data.min_user_ratings", 0)
         self.min_item_ratings = _int_option(min_item_ratings, "data.min_item_ratings", 0)
-        self.frames: dict[str, pd.DataFrame] = {}
+        self.frames: dict[str, pd.DataFrame] = {}  # part -> user / item indices, rating (+ the column the split reads)
         self.tensors: dict[str, Interactions] = {}
 
     def _source_key(self, name: str) -> str | None:
@@ -161,15 +162,18 @@ class RatingsDataModule(pl.LightningDataModule):
         if self.tensors:  # idempotent: Lightning calls setup once per stage
             return
         table = self.source.load()
-        ratings = self._filter(table.ratings)
-        self.user_map = IdMap.from_values(np.concatenate([table.users, ratings["user"].to_numpy()]), name="user")
-        self.item_map = IdMap.from_values(table.items, name="item")
+        ratings = self._filter(table.indexed)  # user / item: indices into the sorted catalogs
+        self.user_map = IdMap(table.users, name="user")
+        self.item_map = IdMap(table.items, name="item")
         self.source_description = table.source
         self.rating_range = table.rating_range or (float(ratings["rating"].min()), float(ratings["rating"].max()))
 
         self._check_split_needs(ratings, table.source)
         test = self.split.test_mask(ratings)
-        train_frame, test_frame = ratings[~test].reset_index(drop=True), ratings[test].reset_index(drop=True)
+        # The parts keep user, item, rating (and the column the split's validation may read): fewer bytes to copy.
+        need = getattr(self.split, "needs_column", None)
+        ratings = ratings[["user", "item", "rating"] + ([need] if need in ratings.columns else [])]
+        train_frame, test_frame = take_rows(ratings, ~test), take_rows(ratings, test)
         for part, frame in (("train", train_frame), ("test", test_frame)):
             if len(frame) == 0:
                 remedies = ["choose another data/split"]
@@ -188,8 +192,7 @@ class RatingsDataModule(pl.LightningDataModule):
             if val.all():
                 raise DataError(None, f"data.val_ratio={self.val_ratio:g} leaves no training ratings (all {len(train_frame)} go to "
                                       f"validation); lower data.val_ratio")
-        self.frames = {"train": train_frame[~val], "val": train_frame[val], "test": test_frame}
-        self.frames = {k: v.reset_index(drop=True) for k, v in self.frames.items()}
+        self.frames = {"train": take_rows(train_frame, ~val), "val": take_rows(train_frame, val), "test": test_frame}
         self.tensors = {part: self._to_tensors(frame) for part, frame in self.frames.items()}
 
         self.image_paths = [table.image_paths.get(raw) for raw in self.item_map.raw_ids]
@@ -236,19 +239,17 @@ class RatingsDataModule(pl.LightningDataModule):
 
     def _filter(self, ratings: pd.DataFrame) -> pd.DataFrame:
         """Drop users / items with fewer ratings than the configured minimums (users first, then items,
-        one pass each); what each filter dropped is logged."""
+        one pass each, counting over index columns); what each filter dropped is logged."""
         before = len(ratings)
         dropped = []
-        if self.min_user_ratings > 1:
-            keep = ratings.groupby("user")["user"].transform("size").to_numpy() >= self.min_user_ratings
-            dropped.append(f"data.min_user_ratings={self.min_user_ratings} dropped {int((~keep).sum())} rating(s) of "
-                           f"{ratings['user'][~keep].nunique()} user(s)")
-            ratings = ratings[keep]
-        if self.min_item_ratings > 1:
-            keep = ratings.groupby("item")["item"].transform("size").to_numpy() >= self.min_item_ratings
-            dropped.append(f"data.min_item_ratings={self.min_item_ratings} dropped {int((~keep).sum())} rating(s) of "
-                           f"{ratings['item'][~keep].nunique()} item(s)")
-            ratings = ratings[keep]
+        for col, minimum, key in (("user", self.min_user_ratings, "data.min_user_ratings"),
+                                  ("item", self.min_item_ratings, "data.min_item_ratings")):
+            if minimum > 1:
+                counts = np.bincount(ratings[col].to_numpy())  # (U,) or (N,) ratings per index
+                keep = counts[ratings[col].to_numpy()] >= minimum  # (R,)
+                dropped.append(f"{key}={minimum} dropped {int((~keep).sum())} rating(s) of "
+                               f"{int(((counts > 0) & (counts < minimum)).sum())} {col}(s)")
+                ratings = ratings[keep]
         if len(ratings) == 0:
             raise DataError(None, f"no ratings left after filtering ({'; '.join(dropped)}; {before} before); lower "
                                   f"data.min_user_ratings / data.min_item_ratings")
@@ -258,8 +259,8 @@ class RatingsDataModule(pl.LightningDataModule):
 
     def _to_tensors(self, frame: pd.DataFrame) -> Interactions:
         return Interactions(
-            users=torch.from_numpy(self.user_map.to_index(frame["user"].to_numpy())),
-            items=torch.from_numpy(self.item_map.to_index(frame["item"].to_numpy())),
+            users=torch.from_numpy(np.array(frame["user"], dtype=np.int64)),  # (R,) already indices
+            items=torch.from_numpy(np.array(frame["item"], dtype=np.int64)),
             ratings=torch.from_numpy(np.array(frame["rating"], dtype=np.float32)),
         )
 
@@ -323,7 +324,9 @@ class RatingsDataModule(pl.LightningDataModule):
         with atomic_path(folder / "item_images.parquet") as tmp:
             images.to_parquet(tmp, index=False)
         split = pd.concat(
-            [self.frames[p][["user", "item", "rating"]].assign(part=p) for p in PARTS], ignore_index=True
+            [pd.DataFrame({"user": self.user_map.to_raw(self.frames[p]["user"].to_numpy()),
+                           "item": self.item_map.to_raw(self.frames[p]["item"].to_numpy()),
+                           "rating": self.frames[p]["rating"].to_numpy()}).assign(part=p) for p in PARTS], ignore_index=True
         )
         with atomic_path(folder / "split.parquet") as tmp:
             split.to_parquet(tmp, index=False)

@@ -1,22 +1,26 @@
 """Readers: MovieLens-100K and any ratings table (CSV or Parquet) with configurable column names.
 
-Each reader returns a :class:`~visrec.data.table.RatingsTable` with validated ratings, the item and
-user catalogs, and the image path of every item that has one.
+Each reader returns a :class:`~visrec.data.table.RatingsTable`: validated ratings in index space, the
+sorted item and user catalogs (the only place raw ids are kept), and the image path of every item that
+has one. Files are read into columns (:mod:`~visrec.data.csv_files`, pyarrow for Parquet), ids become
+codes at once (:mod:`~visrec.data.columns`), and the checks run on codes (:mod:`~visrec.data.coded`).
 """
 from __future__ import annotations
 
-import csv
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from visrec.data.coded import Part, check_known, check_no_shared_pairs, convert, resolve_duplicates, unify, validate
+from visrec.data.columns import Codes, RawTable, id_codes
+from visrec.data.csv_files import RowLines, read_csv_columns
 from visrec.data.errors import DataError, show
-from visrec.data.table import (
-    DUPLICATE_POLICIES, FLOAT_EXACT_INT, INT64_MAX, MAX_ABS_RATING, RatingsTable, check_no_shared_pairs, decode_error, parse_int64, read_delimited, resolve_duplicates, validate_ratings,
-)
+from visrec.data.table import DUPLICATE_POLICIES, INT64_MAX, MAX_ABS_RATING, RatingsTable, parse_int64, read_delimited
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +62,15 @@ class MovieLens100K:
         """The config key of a reader option (None: this source has no such option)."""
         return f"data.{name}" if name in ("root", "fold", "images", "duplicates") else None
 
-    def _read_fold_file(self, name: str, items: np.ndarray, users: np.ndarray) -> pd.DataFrame:
+    def _read_fold_file(self, name: str, items: np.ndarray, users: np.ndarray) -> Part:
         path = self.root / name
-        raw = read_delimited(path, "\t", 4, ["user", "item", "rating", "timestamp"])
-        frame = validate_ratings(raw, file=path, first_line=1, rating_range=(1, 5), id_dtype="int64")
-        _check_known(frame, "item", items, path, "u.item")
-        _check_known(frame, "user", users, path, "u.user")
-        return resolve_duplicates(frame, self.duplicates, file=path, key=self.option_key("duplicates"))
+        frame = read_delimited(path, "\t", 4, ["user", "item", "rating", "timestamp"])
+        raw = text_columns(path, frame, RowLines(offset=1))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            part = validate(raw, convert(raw, pool, ids=_int_id_codes), rating_range=(1, 5))
+        check_known(part, "item", items, "u.item")
+        check_known(part, "user", users, "u.user")
+        return resolve_duplicates(part, self.duplicates, key=self.option_key("duplicates"))
 
     def _read_ids(self, name: str, num_fields: int, field: str, encoding: str = "utf-8") -> np.ndarray:
         path = self.root / name
@@ -82,14 +88,16 @@ class MovieLens100K:
 
         train = self._read_fold_file(f"u{self.fold}.base", items, users)
         test = self._read_fold_file(f"u{self.fold}.test", items, users)
-        check_no_shared_pairs(train, self.root / f"u{self.fold}.base", test, self.root / f"u{self.fold}.test")
-        ratings = pd.concat([train.assign(is_test=False), test.assign(is_test=True)], ignore_index=True).drop(columns="line")
+        train, test = _shared_index([train, test], catalog=items, users=users)
+        check_no_shared_pairs(train, test)
+        indexed = pd.concat([train.frame().assign(is_test=False), test.frame().assign(is_test=True)], ignore_index=True)
 
         image_paths = {}
         if self.images:
             folder = _require_dir(self.root / self.images, "poster images")
             image_paths = {int(i): folder / f"{int(i)}.jpg" for i in items}
-        return RatingsTable(ratings, items=items, users=users, image_paths=image_paths, source=f"{self.root} (fold u{self.fold})", rating_range=(1.0, 5.0))
+        return RatingsTable(indexed, train.users, train.items, image_paths=image_paths, source=f"{self.root} (fold u{self.fold})",
+                            rating_range=(1.0, 5.0))
 
 
 def _check_policy(policy: str, key: str | None) -> None:
@@ -97,17 +105,40 @@ def _check_policy(policy: str, key: str | None) -> None:
         raise DataError(None, f"{key or 'duplicates'} must be one of {', '.join(DUPLICATE_POLICIES)}, got {policy!r}")
 
 
-def _check_known(part: pd.DataFrame, col: str, catalog: np.ndarray, file: Path, catalog_name: str) -> None:
-    """Raise naming the first row of ``part`` (read from ``file``) whose ``col`` id is not in ``catalog``."""
-    unknown = ~part[col].isin(catalog).to_numpy()  # hash-based (np.isin sorts object arrays: minutes at 1M rows)
-    if unknown.any():
-        row = int(np.flatnonzero(unknown)[0])
-        raise DataError(
-            file,
-            f"{col} id {show(part[col].iloc[row])} is not in the catalog {catalog_name} ({int(unknown.sum())} such row(s))",
-            line=int(part["line"].iloc[row]) if "line" in part.columns else row + 1,
-            field=col,
-        )
+def _int_id_codes(raw: RawTable, col: str) -> Codes:
+    """Codes of an id column of text that must hold 64-bit integers (MovieLens): raises DataError for a
+    missing id, an id that is not an integer, or one beyond int64 (in that order)."""
+    values = raw.pandas_column(col)
+
+    def fail(mask: np.ndarray, problem: str):
+        rows = np.flatnonzero(mask)
+        row = int(rows[0])
+        raise DataError(raw.file, f"{problem} (value {show(values.iloc[row])}; {len(rows)} such row(s))", line=raw.lines(row), field=col)
+
+    missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy(dtype=bool, na_value=True)
+    if missing.any():
+        fail(missing, "missing id")
+    ids, bad, over = parse_int64(values)
+    if bad.any():
+        fail(bad, "id is not an integer")
+    if over.any():
+        fail(over, f"id does not fit a 64-bit integer (|id| <= {INT64_MAX})")
+    codes, distinct = pd.factorize(ids)
+    return Codes(codes, pd.Index(distinct))
+
+
+def text_columns(path: Path, frame: pd.DataFrame, lines: RowLines) -> RawTable:
+    """A frame of strings (columns named as canonical fields) as the columns of a file."""
+    columns = {col: pa.chunked_array([pa.array(frame[col], type=pa.string(), from_pandas=True)]) for col in frame.columns}
+    return RawTable(path, columns, {col: col for col in frame.columns}, len(frame), lines, set(frame.columns), lambda col: frame[col])
+
+
+def _shared_index(parts: list[Part], catalog=None, users=None) -> list[Part]:
+    """The parts recoded into one index space: sorted user ids (of ``users`` when given, else of every
+    part) and sorted item ids (of ``catalog`` when given, else of every part)."""
+    user_ids, user_pos = unify([p.users for p in parts], catalog=users, order=parts[0].orders.get("users"))
+    item_ids, item_pos = unify([p.items for p in parts], catalog=catalog, order=parts[0].orders.get("items"))
+    return [p.recode(user_ids, up, item_ids, ip) for p, up, ip in zip(parts, user_pos, item_pos)]
 
 
 # Separators as users type them on a command line, where a tab is hard to enter.
@@ -199,129 +230,171 @@ class RatingsFile:
                                   f"|value| <= {MAX_ABS_RATING:g}")
         return lo, hi
 
-    def _read_table(self, path: Path, wanted: dict[str, str]) -> pd.DataFrame:
-        """Read ``path``; return the wanted columns renamed to canonical names, plus ``line`` (each
-        row's line as an editor shows it; for Parquet, the 1-based row number)."""
+    def _read_table(self, path: Path, wanted: dict[str, str]) -> RawTable:
+        """The wanted columns of ``path`` (canonical name -> the file's column name), with each row's line
+        (for Parquet, the 1-based row number). Raises DataError when the file is missing, unreadable, or
+        lacks a column."""
         if not path.is_file():
             raise DataError(path, "file not found")
         if path.suffix.lower() in (".parquet", ".pq"):
-            try:
-                frame = pd.read_parquet(path)
-            except Exception as err:  # pyarrow raises several types for a corrupt file
-                raise DataError(path, f"cannot read Parquet: {err}") from None
-            lines = np.arange(1, len(frame) + 1)  # Parquet has rows, not lines: "line" is the 1-based row number
-        else:
-            frame, lines = read_csv_table(path, self.sep, self.encoding, self.option_key("encoding"))
-        missing = [src for src in wanted.values() if src not in frame.columns]
+            return read_parquet_columns(path, wanted)
+        table = read_csv_columns(path, self.sep, list(dict.fromkeys(wanted.values())), self.encoding, self.option_key("encoding"),
+                                 integers=_only_for(wanted, "timestamp"))
+        missing = [src for src in wanted.values() if src not in table.header]
         if missing:
-            raise DataError(path, f"missing column(s) {missing}; the file has {list(frame.columns)}", field=missing[0])
-        renamed = frame[list(wanted.values())].copy()
-        renamed.columns = list(wanted.keys())
-        renamed["line"] = lines
-        renamed = renamed.reset_index(drop=True)
-        for col in ("user", "item"):
-            if col in renamed.columns:
-                renamed[col] = _clean_ids(renamed[col], path, renamed["line"].to_numpy(), wanted[col])
-        return renamed
+            raise DataError(path, f"missing column(s) {missing}; the file has {table.header}", field=missing[0])
+        columns = {key: table.columns[src] for key, src in wanted.items()}
+        return RawTable(path, columns, dict(wanted), table.num_rows, table.lines, set(wanted), _cached(lambda key: columns[key].to_pandas()))
 
-
-
-    def _read_ratings(self, path: Path, catalog: np.ndarray | None) -> pd.DataFrame:
+    def _read_ratings(self, path: Path, catalog: pd.Index | None) -> Part:
+        """One ratings file as a validated part in its own codes, repeated pairs resolved. Raises DataError,
+        in this order: the file's reading and columns, an id's type (user column first), no ratings, a
+        value (missing id, rating, timestamp), an id type other than the catalog's, an item not in the
+        catalog, a repeated pair under policy ``error``."""
         wanted = dict(self.columns)
         if self.image_col and self.items_path is None:
             wanted["image"] = self.image_col
-        frame = self._read_table(path, wanted)
-        if len(frame) == 0:
-            raise DataError(path, "no ratings in file")
-        frame = validate_ratings(frame, file=path, rating_range=self.rating_range)
-        if catalog is not None:
-            _check_same_id_type(self.items_path, catalog, path, frame["item"], "item")
-            _check_known(frame, "item", catalog, path, str(self.items_path))
-        return resolve_duplicates(frame, self.duplicates, file=path, key=self.option_key("duplicates"))
+        raw = self._read_table(path, wanted)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            converted = convert(raw, pool)  # raises the ids' type errors (user column first)
+            raw.release("user", "item")  # codes now: the strings' memory goes back before the next steps
+            # Sorting the distinct ids (for the id maps) needs nothing else: it runs while the checks do.
+            orders = {"users": pool.submit(converted.user.ids.argsort), "items": pool.submit(converted.item.ids.argsort)}
+            if raw.num_rows == 0:
+                raise DataError(path, "no ratings in file")
+            part = validate(raw, converted, self.rating_range)
+            if catalog is not None:
+                _check_same_id_type(self.items_path, catalog, path, part.items, "item")
+                check_known(part, "item", catalog, str(self.items_path))
+            part = resolve_duplicates(part, self.duplicates, key=self.option_key("duplicates"))
+            part.orders = {name: order.result() for name, order in orders.items()}  # ids unchanged by the checks
+        return part
 
-    def _read_catalog(self) -> tuple[np.ndarray, dict]:
-        """Items listed in ``items_path`` and their image paths (from ``image_col``)."""
+    def _read_catalog(self) -> tuple[pd.Index, dict]:
+        """Items listed in ``items_path`` (in file order) and their image paths (from ``image_col``)."""
         wanted = {"item": self.columns["item"]}
         if self.image_col:
             wanted["image"] = self.image_col
-        frame = self._read_table(self.items_path, wanted)
-        missing = frame["item"].isna().to_numpy()
+        raw = self._read_table(self.items_path, wanted)
+        items = id_codes(raw, "item")
+        missing = items.codes < 0
         if missing.any():
             row = int(np.flatnonzero(missing)[0])
-            raise DataError(self.items_path, "missing item id", line=int(frame["line"].iloc[row]), field=self.columns["item"])
-        dup = frame["item"].duplicated().to_numpy()
-        if dup.any():
-            row = int(np.flatnonzero(dup)[0])
-            raise DataError(self.items_path, f"item {show(frame['item'].iloc[row])} listed twice", line=int(frame["line"].iloc[row]), field=self.columns["item"])
+            raise DataError(self.items_path, "missing item id", line=raw.lines(row), field=self.columns["item"])
+        row = items.first_repeat()
+        if row is not None:
+            raise DataError(self.items_path, f"item {show(items.value(row))} listed twice", line=raw.lines(row), field=self.columns["item"])
         image_paths = {}
         if self.image_col:
-            image_paths = _paths_from_column(frame, self.items_path.parent)
-        return frame["item"].to_numpy(), image_paths
+            image_paths = _paths_from_column(items.ids, raw.pandas_column("image").to_numpy(), self.items_path.parent)
+        return items.ids, image_paths  # no repeats: codes are 0..n-1 in file order
 
     def load(self) -> RatingsTable:
         catalog, image_paths = (None, {}) if self.items_path is None else self._read_catalog()
-        ratings = self._read_ratings(self.path, catalog)
+        parts = [self._read_ratings(self.path, catalog)]
         if self.test_path is not None:
-            test = self._read_ratings(self.test_path, catalog)
-            for col in ("user", "item"):
-                _check_same_id_type(self.path, ratings[col], self.test_path, test[col], col)
-            check_no_shared_pairs(ratings, self.path, test, self.test_path)
-            ratings = pd.concat([ratings.assign(is_test=False), test.assign(is_test=True)], ignore_index=True)
-        ratings = ratings.drop(columns="line")
-        items = catalog if catalog is not None else pd.unique(ratings["item"].to_numpy())
-        if "image" in ratings.columns:
-            image_paths = _paths_from_column(ratings.drop_duplicates("item"), self.path.parent)
-            ratings = ratings.drop(columns="image")
+            parts.append(self._read_ratings(self.test_path, catalog))
+            for col in ("users", "items"):
+                _check_same_id_type(self.path, getattr(parts[0], col), self.test_path, getattr(parts[1], col), col[:-1])
+        parts = _shared_index(parts, catalog=catalog)
+        if len(parts) == 2:
+            check_no_shared_pairs(parts[0], parts[1])
+            indexed = pd.concat([parts[0].frame().assign(is_test=False), parts[1].frame().assign(is_test=True)], ignore_index=True)
+        else:
+            indexed = parts[0].frame()
+        users, items = parts[0].users, parts[0].items
+        if "image" in indexed.columns:
+            item_codes = indexed["item"].to_numpy()
+            first_rows = np.sort(np.unique(item_codes, return_index=True)[1])  # each item's first row, in file order
+            image_paths = _paths_from_column(items[item_codes[first_rows]], indexed["image"].to_numpy()[first_rows], self.path.parent)
+            indexed = indexed.drop(columns="image")
         if self.images_dir is not None:
             folder = _require_dir(self.images_dir, "images")
             image_paths = {i: folder / self.image_pattern.format(item=i) for i in items}
-        users = pd.unique(ratings["user"].to_numpy())
-        return RatingsTable(ratings, items=np.asarray(items), users=np.asarray(users), image_paths=image_paths, source=str(self.path), rating_range=self.rating_range)
+        return RatingsTable(indexed, users, items, image_paths=image_paths, source=str(self.path),
+                            rating_range=self.rating_range)
 
 
-def _clean_ids(ids: pd.Series, path: Path, lines: np.ndarray, field: str) -> pd.Series:
-    """Raw ids as visrec keeps them: strings (surrounding whitespace removed, so ``1, 2`` reads as ids
-    "1" and "2") or integers that fit int64. Integral floats (a Parquet integer column that pandas
-    widened to float) become int64. Raises DataError (file, line, field) for anything else: fractional,
-    non-finite or out-of-range numbers, booleans, dates, mixed types."""
-    kind = ids.dtype.kind
-    if kind == "i":
-        return ids
-    if kind == "u":
-        over = (ids.to_numpy() > INT64_MAX)
-        if over.any():
-            row = int(np.flatnonzero(over)[0])
-            raise DataError(path, f"id {show(ids.iloc[row])} does not fit a 64-bit integer", line=int(lines[row]), field=field)
-        return ids.astype(np.int64)
-    if kind == "f":
-        values = ids.to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) >= FLOAT_EXACT_INT)
-        bad &= ~np.isnan(values)  # missing ids are reported by validate_ratings
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(path, f"id {show(ids.iloc[row])} is not an integer (ids are integers or strings)", line=int(lines[row]), field=field)
-        return ids if np.isnan(values).any() else ids.astype(np.int64)
-    if kind in "OUS" or str(ids.dtype) in ("str", "string"):
-        if pd.api.types.infer_dtype(ids, skipna=True) not in ("string", "empty"):  # one C pass; the row only on error
-            is_text = ids.map(lambda v: isinstance(v, str) or v is None or (isinstance(v, float) and np.isnan(v))).to_numpy(dtype=bool)
-            row = int(np.flatnonzero(~is_text)[0]) if (~is_text).any() else 0
-            raise DataError(path, f"id {show(ids.iloc[row])} of type {type(ids.iloc[row]).__name__} in a column of strings "
-                                  "(ids are integers or strings, one type per column)", line=int(lines[row]), field=field)
-        return ids.str.strip()
-    raise DataError(path, f"ids of type {ids.dtype} are not supported (ids are integers or strings)", line=int(lines[0]) if len(lines) else None, field=field)
+def _only_for(wanted: dict[str, str], key: str) -> tuple[str, ...]:
+    """(the file column of ``key``,) when no other field reads that column, else ()."""
+    source = wanted.get(key)
+    return (source,) if source is not None and list(wanted.values()).count(source) == 1 else ()
+
+
+def _cached(function):
+    """``function`` of one argument, computed once per argument."""
+    results = {}
+
+    def cached(key):
+        if key not in results:
+            results[key] = function(key)
+        return results[key]
+
+    return cached
+
+
+def read_parquet_columns(path: Path, wanted: dict[str, str]) -> RawTable:
+    """The wanted columns of a Parquet file, read by pyarrow (only those columns). A file pyarrow cannot
+    read, one that lacks a column (or keeps it as the pandas index) is read by pandas as before, so its
+    error is worded as before."""
+    import pyarrow.parquet as pq
+
+    sources = list(dict.fromkeys(wanted.values()))
+    try:
+        schema = pq.read_schema(path)
+        meta = schema.pandas_metadata or {}
+        table = None
+        if not any(src not in schema.names or src in meta.get("index_columns", []) for src in sources):
+            table = pq.read_table(path, columns=sources)
+    except Exception:  # pyarrow raises several types for a corrupt file
+        table = None
+    if table is None:
+        return _read_parquet_pandas(path, wanted)
+    numpy_types = {c.get("field_name", c.get("name")): c.get("numpy_type") for c in meta.get("columns", [])}
+    plain = {key for key, src in wanted.items() if _plain_parquet(table.schema.field(src).type, numpy_types.get(src))}
+    columns = {key: table.column(src) for key, src in wanted.items()}
+
+    def pandas_column(key: str) -> pd.Series:
+        return columns[key].to_pandas() if key in plain else pd.read_parquet(path, columns=[wanted[key]])[wanted[key]]
+
+    return RawTable(path, columns, dict(wanted), table.num_rows, RowLines(offset=1), plain, _cached(pandas_column))
+
+
+def _plain_parquet(kind: pa.DataType, numpy_type: str | None) -> bool:
+    """Whether pandas reads a Parquet column of this type (and recorded pandas dtype) as pyarrow's
+    default conversion does: strings as str, integers and floats as their numpy dtype."""
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return numpy_type in (None, "object", "str")
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return numpy_type is None or numpy_type == np.dtype(kind.to_pandas_dtype()).name
+    return False
+
+
+def _read_parquet_pandas(path: Path, wanted: dict[str, str]) -> RawTable:
+    """The earlier reader: the whole file by pandas; every column then goes through the pandas paths."""
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise DataError(path, f"cannot read Parquet: {err}") from None
+    missing = [src for src in wanted.values() if src not in frame.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}; the file has {list(frame.columns)}", field=missing[0])
+    return RawTable(path, {}, dict(wanted), len(frame), RowLines(offset=1), set(), lambda key: frame[wanted[key]].reset_index(drop=True))
 
 
 def _id_type(values) -> str:
-    """'integer', 'string', 'float', ... : the kind of raw ids a column holds (for agreement across files)."""
-    kind = np.asarray(values).dtype.kind
+    """'integer', 'string', 'float', ... : the kind of raw ids a column holds (for agreement across files;
+    the type names of the first 1000 ids for a column of objects)."""
+    head = np.asarray(values[:1000]) if len(values) else np.asarray(values)
+    kind = head.dtype.kind
     if kind in "iu":
         return "integer"
     if kind == "f":
         return "float"
     if kind in "OUS" or str(getattr(values, "dtype", "")) in ("str", "string"):
-        kinds = {type(v).__name__ for v in np.asarray(values, dtype=object)[:1000]}
+        kinds = {type(v).__name__ for v in np.asarray(head, dtype=object)}
         return "string" if kinds <= {"str"} else "/".join(sorted(kinds))
-    return str(np.asarray(values).dtype)
+    return str(head.dtype)
 
 
 def _check_same_id_type(file_a: Path, ids_a, file_b: Path, ids_b, what: str) -> None:
@@ -332,93 +405,8 @@ def _check_same_id_type(file_a: Path, ids_a, file_b: Path, ids_b, what: str) -> 
                                 f"strings, Parquet ids keep their column type)", field=what)
 
 
-def _paths_from_column(frame: pd.DataFrame, base: Path) -> dict:
-    """item -> base / image path, for rows whose ``image`` cell is not empty."""
-    return {item: base / path for item, path in zip(frame["item"], frame["image"]) if isinstance(path, str) and path}
+def _paths_from_column(items: np.ndarray, paths: np.ndarray, base: Path) -> dict:
+    """item -> base / image path, for the items whose ``paths`` cell is not empty (one loop over items)."""
+    return {item: base / path for item, path in zip(items, paths) if isinstance(path, str) and path}
 
-
-def read_csv_table(path: Path, sep: str, encoding: str = "utf-8", encoding_key: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """A CSV file with a header as a frame of strings (empty cells are NaN), and the line of each row.
-
-    Lines are what an editor shows (1-based, the header is line 1): blank lines are skipped but
-    counted, and a row whose quoted field spans lines is on the line where it starts. One pass of
-    ``csv.reader`` (C code; it yields no per-row Python objects that are kept) takes the field count
-    and ``line_num`` of every record; pandas' C parser then reads the values. A UTF-8 byte-order
-    mark is ignored. Every failure is a :class:`DataError` naming the file and the line: an encoding
-    error (with its byte offset), a wrong number of fields, a field over csv's size limit, an
-    unclosed quote, anything pandas' parser rejects.
-    """
-    hint = f"; save it as UTF-8, or set {encoding_key} to its encoding (e.g. latin-1)" if encoding_key else ""
-    codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
-    last_end = [0]  # line_num at the end of the last complete record (for errors inside a record)
-
-    def records(reader):
-        for row in reader:
-            # A record that is blank or only spaces is skipped (pandas skips it too): field count 0.
-            yield 0 if not row or (len(row) == 1 and not row[0].strip()) else len(row)
-            yield reader.line_num
-            last_end[0] = reader.line_num
-
-    try:
-        with open(path, newline="", encoding=codec) as handle:
-            reader = csv.reader(handle, delimiter=sep, strict=True)
-            try:
-                header = next(reader, None)
-                if header is None:
-                    raise DataError(path, "file is empty")
-                header_end = last_end[0] = reader.line_num
-                flat = np.fromiter(records(reader), dtype=np.int64)
-            except csv.Error as err:
-                start = last_end[0] + 1
-                problem = str(err)
-                if "field limit" in problem:
-                    problem = (f"a field is longer than csv's limit of {csv.field_size_limit()} characters "
-                               f"(reading stopped on line {reader.line_num}; an unclosed quote?)")
-                elif "unexpected end of data" in problem:
-                    problem = "a quoted field is not closed before the end of the file"
-                else:
-                    problem = f"cannot parse as CSV: {problem} (reading stopped on line {reader.line_num})"
-                raise DataError(path, problem, line=start) from None
-    except UnicodeDecodeError:
-        raise decode_error(path, encoding, hint=hint) from None
-    except UnicodeError as err:  # e.g. "UTF-16 stream does not start with BOM"
-        raise DataError(path, f"cannot decode as {encoding}: {err}{hint}") from None
-    except LookupError:
-        raise DataError(path, f"unknown encoding {encoding!r}" + (f" (set {encoding_key})" if encoding_key else "")) from None
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise DataError(path, f"the header names column(s) {repeated} more than once; each column needs its own name",
-                        line=1, field=repeated[0])
-    counts, ends = flat[0::2], flat[1::2]
-    starts = np.concatenate([[header_end], ends[:-1]]) + 1
-    bad = np.flatnonzero((counts != len(header)) & (counts != 0))
-    if len(bad):
-        row = int(bad[0])
-        raise DataError(path, f"expected {len(header)} fields as in the header, found {counts[row]} ({len(bad)} such line(s))",
-                        line=int(starts[row]))
-    lines = starts[counts != 0]
-    try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], index_col=False,
-                            encoding=codec, skip_blank_lines=True, engine="c")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError, csv.Error) as err:
-        raise DataError(path, f"cannot parse as CSV: {err}") from None
-    if len(frame) != len(lines) or list(frame.columns) != _unique_names(header):
-        # The two parsers disagree on what a row is (rare quoting): csv.reader's rows are the ones whose
-        # lines are known, so build the frame from them (a second, slower pass).
-        log.debug("%s: pandas and csv.reader disagree (%d vs %d rows); using csv.reader's rows", path, len(frame), len(lines))
-        with open(path, newline="", encoding=codec) as handle:
-            rows = [row for row in csv.reader(handle, delimiter=sep, strict=True) if row and not (len(row) == 1 and not row[0].strip())]
-        frame = pd.DataFrame(rows[1:], columns=_unique_names(rows[0]), dtype=str).replace("", np.nan)
-    return frame, lines
-
-
-def _unique_names(header: list[str]) -> list[str]:
-    """Column names as pandas makes them unique (``a``, ``a.1``, ...)."""
-    seen: dict[str, int] = {}
-    names = []
-    for name in header:
-        count = seen.get(name, 0)
-        names.append(name if count == 0 else f"{name}.{count}")
-        seen[name] = count + 1
-    return names
 

@@ -81,8 +81,8 @@ Train on it with::
     python train.py data=ratings_table data.path=DIR/ratings.parquet data.source_args.items_path=DIR/items.csv \
         data.source_args.image_col=image data.source_args.timestamp_col=timestamp
 
-(At millions of ratings leave out ``items_path``: RatingsFile's catalog check, ``np.isin`` on string
-ids, takes minutes there; the catalog is then the items that have ratings.)
+(RatingsFile checks the ratings against ``items_path`` once per distinct item, so the catalog costs
+little at millions of ratings.)
 """
 from __future__ import annotations
 

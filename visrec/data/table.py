@@ -1,21 +1,22 @@
-"""Parsing and validating rating tables.
+"""The table a reader returns (:class:`RatingsTable`), the limits every rating source obeys, and the
+text helpers readers share: header-less delimited files, exact integer parsing, decoding errors.
 
-Every reader turns its files into a frame of strings, then :func:`validate_ratings` converts and checks
-it, so all sources give the same errors: each names the file, the line as an editor shows it, and the
-field. The canonical rating frame has columns ``user``, ``item``, ``rating`` (float32) and, when the
-source has one, ``timestamp`` (int64), with raw ids in their original dtype.
+Readers turn their files into columns, then :mod:`visrec.data.columns` and :mod:`visrec.data.coded`
+convert and check them, so all sources give the same errors: each names the file, the line as an
+editor shows it, and the field.
 """
 from __future__ import annotations
 
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from visrec.data.errors import DataError, show
+from visrec.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -24,28 +25,62 @@ DUPLICATE_POLICIES = ("last", "mean", "error")
 
 @dataclass
 class RatingsTable:
-    """What a reader returns.
+    """What a reader returns: the ratings in index space, and the raw id of every index.
 
-    ratings: columns user, item, rating[, timestamp]; raw ids. When the source has a predefined
-        test set, a bool column ``is_test`` marks its rows.
-    items: the item catalog (raw ids), a superset of the items in ``ratings``.
-    users: the user catalog (raw ids), a superset of the users in ``ratings``.
+    indexed: columns user, item (integer indices, int32 or int64: user ``u`` is ``users[u]``, item ``i``
+        is ``items[i]``), rating (float32), timestamp (int64) when the source has one, and ``is_test``
+        (bool) marking the rows of a predefined test set when the source has one.
+    users: (U,) the user catalog as a pandas Index of raw ids (str or integer dtype) in sorted order (an
+        :class:`~visrec.data.idmap.IdMap`'s order), a superset of the users in ``indexed``.
+    items: (N,) the item catalog likewise (items with no ratings included).
     image_paths: raw item id -> image path, for items that have a path (the file may still be
         missing or unreadable; feature extraction counts those).
     source: a human-readable description (paths) for logs and reports.
     rating_range: the valid (min, max) ratings when the source defines them.
+
+    ``ratings`` is the same table with raw ids, built when first asked for (the datamodule never does).
     """
 
-    ratings: pd.DataFrame
-    items: np.ndarray
-    users: np.ndarray
+    indexed: pd.DataFrame
+    users: pd.Index
+    items: pd.Index
     image_paths: dict = field(default_factory=dict)
     source: str = ""
     rating_range: tuple[float, float] | None = None
 
+    @classmethod
+    def from_raw(cls, ratings: pd.DataFrame, items, users, **kwargs) -> "RatingsTable":
+        """From a frame of raw ids (a source that has no codes): the catalogs are ``items`` and ``users``
+        (plus the users in ``ratings``), sorted as :meth:`IdMap.from_values` sorts them. Raises DataError
+        when ids mix types, KeyError when a rated item is not in ``items``."""
+        from visrec.data.idmap import IdMap
+
+        user_map = IdMap.from_values(np.concatenate([np.asarray(users), ratings["user"].to_numpy()]), name="user")
+        item_map = IdMap.from_values(np.asarray(items), name="item")
+        indexed = ratings.assign(user=user_map.to_index(ratings["user"].to_numpy()), item=item_map.to_index(ratings["item"].to_numpy()))
+        return cls(indexed.reset_index(drop=True), pd.Index(user_map.raw_ids), pd.Index(item_map.raw_ids), **kwargs)
+
+    @cached_property
+    def ratings(self) -> pd.DataFrame:
+        """The rows of ``indexed`` with raw ids (one Python object per row for string ids: for inspection)."""
+        return self.indexed.assign(user=np.asarray(self.users.take(self.indexed["user"].to_numpy())),
+                                   item=np.asarray(self.items.take(self.indexed["item"].to_numpy())))
+
     @property
     def has_predefined_test(self) -> bool:
-        return "is_test" in self.ratings.columns
+        return "is_test" in self.indexed.columns
+
+
+def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """The rows of ``frame`` at (R',) positions ``rows``, or where a (R,) bool mask is true, index reset.
+    Column by column in numpy (pandas' own row selection is several times slower on wide frames); the
+    new frame's columns are not copied again (no block consolidation)."""
+    columns = {}  # a bool mask indexes each column directly: no (R',) int64 positions to allocate
+    for name in frame.columns:
+        column = frame[name]
+        values = column.to_numpy() if isinstance(column.dtype, np.dtype) else column.array  # str columns stay pyarrow
+        columns[name] = values[rows]
+    return pd.DataFrame(columns, copy=False)
 
 
 # Ratings must be finite and at most this large in magnitude: squared errors are summed in float32
@@ -156,137 +191,3 @@ def parse_int64(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     over |= float_over
     bad = ~is_int & ~integral
     return out, bad, over
-
-
-def validate_ratings(
-    frame: pd.DataFrame,
-    *,
-    file: Path | str,
-    first_line: int = 1,
-    rating_range: tuple[float, float] | None,
-    id_dtype: str | None = None,
-) -> pd.DataFrame:
-    """Convert a frame with columns user, item, rating[, timestamp] and check every value.
-
-    A ``line`` column, when present, holds each row's line in the file (as an editor shows it) and is
-    kept; otherwise row ``i`` is on line ``first_line + i`` (1 without a header, 2 with one).
-    ``id_dtype`` converts ids (``"int64"``); ``None`` keeps them as read.
-    Raises :class:`DataError` for a missing id, an id or timestamp that is not an integer or does not
-    fit int64, a non-numeric, NaN, infinite or too large rating (``|rating| > MAX_ABS_RATING``), a
-    rating outside ``rating_range`` (inclusive), or a non-integer timestamp.
-    """
-    frame = frame.reset_index(drop=True)
-    out = pd.DataFrame(index=frame.index)
-    if "line" in frame.columns:
-        lines = frame["line"].to_numpy(dtype=np.int64)
-    else:
-        lines = first_line + np.arange(len(frame), dtype=np.int64)
-
-    def fail(mask: np.ndarray, field_name: str, problem: str):
-        rows = np.flatnonzero(mask)
-        row = int(rows[0])
-        value = frame[field_name].iloc[row]
-        raise DataError(file, f"{problem} (value {show(value)}; {len(rows)} such row(s))", line=int(lines[row]), field=field_name)
-
-    for col in ("user", "item"):
-        values = frame[col]
-        missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy(dtype=bool, na_value=True)
-        if missing.any():
-            fail(missing, col, "missing id")
-        if id_dtype is not None:
-            if not id_dtype.startswith("int"):
-                raise ValueError(f"id_dtype {id_dtype!r}: only integer ids are converted")
-            ids, bad, over = parse_int64(values)
-            if bad.any():
-                fail(bad, col, "id is not an integer")
-            if over.any():
-                fail(over, col, f"id does not fit a 64-bit integer (|id| <= {INT64_MAX})")
-            values = pd.Series(ids.astype(id_dtype))
-        out[col] = values.to_numpy()
-
-    rating = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isnan(rating).any():
-        fail(np.isnan(rating), "rating", "rating is not a number")
-    if not np.isfinite(rating).all():
-        fail(~np.isfinite(rating), "rating", "rating is infinite (or too large for a float)")
-    if (np.abs(rating) > MAX_ABS_RATING).any():
-        fail(np.abs(rating) > MAX_ABS_RATING, "rating",
-             f"rating is larger in magnitude than {MAX_ABS_RATING:g}, visrec's limit (squared errors must stay finite in float32)")
-    if rating_range is not None:
-        lo, hi = rating_range
-        outside = (rating < lo) | (rating > hi)
-        if outside.any():
-            fail(outside, "rating", f"rating outside the configured range [{lo}, {hi}]")
-    out["rating"] = rating.astype(np.float32)
-
-    if "timestamp" in frame.columns:
-        ts, bad, over = parse_int64(frame["timestamp"])
-        if bad.any():
-            fail(bad, "timestamp", "timestamp is not an integer")
-        if over.any():
-            fail(over, "timestamp", f"timestamp does not fit a 64-bit integer exactly (|t| <= {INT64_MAX}, or < 2**53 if written as a float)")
-        out["timestamp"] = ts
-    for extra in frame.columns.difference(["user", "item", "rating", "timestamp"]):
-        out[extra] = frame[extra].to_numpy()
-    if "line" not in frame.columns:
-        out["line"] = lines
-    return out
-
-
-def resolve_duplicates(ratings: pd.DataFrame, policy: str, *, file: Path | str, first_line: int = 1, key: str | None = None) -> pd.DataFrame:
-    """Handle repeated (user, item) pairs.
-
-    ``last``: keep the last row of each pair (file order); ``mean``: average the ratings (and keep the
-    latest timestamp); ``error``: raise naming the first repeated row. The number of repeated rows
-    is logged whatever the policy. ``key`` is the config key of the policy, named in messages
-    (``data.source_args.duplicates`` for a ratings table, ``data.duplicates`` for MovieLens).
-    """
-    if policy not in DUPLICATE_POLICIES:
-        raise DataError(None, f"{key or 'duplicates'} must be one of {', '.join(DUPLICATE_POLICIES)}, got {policy!r}")
-    dup = ratings.duplicated(["user", "item"], keep="first").to_numpy()
-    if not dup.any():
-        return ratings
-    row = int(np.flatnonzero(dup)[0])
-    if policy == "error":
-        user, item = ratings["user"].iloc[row], ratings["item"].iloc[row]
-        lines = ratings["line"].to_numpy() if "line" in ratings.columns else first_line + np.arange(len(ratings))
-        same = (ratings["user"] == user).to_numpy() & (ratings["item"] == item).to_numpy()
-        earlier = int(lines[np.flatnonzero(same)[0]])
-        remedy = f"set {key}=last or {key}=mean to accept them" if key else "remove the repeated rows"
-        raise DataError(
-            file,
-            f"duplicate (user, item) pair ({show(user)}, {show(item)}), first on line {earlier}; "
-            f"{int(dup.sum())} repeated row(s). The duplicates policy is 'error': {remedy}",
-            line=int(lines[row]),
-        )
-    log.warning("%s: %d repeated (user, item) row(s), resolved with policy %r", file, int(dup.sum()), policy)
-    if policy == "last":
-        return ratings.drop_duplicates(["user", "item"], keep="last").reset_index(drop=True)
-    agg = {"rating": "mean"}
-    for col in ratings.columns.difference(["user", "item", "rating"]):
-        agg[col] = "max" if col == "timestamp" else "last"
-    merged = ratings.groupby(["user", "item"], sort=False, as_index=False).agg(agg)
-    merged["rating"] = merged["rating"].astype(np.float32)
-    return merged[ratings.columns]
-
-
-def check_no_shared_pairs(train: pd.DataFrame, train_file: Path | str, test: pd.DataFrame, test_file: Path | str) -> None:
-    """Raise when a (user, item) pair of the test table is also in the training table: the model would
-    be tested on a rating it was trained on. Names both files, both lines and the raw pair."""
-    keys = ["user", "item"]
-    both = test[keys].reset_index().merge(train[keys].reset_index(), on=keys, suffixes=("_test", "_train"))
-    if len(both) == 0:
-        return
-    first = both.sort_values("index_test", kind="stable").iloc[0]
-    test_row, train_row = int(first["index_test"]), int(first["index_train"])
-
-    def line(frame: pd.DataFrame, row: int) -> int:
-        return int(frame["line"].iloc[row]) if "line" in frame.columns else row + 1
-
-    raise DataError(
-        test_file,
-        f"(user, item) pair ({show(first['user'])}, {show(first['item'])}) is also in the training table {train_file}, "
-        f"line {line(train, train_row)} ({both['index_test'].nunique()} test pair(s) repeat a training pair). A test rating "
-        f"must not be trained on: remove these pairs from one of the two files",
-        line=line(test, test_row),
-    )
