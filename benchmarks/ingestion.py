@@ -1,6 +1,7 @@
 """Seconds, rows/s and peak memory to ingest a ratings table: plain pandas vs visrec's real reader path.
 
-    .venv/bin/python benchmarks/ingestion.py [--rows 10000000] [--seed 0] [--format csv|parquet|both] [--repeat 1] [--out DIR]
+    .venv/bin/python benchmarks/ingestion.py [--rows 10000000] [--seed 0] [--format csv|parquet|both] [--repeat 1]
+        [--wait-quiet] [--out DIR]
 
 Generates (seeded) one N-row table -- user, item, rating, timestamp; string ids such as
 ``user_0123456`` and ``B00A7F3C21``, half-star ratings, Unix timestamps, about N/10 users and N/100
@@ -20,7 +21,8 @@ Then, for each format, in a fresh child process each (so peak RSS is that step's
 Prints seconds (wall), the ratio visrec / pandas, CPU seconds (all threads), rows/s, each child's peak RSS (ru_maxrss) and, in
 brackets, its RSS once its imports were done (torch and Lightning weigh in on visrec's side). With
 ``--repeat N`` each reader runs N times, alternating, and the fastest run is reported (on a shared
-machine the slow runs measure the neighbours).
+machine the slow runs measure the neighbours); every run is listed with the share of it in which some
+task waited for a CPU (Linux PSI). ``--wait-quiet`` starts each run once the CPUs are quiet.
 """
 from __future__ import annotations
 
@@ -131,12 +133,32 @@ def child(kind: str, path: Path) -> None:
     print(json.dumps(result))
 
 
-def measure(kind: str, path: Path) -> dict:
+def _cpu_pressure() -> tuple[float, int] | None:
+    """Linux PSI: (share of the last 10 s in which some task waited for a CPU, %; total stall, us)."""
+    try:
+        with open("/proc/pressure/cpu") as pressure:
+            fields = dict(item.split("=") for item in pressure.readline().split()[1:])
+        return float(fields["avg10"]), int(fields["total"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def measure(kind: str, path: Path, wait_quiet: bool = False) -> dict:
+    """One child run; with ``wait_quiet``, started once other processes leave the CPUs alone (PSI avg10
+    < 2%, for at most 10 minutes). ``stall`` is the share of the run in which some task waited for a CPU."""
+    if wait_quiet and _cpu_pressure() is not None:
+        deadline = time.time() + 600
+        while _cpu_pressure()[0] >= 2 and time.time() < deadline:
+            time.sleep(5)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    before, start = _cpu_pressure(), time.time()
     done = subprocess.run([sys.executable, __file__, "--child", kind, str(path)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{kind} on {path} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    after = _cpu_pressure()
+    result["stall"] = None if before is None else (after[1] - before[1]) / 1e6 / (time.time() - start)
+    return result
 
 
 def main() -> None:
@@ -145,6 +167,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--format", choices=("csv", "parquet", "both"), default="both")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each reader, interleaved; the fastest is reported")
+    ap.add_argument("--wait-quiet", action="store_true", help="start each run once the CPUs are quiet (Linux PSI)")
     ap.add_argument("--out", default=None, help="keep the generated files in this folder (default: a temporary one)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -165,11 +188,12 @@ def main() -> None:
             runs = {"pandas": [], "visrec": []}
             for _ in range(args.repeat):  # interleaved, so a busy spell on a shared machine hits both
                 for kind in runs:
-                    runs[kind].append(measure(kind, paths[fmt]))
+                    runs[kind].append(measure(kind, paths[fmt], args.wait_quiet))
             best = {kind: min(results, key=lambda r: r["seconds"]) for kind, results in runs.items()}
             for name, res in best.items():
                 ratio = res["seconds"] / best["pandas"]["seconds"]
-                every = "; " + ", ".join(f"{r['seconds']:.1f}" for r in runs[name]) if args.repeat > 1 else ""
+                every = "; " + ", ".join(f"{r['seconds']:.1f}" + (f" ({r['stall']:.0%} stalled)" if r["stall"] is not None else "")
+                                         for r in runs[name]) if args.repeat > 1 else ""
                 print(f"{fmt:8} {name:7} {res['seconds']:8.1f} {ratio:6.2f} {res['cpu_seconds']:6.1f} {args.rows / res['seconds']:12,.0f} "
                       f"{res['peak_rss_mib']:8.0f} MiB ({res['start_rss_mib']:5.0f} MiB)  {res['rows']:,} rows, "
                       f"{res['users']:,} users, {res['items']:,} items{every}")

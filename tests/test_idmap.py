@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from visrec.data.idmap import IdMap
@@ -23,9 +24,15 @@ def test_unknown_ids_are_named():
     assert list(ids.lookup([1, 9])) == [0, -1]
 
 
-def test_duplicate_raw_ids_rejected():
+@pytest.mark.parametrize("raw", [[1, 1], [1, 2, 2, 3], [3, 1, 3], ["a", "a", "b"], ["b", "a", "b"], pd.Index(["a", "b", "b"], dtype="str")])
+def test_duplicate_raw_ids_rejected(raw):
     with pytest.raises(ValueError, match="duplicate"):
-        IdMap([1, 1])
+        IdMap(raw)
+
+
+def test_sorted_ids_are_accepted_without_hashing_and_keep_their_order():
+    ids = pd.Index(["a", "b", "\u00e9", "\U0001f600"], dtype="str")
+    assert list(IdMap(ids).raw_ids) == list(ids) and list(IdMap(np.array([1, 5, 9])).raw_ids) == [1, 5, 9]
 
 
 def test_load_rejects_foreign_file(tmp_path):

@@ -202,24 +202,38 @@ def check_known(part: Part, col: str, catalog: np.ndarray, catalog_name: str) ->
     )
 
 
-def pair_keys(part: Part, rows: np.ndarray | None = None) -> np.ndarray:
-    """(R,) int64 key ``user * N + item`` of each row's (user code, item code) pair, or of ``rows`` only:
-    equal keys, equal pairs. Codes are below the number of distinct ids, so this fits int64 up to ~3e9
-    distinct users and items."""
-    users, items = len(part.users), max(len(part.items), 1)
-    if users * items >= 2**63:
-        raise OverflowError(f"{users} users x {items} items: more (user, item) pairs than int64 numbers")
-    user, item = part.columns["user"], part.columns["item"]
-    if rows is not None:
-        user, item = user[rows], item[rows]
+def _keys(user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -> np.ndarray:
+    """(R,) int64 key ``user * N + item`` of each (user code, item code) pair: equal keys, equal pairs.
+    Codes are below the number of distinct ids, so this fits int64 up to ~3e9 distinct users and items."""
+    num_items = max(num_items, 1)
+    if num_users * num_items >= 2**63:
+        raise OverflowError(f"{num_users} users x {num_items} items: more (user, item) pairs than int64 numbers")
     keys = user.astype(np.int64)
-    keys *= items
+    keys *= num_items
     keys += item
     return keys
 
 
-def resolve_duplicates(part: Part, policy: str, key: str | None = None) -> Part:
-    """Handle repeated (user, item) pairs, found once (one sort of the int64 pair keys).
+def pair_keys(part: Part, rows: np.ndarray | None = None) -> np.ndarray:
+    """(R,) int64 key of each row's (user, item) pair (see :func:`_keys`), or of ``rows`` only."""
+    user, item = part.columns["user"], part.columns["item"]
+    if rows is not None:
+        user, item = user[rows], item[rows]
+    return _keys(user, item, len(part.users), len(part.items))
+
+
+def repeated_pairs(user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -> np.ndarray:
+    """(D,) sorted int64 keys of the (user, item) pairs on more than one row: one in-place sort of the
+    keys. Needs only the codes, so it may run beside :func:`validate` (see :func:`resolve_duplicates`)."""
+    keys = _keys(user, item, num_users, num_items)  # (R,)
+    keys.sort()  # in place: one array of keys, not two
+    return np.unique(keys[1:][keys[1:] == keys[:-1]])
+
+
+def resolve_duplicates(part: Part, policy: str, key: str | None = None, repeated: np.ndarray | None = None) -> Part:
+    """Handle repeated (user, item) pairs, found once (one sort of the int64 pair keys; ``repeated``, the
+    :func:`repeated_pairs` of this part's codes, when worked out already). Consumes ``part`` (its
+    columns are compacted in place).
 
     ``last``: keep the last row of each pair (file order); ``mean``: average the ratings (and keep the
     latest timestamp; other columns from the last row), in the place of the pair's first row;
@@ -230,10 +244,9 @@ def resolve_duplicates(part: Part, policy: str, key: str | None = None) -> Part:
     if policy not in DUPLICATE_POLICIES:
         raise DataError(None, f"{key or 'duplicates'} must be one of {', '.join(DUPLICATE_POLICIES)}, got {policy!r}")
     columns = part.columns
-    ordered = pair_keys(part)  # (R,)
-    ordered.sort()  # in place: one array of keys, not two
-    repeated_keys = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-    del ordered
+    if repeated is None:
+        repeated = repeated_pairs(columns["user"], columns["item"], len(part.users), len(part.items))
+    repeated_keys = repeated
     if len(repeated_keys) == 0:
         return part
     suspects = np.zeros(len(part.users), dtype=bool)  # users with a repeated pair: a cheap filter before hashing

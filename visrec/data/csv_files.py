@@ -58,7 +58,8 @@ class CsvColumns:
     """What :func:`read_csv_columns` returns.
 
     header: the column names of line 1.
-    columns: the requested columns that exist, as pyarrow string arrays (an empty cell is null).
+    columns: the requested columns that exist, as pyarrow string arrays (an empty cell is null), or int64
+        for a column asked for as ``integers`` that qualifies (see :func:`read_csv_columns`).
     num_rows: data rows (blank lines are not rows).
     lines: each row's line.
     """

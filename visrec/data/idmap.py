@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from visrec.data.errors import DataError
 from visrec.utils.atomic import atomic_path
@@ -20,7 +22,7 @@ class IdMap:
 
     def __init__(self, raw_ids, name: str = "id"):
         index = pd.Index(raw_ids)
-        if index.has_duplicates:
+        if not _strictly_increasing(index) and index.has_duplicates:  # sorted ids (the usual case) need no hash table
             dup = index[index.duplicated()][:5].tolist()
             raise ValueError(f"{name} map: duplicate raw ids {dup}")
         self._index = index
@@ -78,3 +80,19 @@ class IdMap:
         if list(frame.columns) != ["raw_id", "index"] or not np.array_equal(frame["index"], np.arange(len(frame))):
             raise ValueError(f"{path}: not an IdMap file (expected columns raw_id, index = 0..n-1)")
         return cls(frame["raw_id"].to_numpy(), name=name)
+
+
+def _strictly_increasing(index: pd.Index) -> bool:
+    """Whether the ids are sorted with no repeats, by comparing neighbours (numbers, or pyarrow-backed
+    strings by code point); False when that cannot be told so cheaply (the caller then hashes them)."""
+    if len(index) < 2:
+        return True
+    if index.dtype.kind in "iu":
+        values = index.to_numpy()
+        return bool(np.all(values[1:] > values[:-1]))
+    if isinstance(index.dtype, pd.StringDtype) and index.dtype.storage == "pyarrow":
+        values = pa.array(index.array)
+        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        return values.null_count == 0 and pc.all(pc.less(values[:-1], values[1:])).as_py() is True
+    return False
+

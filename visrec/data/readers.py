@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from visrec.data.coded import Part, check_known, check_no_shared_pairs, convert, resolve_duplicates, unify, validate
+from visrec.data.coded import Part, check_known, check_no_shared_pairs, convert, repeated_pairs, resolve_duplicates, unify, validate
 from visrec.data.columns import Codes, RawTable, id_codes
 from visrec.data.csv_files import RowLines, read_csv_columns
 from visrec.data.errors import DataError, show
@@ -258,15 +258,18 @@ class RatingsFile:
         with ThreadPoolExecutor(max_workers=2) as pool:
             converted = convert(raw, pool)  # raises the ids' type errors (user column first)
             raw.release("user", "item")  # codes now: the strings' memory goes back before the next steps
-            # Sorting the distinct ids (for the id maps) needs nothing else: it runs while the checks do.
-            orders = {"users": pool.submit(converted.user.ids.argsort), "items": pool.submit(converted.item.ids.argsort)}
+            # Finding repeated pairs and sorting the distinct ids (for the id maps) need nothing else: they
+            # run while the checks do (and are used only once those have passed).
+            user, item = converted.user, converted.item
+            repeated = pool.submit(repeated_pairs, user.codes, item.codes, len(user.ids), len(item.ids))
+            orders = {"users": pool.submit(user.ids.argsort), "items": pool.submit(item.ids.argsort)}
             if raw.num_rows == 0:
                 raise DataError(path, "no ratings in file")
             part = validate(raw, converted, self.rating_range)
             if catalog is not None:
                 _check_same_id_type(self.items_path, catalog, path, part.items, "item")
                 check_known(part, "item", catalog, str(self.items_path))
-            part = resolve_duplicates(part, self.duplicates, key=self.option_key("duplicates"))
+            part = resolve_duplicates(part, self.duplicates, key=self.option_key("duplicates"), repeated=repeated.result())
             part.orders = {name: order.result() for name, order in orders.items()}  # ids unchanged by the checks
         return part
 
