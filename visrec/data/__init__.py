@@ -2,7 +2,7 @@
 
 The names below are imported on first use, so importing ``visrec.data.errors`` or ``visrec.data.idmap``
 (what the evaluator and export use) does not import Lightning (``visrec.data.datamodule`` does)."""
-from importlib import import_module
+from visrec.utils.lazy import lazy_names
 
 _MODULES = {
     "ColdItemSplit": "visrec.data.splits", "DataError": "visrec.data.errors", "IdMap": "visrec.data.idmap",
@@ -13,12 +13,4 @@ _MODULES = {
 
 __all__ = sorted(_MODULES)
 
-
-def __getattr__(name: str):
-    if name in _MODULES:
-        return getattr(import_module(_MODULES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_MODULES])
+__getattr__, __dir__ = lazy_names(__name__, _MODULES)

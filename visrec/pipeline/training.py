@@ -160,10 +160,6 @@ def train(cfg: DictConfig) -> dict:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     lr_history = LearningRateHistory()
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history], logger=loggers or False)
-    # trainer.deterministic=true turns on torch.use_deterministic_algorithms, which by default also fills
-    # every new uninitialized tensor with NaN (a debugging aid, not part of determinism): 40% of a sparse
-    # training step at 1M users. Nothing here reads uninitialized memory, so keep the kernels, skip the fill.
-    torch.utils.deterministic.fill_uninitialized_memory = False
     if trainer.world_size > 1 and model.single_process:  # before any process is launched
         raise ValueError(f"{type(model).__name__} trains in a single process; trainer={cfg.trainer.get('strategy', 'this trainer')} "
                          f"would run {trainer.world_size}: use trainer=cpu or trainer=gpu")
