@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from visrec.data.errors import DataError
 from visrec.utils.atomic import atomic_path
+from visrec.utils.parquet import read_parquet_frame
 
 
 class IdMap:
@@ -76,7 +77,7 @@ class IdMap:
 
     @classmethod
     def load(cls, path: str | Path, name: str = "id") -> "IdMap":
-        frame = pd.read_parquet(path)
+        frame = read_parquet_frame(path)
         if list(frame.columns) != ["raw_id", "index"] or not np.array_equal(frame["index"], np.arange(len(frame))):
             raise ValueError(f"{path}: not an IdMap file (expected columns raw_id, index = 0..n-1)")
         return cls(frame["raw_id"].to_numpy(), name=name)

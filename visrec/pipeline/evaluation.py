@@ -31,6 +31,7 @@ from visrec.models.scoring import ScoringModel, build_scoring
 from visrec.pipeline.setup import extract_features, model_class, model_options
 from visrec.tracking.csv_metrics import CSV_LOGGER, write_csv_metrics
 from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+from visrec.utils.parquet import read_parquet_frame
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def load_run_data(run_dir: str | Path) -> RunData:
     user_map = IdMap.load(_require(run_dir / "user_map.parquet", "the user id map"), name="user")
     item_map = IdMap.load(_require(run_dir / "item_map.parquet", "the item id map"), name="item")
     split_path = _require(run_dir / "split.parquet", "the split")
-    frame = pd.read_parquet(split_path)
+    frame = read_parquet_frame(split_path)
     missing = [c for c in SPLIT_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(split_path, f"missing column(s) {missing}; expected {list(SPLIT_COLUMNS)}")
@@ -86,7 +87,7 @@ def load_run_data(run_dir: str | Path) -> RunData:
     image_paths: list = [None] * len(item_map)
     images_file = run_dir / "item_images.parquet"
     if images_file.exists():
-        images = pd.read_parquet(images_file)
+        images = read_parquet_frame(images_file)
         rows = item_map.lookup(images["item"].to_numpy())
         for row, path in zip(rows, images["image_path"]):
             if row >= 0 and not pd.isna(path):

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from visrec.utils.parquet import read_parquet_frame
+
 SUPPORTED_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is a few kB; the model config and metrics are small
@@ -261,7 +263,7 @@ def _read_map(handle, file: Path) -> pd.Index:
     """Raw ids of an id map (Parquet, columns raw_id and index = 0..n-1). Raises BundleError naming
     ``file`` if pyarrow cannot read it, the columns differ, or ids are missing or repeated."""
     try:
-        frame = pd.read_parquet(handle)
+        frame = read_parquet_frame(handle)
     except Exception as error:  # pyarrow raises ArrowInvalid, OSError, MemoryError, ...
         raise BundleError(f"{file}: not a readable Parquet file ({type(error).__name__}: {str(error)[:200]})") from error
     _require(list(frame.columns) == ["raw_id", "index"], file, "not an id map (expected columns raw_id, index)")
