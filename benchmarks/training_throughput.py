@@ -3,7 +3,10 @@ a bare PyTorch loop doing the same updates, LIBMF and `implicit`'s ALS.
 
     .venv/bin/python benchmarks/training_throughput.py [--ratings 1000000 5000000 20000000]
         [--ratings-per-user 20] [--items 100000] [--k 64] [--epochs 2] [--batch 1024] [--threads 2]
-        [--engines visrec bare libmf implicit]
+        [--optimizer sparse_adam|adagrad|sgd] [--lr LR] [--loader-batch N] [--engines visrec bare libmf implicit]
+
+The README's figures: ``--ratings 1e6 5e6 2e7 --threads 2 --optimizer sgd --lr 20 --loader-batch 65536``
+(the settings of ``experiment=large_scale``).
 
 For each size, a problem is drawn by :mod:`visrec.data.synthetic_large` (seed 0, β = 1.5) with
 ``ratings / ratings-per-user`` users (20M ratings: 1M users) and 100k items, split at random 90/10
@@ -14,14 +17,16 @@ LIBMF and implicit:
 * ``visrec``: ``train.py``'s own function (Hydra config -> datamodule -> RatingModule -> Trainer) with
   ``data=ratings_table data/split=predefined`` (train.parquet, test path test.parquet),
   ``data.val_ratio=0 callbacks=none logger=none evaluate=false``, ``model=biased_mf
-  model.visual_mode=none model.scheduler=null``, ``trainer.max_epochs=E``, ``data.batch_size=B``
-  and the model's defaults (SparseAdam, lr 0.005, L2 0.1 / 0.01 with reg_exponent 0.5). Seconds are
+  model.visual_mode=none model.scheduler=null``, ``trainer.max_epochs=E``, ``data.batch_size=B``,
+  ``model.optimizer`` = ``--optimizer`` at ``--lr`` (default SparseAdam at 0.005, the model's default),
+  and the model's L2 defaults (0.1 / 0.01 with reg_exponent 0.5). With ``--loader-batch N`` the loader
+  batches hold N ratings and the model steps once per B of them (``model.step_batch_size=B``). Seconds are
   the run's ``fit_seconds`` (``trainer.fit``: every epoch and Lightning's own overhead, not reading
   the data); the test RMSE is the run's ``test/rmse``.
 * ``bare``: the same model, objective, initialization, batches and optimizer as ``visrec`` written as
   a plain PyTorch loop over integer tensors (no Lightning, no data module).
 * ``libmf``: LIBMF's parallel SGD (PyPI ``libmf``; Chin et al. 2015), k = K, ``nr_iters = E``, L2 0.05
-  on P and Q, its default learning rate 0.1; it has no bias terms.
+  on P and Q, its default learning rate 0.1; it has no bias terms, so it fits r − μ and μ is added back.
 * ``implicit``: ``implicit``'s ALS (Hu, Koren & Volinsky 2008) on the ratings as confidences, K factors,
   E iterations: an implicit-feedback model, so it has no rating RMSE; its cost per epoch is the point.
 
@@ -46,8 +51,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("visrec", "bare", "libmf", "implicit")
 # The biased_mf defaults (conf/model/biased_mf.yaml) that the bare loop reproduces.
-LR, REG_FACTORS, REG_BIAS, REG_EXPONENT, INIT_STD = 0.005, 0.1, 0.01, 0.5, 0.1
+REG_FACTORS, REG_BIAS, REG_EXPONENT, INIT_STD = 0.1, 0.01, 0.5, 0.1
 LIBMF_L2 = 0.05
+# --optimizer -> (torch class, default lr). All three take the sparse gradients of nn.Embedding(sparse=True).
+OPTIMIZERS = {"sparse_adam": ("SparseAdam", 0.005), "adagrad": ("Adagrad", 0.05), "sgd": ("SGD", 1.0)}
+
+
+def optimizer_name_and_lr(args) -> tuple[str, float]:
+    name, lr = OPTIMIZERS[args.optimizer]
+    return name, (lr if args.lr is None else args.lr)
 
 
 # ---- the problem -------------------------------------------------------------------------------
@@ -98,11 +110,14 @@ def run_visrec(folder: Path, args) -> dict:
 
     from visrec.pipeline.training import train
 
+    name, lr = optimizer_name_and_lr(args)
     overrides = [
         "data=ratings_table", "data/split=predefined", f"data.path={folder / 'train.parquet'}",
         f"data.source_args.test_path={folder / 'test.parquet'}", "data.source_args.rating_min=1",
-        "data.source_args.rating_max=5", "data.val_ratio=0", f"data.batch_size={args.batch}",
+        "data.source_args.rating_max=5", "data.val_ratio=0", f"data.batch_size={args.loader_batch or args.batch}",
         "model=biased_mf", "model.visual_mode=none", "model.scheduler=null", f"model.k={args.k}",
+        f"model.optimizer._target_=torch.optim.{name}", f"model.optimizer.lr={lr}",
+        *([f"model.step_batch_size={args.batch}"] if args.loader_batch else []),
         f"trainer.max_epochs={args.epochs}", "callbacks=none", "logger=none", "evaluate=false", "seed=0",
         *args.visrec_overrides,
     ]
@@ -137,7 +152,8 @@ def run_bare(folder: Path, args) -> dict:
         return (counts / counts.mean()).pow(-REG_EXPONENT)
 
     w_user, w_item = weight(users, num_users), weight(items, num_items)
-    optimizer = torch.optim.SparseAdam([t.weight for t in tables], lr=LR)
+    name, lr = optimizer_name_and_lr(args)
+    optimizer = getattr(torch.optim, name)([t.weight for t in tables], lr=lr)
     started = time.perf_counter()
     for epoch in range(args.epochs):
         order = torch.randperm(len(ratings), generator=torch.Generator().manual_seed(epoch))
@@ -169,7 +185,8 @@ def run_libmf(folder: Path, args) -> dict:
         from libmf import mf
     data, _, _ = read_codes(folder)
     users, items, ratings = data["train"]
-    matrix = np.stack([users, items, ratings], axis=1).astype(np.float32)  # (R, 3); ids < 2^24 are exact
+    mu = float(ratings.astype(np.float64).mean())  # LIBMF has no biases: it fits r - μ, μ added back
+    matrix = np.stack([users, items, ratings - mu], axis=1).astype(np.float32)  # (R, 3); ids < 2^24 are exact
     model = mf.MF(fun=mf.P_L2_MFR, k=args.k, nr_threads=args.threads, nr_bins=max(26, 2 * args.threads + 1),
                   nr_iters=args.epochs, lambda_p1=0.0, lambda_q1=0.0, lambda_p2=LIBMF_L2, lambda_q2=LIBMF_L2,
                   eta=0.1, quiet=True)
@@ -178,7 +195,7 @@ def run_libmf(folder: Path, args) -> dict:
     seconds = time.perf_counter() - started
 
     def predict(u, i):
-        return model.predict(np.stack([u, i], axis=1).astype(np.float32))
+        return mu + model.predict(np.stack([u, i], axis=1).astype(np.float32))
 
     return {"seconds": seconds, "epochs": args.epochs, "test_rmse": warm_rmse(predict, data["test"])}
 
@@ -220,6 +237,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sparse_adam",
+                    help="the optimizer of visrec and the bare loop (default lr: sparse_adam 0.005, adagrad 0.05, sgd 1.0)")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--loader-batch", type=int, default=None,
+                    help="visrec only: loader batches of this size, one optimizer step per --batch ratings of each "
+                         "(model.step_batch_size), so Lightning's per-batch overhead is paid less often")
     ap.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     ap.add_argument("--visrec-overrides", nargs="*", default=[], help="extra Hydra overrides for the visrec run")
     ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
@@ -229,7 +252,9 @@ def main() -> None:
         return worker(args)
 
     env = {**os.environ, **{v: str(args.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
-    print(f"K={args.k}, {args.epochs} epochs, batch {args.batch}, {args.threads} threads per engine "
+    name, lr = optimizer_name_and_lr(args)
+    print(f"K={args.k}, {args.epochs} epochs, batch {args.batch} (visrec loader batch {args.loader_batch or args.batch}), "
+          f"torch.optim.{name} lr {lr}, {args.threads} threads per engine "
           f"(torch.set_num_threads, OMP/MKL/OpenBLAS, LIBMF nr_threads, implicit num_threads); {os.cpu_count()} CPUs")
     header = f"{'ratings':>10} {'users':>9} {'engine':>9} {'train':>11} {'s/epoch':>9} {'ratings/s':>11} {'peak RSS':>9} {'test RMSE':>9}"
     rows = [header]
@@ -243,6 +268,8 @@ def main() -> None:
             for engine in args.engines:
                 command = [sys.executable, __file__, "--worker", engine, "--folder", str(folder), "--k", str(args.k),
                            "--epochs", str(args.epochs), "--batch", str(args.batch), "--threads", str(args.threads),
+                           "--optimizer", args.optimizer, *(["--lr", str(args.lr)] if args.lr is not None else []),
+                           *(["--loader-batch", str(args.loader_batch)] if args.loader_batch else []),
                            "--visrec-overrides", *args.visrec_overrides]
                 done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
                 lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

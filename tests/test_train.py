@@ -83,3 +83,17 @@ def test_the_default_job_ranks_at_or_above_popularity(tmp_path, capsys):
     for name in ("precision@10", "recall@10", "f1@10", "ndcg@10"):
         assert metrics[f"model/warm/{name}"] >= metrics[f"popularity/warm/{name}"], name
     assert "popularity@10" in capsys.readouterr().out  # both are in the printed table
+
+
+def test_the_large_scale_preset_trains_plain_biased_mf_by_sparse_sgd(tmp_path):
+    """experiment=large_scale (README, "Training at scale"): sparse tables, SGD, steps of 1,024 ratings
+    inside large loader batches; it must compose with the default data, train without diverging and
+    beat the global mean on held-out ratings."""
+    cfg = compose_train(["experiment=large_scale", "trainer.max_epochs=8", "logger=none"], tmp_path)
+    assert cfg.model.optimizer._target_ == "torch.optim.SGD" and cfg.model.sparse_gradients
+    assert cfg.model.step_batch_size == 1024 and cfg.data.batch_size == 65536 and cfg.model.visual_mode == "none"
+    metrics = train(cfg)
+    split = pd.read_parquet(tmp_path / "run" / "split.parquet")
+    train_part, test_part = split[split["part"] == "train"], split[split["part"] == "test"]
+    global_mean_rmse = float(np.sqrt(((test_part["rating"] - train_part["rating"].mean()) ** 2).mean()))
+    assert np.isfinite(metrics["test/rmse"]) and metrics["test/rmse"] < global_mean_rmse

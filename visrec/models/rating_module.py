@@ -280,16 +280,17 @@ class RatingModule(RatingScoring, FactorModel):
         """One optimizer step per slice of ``step_batch_size`` ratings of the (B,) batch (manual
         optimization); returns the rating-weighted mean of each slice's objective parts (detached)."""
         optimizer = self.optimizers()
-        totals: dict[str, torch.Tensor] = {}
+        names, totals = None, None  # the parts' names; (P,) their rating-weighted sums
         size = self.step_batch_size
         for u, i, r in zip(users.split(size), items.split(size), ratings.split(size)):
             out = self.objective(u, i, r)
             optimizer.zero_grad()
             self.manual_backward(out["loss"])
             optimizer.step()
-            for name, value in out.items():
-                totals[name] = totals.get(name, 0.0) + value.detach() * len(r)
-        return {name: value / len(ratings) for name, value in totals.items()}
+            names = names or list(out)
+            parts = torch.stack([out[name].detach() for name in names]) * len(r)  # (P,): one op per step, not P
+            totals = parts if totals is None else totals.add_(parts)
+        return dict(zip(names, totals / len(ratings)))
 
     def on_train_epoch_end(self):
         """Stop with :class:`DivergedError` when the epoch left non-finite weights (a diverged run is an
