@@ -53,8 +53,12 @@ def test_multirun_gives_one_finished_wandb_run_per_job_in_one_group(tmp_path, mo
                f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}", *tiny]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = [read_offline_run(d) for d in sorted((tmp_path / "logs").rglob("offline-run-*"))]
+    every = [read_offline_run(d) for d in sorted((tmp_path / "logs").rglob("offline-run-*"))]
+    runs = [r for r in every if r.job_type == "train"]
     assert len(runs) == 3
+    # The sweep summary (visrec/pipeline/cross_validation.py): one run per configuration, here one per k.
+    summaries = [r for r in every if r.job_type == "cv_summary"]
+    assert len(summaries) == 3 and {r.group for r in summaries} == {r.group for r in runs}
     assert len({r.run_id for r in runs}) == 3 and all(r.exit_code == 0 for r in runs)
     groups = {r.group for r in runs}
     assert len(groups) == 1 and groups != {""}

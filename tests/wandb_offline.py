@@ -53,6 +53,7 @@ def _value(raw: str):
 class OfflineRun:
     run_id: str = ""
     group: str = ""
+    job_type: str = ""
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
@@ -73,7 +74,7 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
         record.ParseFromString(data)
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            out.run_id, out.group = record.run.run_id, record.run.run_group
+            out.run_id, out.group, out.job_type = record.run.run_id, record.run.run_group, record.run.job_type
             out.config.update({item.key: _value(item.value_json) for item in record.run.config.update})
         elif kind == "config":
             out.config.update({item.key: _value(item.value_json) for item in record.config.update})

@@ -1,0 +1,236 @@
+"""Mean ± sd over the jobs of one Hydra multirun: k folds, several seeds, or both, grouped by configuration.
+
+A k-fold run is an ordinary multirun (no second launcher), e.g. the five official ML-100K folds, or five
+random folds of any table, or two models on the same folds::
+
+    python train.py -m experiment=ml100k_u1 data.root=../shared/datasets/ml-100k data.fold=1,2,3,4,5
+    python train.py -m data/split=kfold 'data.split.fold=range(5)'
+    python train.py -m model=biased_mf,ials data/split=kfold 'data.split.fold=range(5)'
+
+Every job writes its own run directory (``<sweep dir>/<job number>``; they share ``paths.data_dir`` and so
+one image-feature cache). When the sweep ends, :class:`SweepSummary` (a Hydra callback registered in
+``conf/hydra/default.yaml``) groups the jobs by their command-line overrides minus the fold and seed keys
+(:data:`FOLD_KEYS`), and writes into the sweep directory:
+
+* ``cv_summary.json``: per group, its overrides, its jobs and, for every metric, mean, sd, n and the
+  per-job values;
+* ``cv_summary.csv``: one row per (group, metric) with mean, sd, n and one column per fold;
+
+and, when the run logs to W&B, one extra W&B run per group in the sweep's group (``job_type``
+``cv_summary``) whose summary holds ``<metric>/mean`` and ``<metric>/sd``. A job's metrics are its
+``metrics.json`` (rating metrics of the tested checkpoint) plus the evaluator's report on the test part
+for that checkpoint (``eval/<checkpoint>_test_<protocol>/metrics.json``: P/R/F1/NDCG/... by segment, the
+popularity baseline beside it). ``python -m visrec.pipeline.cross_validation <sweep dir>`` writes the same
+files again, e.g. after a job was re-run by hand.
+
+sd is the sample standard deviation (ddof = 1), as papers report ± over folds; note that Surprise's
+``cross_validate`` prints the population sd (``numpy.std``, ddof = 0), which is smaller by √((n−1)/n).
+A job without ``metrics.json`` (failed or still running) is listed under ``failed`` and left out.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visrec.utils.atomic import atomic_path, write_json_atomic
+
+# Overrides that vary *within* one group: which fold, which seed.
+FOLD_KEYS = ("data.fold", "data.split.fold", "seed")
+SUMMARY_JSON = "cv_summary.json"
+SUMMARY_CSV = "cv_summary.csv"
+# What the printed table shows (all metrics are in the files).
+HEADLINE = ("test/rmse", "test/mae", "model/warm/precision@10", "model/warm/recall@10", "model/warm/f1@10",
+            "model/warm/ndcg@10", "popularity/warm/ndcg@10")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a sweep: its number, run directory, overrides and metrics (None: no metrics.json)."""
+
+    number: int
+    run_dir: Path
+    overrides: tuple[str, ...]
+    metrics: dict[str, float] | None
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def read_job(run_dir: Path) -> Job:
+    """The job in ``run_dir`` (named by its job number). Raises ValueError naming the file when its
+    ``.hydra/overrides.yaml`` is missing or not a list of strings (the run was not made by a multirun)."""
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        overrides = yaml.safe_load(overrides_file.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{overrides_file}: cannot read the job's overrides ({error})") from error
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ValueError(f"{overrides_file}: expected a list of override strings")
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        return Job(int(run_dir.name), run_dir, tuple(overrides), None)
+    run_metrics = json.loads(metrics_file.read_text())
+    metrics = {k: float(v) for k, v in run_metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tested = run_metrics.get("tested_checkpoint")
+    stem = Path(tested).stem if tested else "final"
+    for report_file in sorted((run_dir / "eval").glob(f"{stem}_test_*/metrics.json")):
+        report = json.loads(report_file.read_text()).get("metrics", {})
+        metrics.update({k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return Job(int(run_dir.name), run_dir, tuple(overrides), metrics)
+
+
+def read_sweep(sweep_dir: str | Path) -> list[Job]:
+    """Every job of the multirun in ``sweep_dir`` (sub-directories named by job number), in job order.
+    Raises ValueError when there is none."""
+    sweep_dir = Path(sweep_dir)
+    dirs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    if not dirs:
+        raise ValueError(f"{sweep_dir}: no job directories (0/, 1/, ...): not a multirun's sweep directory")
+    return [read_job(d) for d in dirs]
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    n = len(values)
+    mean = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return {"mean": mean, "sd": sd, "n": n, "values": values}
+
+
+def summarize(jobs: list[Job], fold_keys: tuple[str, ...] = FOLD_KEYS) -> dict:
+    """Group ``jobs`` by their overrides minus ``fold_keys`` and give, per group and metric, mean, sample
+    sd (None for one value), n and the per-job values. Metrics missing in some jobs of a group are
+    summarized over the jobs that have them (n says how many)."""
+    groups: dict[tuple[str, ...], list[Job]] = {}
+    for job in jobs:
+        if job.metrics is not None:
+            key = tuple(o for o in job.overrides if _override_key(o) not in fold_keys)
+            groups.setdefault(key, []).append(job)
+    out = []
+    for key, members in groups.items():
+        names = sorted({name for job in members for name in job.metrics})
+        folds = [" ".join(o for o in job.overrides if _override_key(o) in fold_keys) or str(job.number) for job in members]
+        metrics = {}
+        for name in names:
+            values = [job.metrics[name] for job in members if name in job.metrics]
+            metrics[name] = _stats(values)
+        out.append({"overrides": list(key), "jobs": [job.number for job in members], "folds": folds, "metrics": metrics})
+    return {"fold_keys": list(fold_keys), "groups": out, "failed": [job.number for job in jobs if job.metrics is None]}
+
+
+def group_label(group: dict) -> str:
+    return " ".join(group["overrides"]) or "(no overrides)"
+
+
+def write_summary(sweep_dir: str | Path, summary: dict) -> tuple[Path, Path]:
+    """Write ``cv_summary.json`` and ``cv_summary.csv`` into ``sweep_dir`` (temporary name, then rename)."""
+    sweep_dir = Path(sweep_dir)
+    json_path, csv_path = sweep_dir / SUMMARY_JSON, sweep_dir / SUMMARY_CSV
+    write_json_atomic(json_path, summary)
+    width = max((len(g["folds"]) for g in summary["groups"]), default=0)
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["group", "metric", "mean", "sd", "n", *(f"fold_{i}" for i in range(width))])
+        for group in summary["groups"]:
+            for name, s in group["metrics"].items():
+                writer.writerow([group_label(group), name, s["mean"], "" if s["sd"] is None else s["sd"], s["n"], *s["values"]])
+    return json_path, csv_path
+
+
+def format_summary(summary: dict, metrics: tuple[str, ...] = HEADLINE) -> str:
+    """A plain-text table: one row per group, ``mean ± sd`` of each headline metric a group has."""
+    shown = [m for m in metrics if any(m in g["metrics"] for g in summary["groups"])]
+    lines = [" | ".join(["group", "n", *shown])]
+    for group in summary["groups"]:
+        cells = []
+        for name in shown:
+            s = group["metrics"].get(name)
+            cells.append("—" if s is None else f"{s['mean']:.4f}" + ("" if s["sd"] is None else f" ± {s['sd']:.4f}"))
+        lines.append(" | ".join([group_label(group), str(len(group["jobs"])), *cells]))
+    if summary["failed"]:
+        lines.append(f"jobs without metrics (left out): {summary['failed']}")
+    return "\n".join(lines)
+
+
+def log_summary_to_wandb(summary: dict, wandb_options: dict, group: str, save_dir: Path) -> None:
+    """One W&B run per group (``job_type`` ``cv_summary``, in the sweep's W&B group) whose summary holds
+    ``<metric>/mean``, ``<metric>/sd`` and ``<metric>/n``, plus a table of the per-fold values."""
+    import wandb
+
+    from visrec.tracking.wandb_logger import finish_wandb_run, resolve_mode
+
+    mode = resolve_mode(wandb_options.get("mode", "auto"))
+    if mode == "disabled":
+        return
+    for index, entry in enumerate(summary["groups"]):
+        run = wandb.init(project=wandb_options.get("project", "visrec"), entity=wandb_options.get("entity"), group=group,
+                         job_type="cv_summary", name=f"{group} cv {index}", dir=str(save_dir), mode=mode,
+                         config={"overrides": entry["overrides"], "jobs": entry["jobs"], "folds": entry["folds"]})
+        for name, s in entry["metrics"].items():
+            run.summary[f"{name}/mean"] = s["mean"]
+            run.summary[f"{name}/n"] = s["n"]
+            if s["sd"] is not None:
+                run.summary[f"{name}/sd"] = s["sd"]
+        table = wandb.Table(columns=["metric", "mean", "sd", "n", "values"],
+                            data=[[n, s["mean"], s["sd"], s["n"], json.dumps(s["values"])] for n, s in entry["metrics"].items()])
+        run.log({"cv_summary": table})
+        finish_wandb_run(run)
+
+
+def summarize_sweep(sweep_dir: str | Path, wandb_options: dict | None = None) -> dict:
+    """Read, summarize, write and print the sweep in ``sweep_dir``; log to W&B with ``wandb_options``
+    (the ``logger.wandb`` config node) when given. Returns the summary."""
+    sweep_dir = Path(sweep_dir)
+    summary = summarize(read_sweep(sweep_dir))
+    json_path, csv_path = write_summary(sweep_dir, summary)
+    print(format_summary(summary))
+    print(f"Cross-validation summary: {json_path} and {csv_path}")
+    if wandb_options is not None and summary["groups"]:
+        log_summary_to_wandb(summary, wandb_options, group=sweep_dir.name, save_dir=sweep_dir)
+    return summary
+
+
+try:  # the callback needs Hydra; summarizing a finished sweep from the command line does not
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover - hydra-core is a dependency
+    Callback = object
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of every multirun, :func:`summarize_sweep` on its sweep directory."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        logger = config.get("logger") or {}
+        wandb_node = next((node for node in logger.values() if node is not None
+                           and str(node.get("_target_", "")).endswith("make_wandb_logger")), None)
+        options = None
+        if wandb_node is not None:
+            from omegaconf import OmegaConf
+
+            options = {k: v for k, v in OmegaConf.to_container(wandb_node, resolve=False).items()
+                       if k in ("project", "entity", "mode")}
+        summarize_sweep(sweep_dir, options)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write cv_summary.json / .csv for a finished multirun.")
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        summarize_sweep(args.sweep_dir)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+if __name__ == "__main__":
+    main()
