@@ -19,45 +19,9 @@ from torch import nn
 
 from visrec.evaluation.scorers import FactorScorer
 from visrec.models.biased_mf import BiasedMF
+from visrec.models.knn import UserKNNScoring
+from visrec.models.scoring_base import ScoringModel
 from visrec.models.visual import VISUAL_MODES, VisualPrior
-
-
-class ScoringModel(nn.Module):
-    """What a model gives the evaluator, export and serving (see :mod:`visrec.models.contract`)."""
-
-    # True when ``scorer().predict`` gives ratings (RMSE/MAE are reported); False for preference scores.
-    predicts_ratings: bool = True
-
-    def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
-        """Give the model the (N, D) frozen features and (N,) has-image mask; ``fit=False`` when the model
-        is about to receive (or has) a checkpoint's weights. A model without an image prior ignores them."""
-
-    @property
-    def has_image_prior(self) -> bool:
-        """Whether this instance scores with image features (they must be attached when it is loaded)."""
-        return False
-
-    @property
-    def known_users(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    @property
-    def known_items(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    @property
-    def item_train_counts(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    def scorer(self, name: str = "model"):
-        raise NotImplementedError
-
-    def item_vectors(self) -> torch.Tensor | None:
-        """(N, K) item vectors for the item map (W&B), or None for a model without them."""
-        return None
-
-    def bundle_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        raise NotImplementedError
 
 
 class FactorScoring(ScoringModel):
@@ -261,10 +225,11 @@ class BaselineScoring(RatingScoring):
 
 # The scoring half of each built-in model, by the ``_target_``s a run's config may name it with
 # (tests/test_imports.py checks each target is a subclass of its scoring half).
-SCORING_CLASSES: dict[str, type[FactorScoring]] = {
+SCORING_CLASSES: dict[str, type[ScoringModel]] = {
     "visrec.models.RatingModule": RatingScoring, "visrec.models.rating_module.RatingModule": RatingScoring,
     "visrec.models.IALSModule": IALSScoring, "visrec.models.ials_module.IALSModule": IALSScoring,
     "visrec.models.BaselineOnly": BaselineScoring, "visrec.models.baseline_only.BaselineOnly": BaselineScoring,
+    "visrec.models.UserKNN": UserKNNScoring, "visrec.models.user_knn_module.UserKNN": UserKNNScoring,
 }
 
 
