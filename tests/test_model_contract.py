@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
+import yaml
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf, open_dict
 
 from visrec.evaluation import FactorScorer
@@ -21,17 +22,28 @@ from visrec.pipeline.training import train
 from conftest import CONF, compose_train
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+PREFERENCE_MODELS = ("ials",)  # scores that are not ratings: no RMSE, a "preference" bundle
 
 
 def test_every_model_config_is_covered():
-    assert MODELS == ["biased_mf", "ials"]  # a new model must join this suite
+    assert MODELS == ["bias_only", "biased_mf", "ials", "user_knn"]  # a new model must join this suite
+
+
+def exportable(name: str) -> bool:
+    return get_class(yaml.safe_load((CONF / "model" / f"{name}.yaml").read_text())["_target_"]).exportable
+
+
+def shrunk_overrides(name: str) -> list[str]:
+    """A model's config made small for the suite: no image prior, K = 4, where the model has those keys."""
+    keys = yaml.safe_load((CONF / "model" / f"{name}.yaml").read_text())
+    return [o for key, o in (("visual_mode", "model.visual_mode=none"), ("k", "model.k=4")) if key in keys]
 
 
 @pytest.fixture(scope="module", params=MODELS)
 def trained(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
-    metrics = train(compose_train([f"model={request.param}", "model.visual_mode=none", "model.k=4", "trainer.max_epochs=3",
-                                   "logger=none", "export=true"], tmp))
+    metrics = train(compose_train([f"model={request.param}", *shrunk_overrides(request.param), "trainer.max_epochs=3",
+                                   "logger=none", f"export={str(exportable(request.param)).lower()}"], tmp))
     return request.param, tmp / "run", metrics
 
 
@@ -41,26 +53,30 @@ def test_checkpoint_round_trip_gives_the_same_scores(trained):
     model = load_model(data, resolve_checkpoint(run, "tested"))
     again = load_model(data, resolve_checkpoint(run, "tested"))
     users, items = torch.arange(5), torch.arange(5)
-    torch.testing.assert_close(model.predict_ratings(users, items), again.predict_ratings(users, items))
-    tables = model.effective_factors()
-    assert all(torch.isfinite(t).all() for t in tables.values() if torch.is_tensor(t))
+    scorer, scorer_again = model.scorer(), again.scorer()
+    torch.testing.assert_close(scorer.score_users(users), scorer_again.score_users(users))
+    assert torch.isfinite(scorer.score_users(users)).all()
+    if model.predicts_ratings:
+        torch.testing.assert_close(scorer.predict(users, items), scorer_again.predict(users, items))
 
 
 def test_metrics_are_finite_and_name_the_monitored_best(trained):
     name, _, metrics = trained
-    monitor = "val/ndcg@10" if name == "ials" else "val/rmse"
+    monitor = "val/ndcg@10" if name in PREFERENCE_MODELS else "val/rmse"
     assert f"{monitor}_best" in metrics
     assert all(np.isfinite(v) for v in metrics.values() if isinstance(v, float))
 
 
 def test_bundle_serves_with_numpy_only(trained):
     _, run, _ = trained
+    if not exportable(trained[0]):
+        pytest.skip(f"{trained[0]} has no factor tables: export refuses it (test_a_model_without_factors_is_not_exported)")
     code = (f"import sys; from visrec.serving import Recommender; rec = Recommender.load({str(run / 'export')!r}); "
             "ids, scores = rec.recommend([rec.user_ids[0]], k=3); assert ids.shape == (1, 3); "
             "assert 'torch' not in sys.modules and 'pytorch_lightning' not in sys.modules; print(rec.score_kind)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == ("preference" if trained[0] == "ials" else "rating")
+    assert done.stdout.strip() == ("preference" if trained[0] in PREFERENCE_MODELS else "rating")
 
 
 # ---- a third model, written against the contract only -------------------------------------------------
@@ -174,14 +190,16 @@ def test_the_evaluator_says_when_a_model_has_no_rating_metrics(trained):
     name, run, _ = trained
     (report,) = (run / "eval").glob("*/report.txt")
     text = report.read_text()
-    assert ("No RMSE/MAE for model, popularity" in text) == (name == "ials")
-    assert ("model: RMSE" in text) == (name == "biased_mf")
+    assert ("No RMSE/MAE for model, popularity" in text) == (name in PREFERENCE_MODELS)
+    assert ("model: RMSE" in text) == (name not in PREFERENCE_MODELS)
 
 
 def test_an_unknown_user_gets_a_meaningful_fallback(trained):
     from visrec.serving import Recommender
 
     name, run, _ = trained
+    if not exportable(name):
+        pytest.skip(f"{name} cannot be exported (no bundle to serve)")
     rec = Recommender.load(run / "export")
     ids, scores = rec.recommend(["nobody"], k=5, on_unknown="fallback")
     items = rec.item_index(list(ids[0]))
@@ -192,3 +210,21 @@ def test_an_unknown_user_gets_a_meaningful_fallback(trained):
         assert rec.score("nobody", list(ids[0][:1]), on_unknown="fallback")[0] == rec.item_popularity[items[0]]
     else:  # a user without ratings: μ + b_i
         assert np.allclose(scores[0], rec.global_mean + rec.item_bias[items], atol=1e-5)
+
+
+def test_a_model_without_factors_is_not_exported(trained, tmp_path):
+    """export=true is refused at set-up, before anything is written, naming the key; the export module
+    refuses the trained run's checkpoint with a clear message (not a NotImplementedError)."""
+    from visrec.export import ExportError
+    from visrec.pipeline.exporting import export_run
+
+    name, run, _ = trained
+    if exportable(name):
+        pytest.skip(f"{name} exports factor tables")
+    cfg = compose_train([f"model={name}", "export=true", "logger=none"], tmp_path)
+    with pytest.raises(ValueError, match=r"export=true.*cannot be exported.*set export=false"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ExportError, match="cannot be exported"):
+        export_run(run, out_dir=tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()

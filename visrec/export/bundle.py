@@ -148,7 +148,11 @@ def export_model(model, user_map: IdMap, item_map: IdMap, seen: Interactions, ou
 
     ``seen``: the training data (train + validation parts) — recorded per user for ``exclude_seen``.
     Raises ExportError naming the checkpoint (``metrics["checkpoint"]`` or ``["tested_checkpoint"]``)
-    if the model's factors are not finite; nothing is written then."""
+    if the model's factors are not finite, or if the model has no factor tables (``exportable`` False, e.g.
+    kNN: a bundle format of its own is not built); nothing is written then."""
+    if not getattr(model, "exportable", True):
+        raise ExportError(f"{type(model).__name__} cannot be exported: a serving bundle holds factor tables and this model "
+                          "has none (a bundle format for it is not built); train it with export=false")
     arrays, scalars = model_arrays(model, seen)
     manifest = {
         **scalars,

@@ -3,7 +3,7 @@
 :class:`ScoringModel` is what the evaluator, export, serving and W&B use of a model (the "Scores" and
 "Writes into a bundle" parts of :mod:`visrec.models.contract`); :class:`FactorScoring` implements it for
 r̂_ui = μ + b_u + b_i + p_u·q_i. :class:`RatingScoring` and :class:`IALSScoring` are the scoring halves of
-the built-in models: their submodules (so their checkpoints' ``state_dict``), tables and scores, which
+the built-in models (and :class:`BaselineScoring`, ``model=bias_only``'s): their submodules (so their checkpoints' ``state_dict``), tables and scores, which
 :class:`~visrec.models.rating_module.RatingModule` and :class:`~visrec.models.ials_module.IALSModule`
 inherit and add training to. ``evaluate.py`` and ``python -m visrec.export`` load a built-in model's
 checkpoint into its scoring half (:func:`build_scoring`), so they never import Lightning; any other model
@@ -19,45 +19,9 @@ from torch import nn
 
 from visrec.evaluation.scorers import FactorScorer
 from visrec.models.biased_mf import BiasedMF
+from visrec.models.knn import UserKNNScoring
+from visrec.models.scoring_base import ScoringModel
 from visrec.models.visual import VISUAL_MODES, VisualPrior
-
-
-class ScoringModel(nn.Module):
-    """What a model gives the evaluator, export and serving (see :mod:`visrec.models.contract`)."""
-
-    # True when ``scorer().predict`` gives ratings (RMSE/MAE are reported); False for preference scores.
-    predicts_ratings: bool = True
-
-    def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
-        """Give the model the (N, D) frozen features and (N,) has-image mask; ``fit=False`` when the model
-        is about to receive (or has) a checkpoint's weights. A model without an image prior ignores them."""
-
-    @property
-    def has_image_prior(self) -> bool:
-        """Whether this instance scores with image features (they must be attached when it is loaded)."""
-        return False
-
-    @property
-    def known_users(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    @property
-    def known_items(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    @property
-    def item_train_counts(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    def scorer(self, name: str = "model"):
-        raise NotImplementedError
-
-    def item_vectors(self) -> torch.Tensor | None:
-        """(N, K) item vectors for the item map (W&B), or None for a model without them."""
-        return None
-
-    def bundle_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        raise NotImplementedError
 
 
 class FactorScoring(ScoringModel):
@@ -245,11 +209,27 @@ class IALSScoring(FactorScoring):
         return (tables["user_factors"][users] * tables["item_factors"][items]).sum(-1)
 
 
+class BaselineScoring(RatingScoring):
+    """BaselineOnly's scores (``model=bias_only``; trained by :class:`~visrec.models.baseline_only.BaselineOnly`,
+    whose docstring has the model): r̂_ui = μ + b_u + b_i, a :class:`RatingScoring` with K = 0 factors, so
+    the evaluator, export and serving treat it as any factor model (``k = 0`` in a bundle). Unknown users /
+    items get b = 0; ratings are clipped to ``[rating_min, rating_max]`` (Surprise clips them too)."""
+
+    model_kind = "BaselineOnly"
+
+    def __init__(self, num_users: int, num_items: int, global_mean: float = 0.0,
+                 rating_min: float | None = None, rating_max: float | None = None):
+        super().__init__(num_users, num_items, k=0, global_mean=global_mean, rating_min=rating_min, rating_max=rating_max)
+        self.net.requires_grad_(False)  # fitted in closed form, never by an optimizer
+
+
 # The scoring half of each built-in model, by the ``_target_``s a run's config may name it with
 # (tests/test_imports.py checks each target is a subclass of its scoring half).
-SCORING_CLASSES: dict[str, type[FactorScoring]] = {
+SCORING_CLASSES: dict[str, type[ScoringModel]] = {
     "visrec.models.RatingModule": RatingScoring, "visrec.models.rating_module.RatingModule": RatingScoring,
     "visrec.models.IALSModule": IALSScoring, "visrec.models.ials_module.IALSModule": IALSScoring,
+    "visrec.models.BaselineOnly": BaselineScoring, "visrec.models.baseline_only.BaselineOnly": BaselineScoring,
+    "visrec.models.UserKNN": UserKNNScoring, "visrec.models.user_knn_module.UserKNN": UserKNNScoring,
 }
 
 

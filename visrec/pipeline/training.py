@@ -109,6 +109,9 @@ def check_options(cfg: DictConfig) -> None:
                          f"model.optimizer._target_=torch.optim.Adam, or train on one GPU (trainer=gpu)")
     if cfg.get("test") and cfg.get("evaluate"):
         _eval_protocol(cfg.get("eval"))
+    if cfg.get("export") and not cls.exportable:
+        raise ValueError(f"export=true, but {cls.__name__} (model._target_={cfg.model._target_}) cannot be exported: a serving "
+                         "bundle holds factor tables and this model has none (a bundle format for it is not built); set export=false")
 
 
 def check_validation_needs(cfg: DictConfig, datamodule: RatingsDataModule) -> None:

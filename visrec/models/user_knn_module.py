@@ -1,0 +1,83 @@
+"""LightningModule of user-based kNN (``model=user_knn``): Surprise's KNNWithMeans, user-based.
+
+The model, its similarities and its vectorized scoring are :mod:`visrec.models.knn` (torch only; its
+:class:`~visrec.models.knn.UserKNNScoring` is what evaluate.py loads a checkpoint into). Training is the
+fit of a memory-based model: one ``training_step`` on every training row (``TRAINING_BATCHES = "whole"``)
+stores the ratings and each user's mean in the model's buffers (so checkpoints hold them), then the model
+stops the trainer (more epochs would store the same). Validation logs ``val/rmse`` / ``val/mae``
+(:mod:`visrec.models.rating_metrics`). Not exportable (no factor tables): ``export=true`` is refused at set-up.
+"""
+from __future__ import annotations
+
+import math
+
+from visrec.interactions import Interactions
+from visrec.models.closed_form import ClosedFormStep
+from visrec.models.contract import RecommenderModel
+from visrec.models.knn import SIMILARITIES, UserKNNScoring
+from visrec.models.rating_metrics import RatingMetricsMixin
+
+
+class UserKNN(RatingMetricsMixin, UserKNNScoring, RecommenderModel):
+    """User-based KNNWithMeans under the model contract (:mod:`visrec.models.contract`)."""
+
+    DATA_KEYS = ("num_users", "num_items", "global_mean", "rating_min", "rating_max")
+    TRAINING_BATCHES = "whole"
+    VALIDATION_METRICS = ("val/rmse", "val/mae")
+    single_process = True
+
+    def __init__(self, num_users: int, num_items: int, global_mean: float, rating_min: float | None = None,
+                 rating_max: float | None = None, k: int = 40, min_k: int = 1, similarity: str = "cosine",
+                 min_support: int = 1, shrinkage: float = 0.0, max_block_elements: int = 2 ** 23):
+        self.check_options(dict(k=k, min_k=min_k, similarity=similarity, min_support=min_support, shrinkage=shrinkage,
+                                max_block_elements=max_block_elements))
+        super().__init__(num_users, num_items, global_mean, rating_min, rating_max, k=k, min_k=min_k, similarity=similarity,
+                         min_support=min_support, shrinkage=shrinkage, max_block_elements=max_block_elements)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self._batch = None
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Refuse option values that would score nonsense, naming the key (``model.<name>``)."""
+        def count(name, default, low):
+            value = options.get(name, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"model.{name} must be an integer >= {low}, got {value!r}")
+            return value
+
+        k = count("k", 40, 1)
+        min_k = count("min_k", 1, 0)
+        count("min_support", 1, 0)
+        count("max_block_elements", 2 ** 23, 1)
+        if min_k > k:
+            raise ValueError(f"model.min_k={min_k} > model.k={k}: no prediction could use its neighbours")
+        if options.get("similarity", "cosine") not in SIMILARITIES:
+            raise ValueError(f"model.similarity must be one of {SIMILARITIES}, got {options.get('similarity')!r}")
+        shrinkage = options.get("shrinkage", 0.0)
+        if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not (math.isfinite(shrinkage) and shrinkage >= 0):
+            raise ValueError(f"model.shrinkage must be a finite number >= 0, got {shrinkage!r}")
+
+    def check_training_data(self, train: Interactions, val: Interactions | None = None) -> None:
+        if len(train) == 0:
+            raise ValueError("model=user_knn: the training part has no rating (check the data and data.split)")
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise ValueError("model=user_knn trains in a single process; use trainer=cpu or trainer=gpu, not DDP")
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx > 0:
+            return None
+        self._batch = batch
+        self.optimizers().step()  # ClosedFormStep: store the ratings and user means (counted as one step)
+        self.trainer.should_stop = True  # the fit is complete; another epoch would store the same
+        return None
+
+    def _fit_batch(self) -> float:
+        users, items, ratings = self._batch
+        self.fit(users, items, ratings)
+        return 0.0
+
+    def configure_optimizers(self):
+        return ClosedFormStep([self.user_means], self._fit_batch)
