@@ -14,7 +14,7 @@ also see the validation part through early stopping) and tested on its test rows
 
 * RMSE / MAE over the warm test ratings (user and item in training; predictions clipped to [1, 5] as
   Surprise does), the ratings visrec's ``test/rmse`` covers;
-* for ``SVD`` / ``SVDpp`` / ``NMF``-free factor models with ``pu``/``qi``/``bu``/``bi``, the ranking
+* for ``SVD`` (a factor model with ``pu``/``qi``/``bu``/``bi``), the ranking
   metrics from visrec's evaluator on the same protocol (all items not in the user's training ratings
   ranked; relevant = test rating ≥ 4); other Surprise algorithms get rating metrics only (scoring
   943 x 1,682 pairs one Python call at a time is not a fair use of them).
@@ -40,12 +40,22 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 # Each visrec row: the Hydra overrides of its multirun (plus data.fold=... and --extra).
 MODELS = {
-    "bias_only": ["data=movielens_100k", "model=bias_only"],
-    "user_knn": ["data=movielens_100k", "model=user_knn"],
+    # Closed-form baselines fit every training row (no validation carve-out), as Surprise does.
+    "bias_only": ["data=movielens_100k", "model=bias_only", "data.val_ratio=0", "callbacks=none"],
+    "user_knn": ["data=movielens_100k", "model=user_knn", "data.val_ratio=0", "callbacks=none"],
     "visual_knn": ["data=movielens_100k", "model=visual_knn"],
     "biased_mf": ["experiment=ml100k_u1", "model.visual_mode=none"],
     "biased_mf_visual": ["experiment=ml100k_u1", "model.visual_mode=reg"],
     "ials": ["experiment=ml100k_u1_ials"],
+}
+# Surprise rows: algorithm -> constructor options. KNNWithMeans with cosine, k 40, min_k 1 is visrec's
+# user_knn defaults; BaselineOnly's defaults (ALS, reg_i 10, reg_u 15, 10 epochs) are bias_only's.
+SURPRISE = {
+    "BaselineOnly": {"verbose": False},
+    "KNNBasic": {"sim_options": {"name": "cosine", "user_based": True}, "verbose": False},
+    "KNNWithMeans": {"sim_options": {"name": "cosine", "user_based": True}, "verbose": False},
+    "KNNBaseline": {"sim_options": {"name": "pearson_baseline", "user_based": True}, "verbose": False},
+    "SVD": {"random_state": 0},
 }
 COLUMNS = {"RMSE": "test/rmse", "MAE": "test/mae", "P@10": "model/warm/precision@10", "R@10": "model/warm/recall@10",
            "F1@10": "model/warm/f1@10", "NDCG@10": "model/warm/ndcg@10"}
@@ -88,9 +98,7 @@ def surprise_fold(algorithm: str, split_file: Path) -> dict[str, float]:
     fit_rows, test = split[split["part"] != "test"], split[split["part"] == "test"]
     reader = surprise.Reader(rating_scale=(1, 5))
     trainset = surprise.Dataset.load_from_df(fit_rows[["user", "item", "rating"]], reader).build_full_trainset()
-    algo = getattr(surprise, algorithm)(**({"random_state": 0} if algorithm in ("SVD", "SVDpp") else {}))
-    if algorithm.startswith("KNN"):
-        algo.sim_options = {**algo.sim_options, "user_based": True}
+    algo = getattr(surprise, algorithm)(**SURPRISE[algorithm])
     algo.fit(trainset)
     users, items = set(fit_rows["user"]), set(fit_rows["item"])
     warm = test[test["user"].isin(users) & test["item"].isin(items)]
@@ -114,7 +122,7 @@ def surprise_fold(algorithm: str, split_file: Path) -> dict[str, float]:
         def part(rows: pd.DataFrame) -> Interactions:
             return Interactions(torch.from_numpy(user_index.get_indexer(rows["user"])).long(),
                                 torch.from_numpy(item_index.get_indexer(rows["item"])).long(),
-                                torch.from_numpy(rows["rating"].to_numpy(np.float32)))
+                                torch.tensor(rows["rating"].to_numpy(np.float32)))
 
         report = evaluate([scorer], part(fit_rows), part(test), U, N, ks=[10])
         warm_ranking = report.results["model"]["warm"]
@@ -136,7 +144,7 @@ def main() -> None:
     parser.add_argument("--folds", nargs="+", default=["1", "2", "3", "4", "5"])
     parser.add_argument("--models", nargs="+", default=["popularity", "bias_only", "user_knn", "biased_mf", "biased_mf_visual"],
                         choices=["popularity", *MODELS])
-    parser.add_argument("--surprise", nargs="*", default=["BaselineOnly", "KNNBasic", "KNNBaseline", "SVD"])
+    parser.add_argument("--surprise", nargs="*", default=list(SURPRISE), choices=list(SURPRISE))
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "compare")
     parser.add_argument("--extra", nargs="*", default=[], help="Hydra overrides added to every visrec sweep")
     args = parser.parse_args()
