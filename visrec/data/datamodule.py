@@ -115,6 +115,7 @@ class RatingsDataModule(pl.LightningDataModule):
     stopping. Options are checked when the module is made and the data when :meth:`setup` runs (before
     any training): an empty part, a validation part with no warm rating (user and item both with
     training ratings), or a predefined test pair that is also a training pair is a :class:`DataError`.
+    Set-up logs the parts' sizes and their warm / cold-user / cold-item counts (:meth:`split_counts`).
     """
 
     def __init__(

@@ -72,7 +72,10 @@ class Split:
 
 
 class PredefinedSplit(Split):
-    """The source's own test set (e.g. MovieLens ``u1.test``, or a table's ``test_path``)."""
+    """The source's own test set (e.g. MovieLens ``u1.test``, or a table's ``test_path``).
+
+    Cold by construction: whatever that test set holds (MovieLens folds: no user, a few items).
+    Typical use: comparisons with published numbers (ML-100K u1-u5)."""
 
     name = "predefined"
     needs_column = "is_test"
@@ -89,7 +92,10 @@ class PredefinedSplit(Split):
 
 
 class RandomSplit(Split):
-    """A uniformly random ``test_ratio`` of all ratings."""
+    """A uniformly random ``test_ratio`` of all ratings (``round(test_ratio * R)`` rows).
+
+    Cold by construction: nothing (a rare user or item can lose all its ratings by chance).
+    Typical use: rating prediction, quick checks."""
 
     name = "random"
 
@@ -114,7 +120,7 @@ class PerUserSplit(Split):
     """For every user, ``floor(test_ratio * n_u)`` of their ratings chosen at random.
 
     Users with too few ratings for that to be >= 1 keep all of them in training, so every test
-    user also has training ratings.
+    user also has training ratings. Typical use: top-K per user when the data has no time order.
     """
 
     name = "per_user"
@@ -136,7 +142,9 @@ class TemporalSplit(Split):
     """The latest ``test_ratio`` of all ratings by timestamp (a global cut; ties broken by file order).
 
     Validation is the latest ``val_ratio`` of the remaining training ratings, so the model never
-    early-stops on data older than what it trains on.
+    early-stops on data older than what it trains on. Cold by construction: users and items that first
+    appear after the cut (on real data, most test users). Typical use: "train on the past, test on the
+    future" as deployed; for per-user recommendation without leakage use ``per_user_temporal``.
     """
 
     name = "temporal"
