@@ -4,7 +4,7 @@ permuted-features control, over several seeds (each seed draws its own held-out 
     .venv/bin/python benchmarks/ml100k_ials_cold.py [--root ../shared/datasets/ml-100k] [--seeds 0 1 2]
 
 For each seed, runs of ``experiment=ml100k_u1_ials`` on the cold-item split (the held-out items and all
-their ratings are the test part):
+their ratings are the test part; ``data.split.warm_test_ratio=0``: no warm part, as the README figures were measured):
     none                     cold items have no vector: all their scores tie (see "floors" below);
     reg                      item vectors pulled toward E f̃_i + e in training, (E, e) by ridge on the
                              trained item vectors; cold items scored with q_i = E f̃_i + e;
@@ -96,7 +96,7 @@ def main() -> None:
     rows = {"random order (floor)": [], **{name: [] for name in VARIANTS}}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            base = ["experiment=ml100k_u1_ials", f"data.root={args.root}", "data/split=cold_item", f"seed={seed}"]
+            base = ["experiment=ml100k_u1_ials", f"data.root={args.root}", "data/split=cold_item", "data.split.warm_test_ratio=0", f"seed={seed}"]
             rows["random order (floor)"].append(random_order_floor(base))
             for name, overrides in VARIANTS.items():
                 rows[name].append(cold_metrics([*base, *overrides], f"{tmp}/{seed}_{name.replace(' ', '_').replace(',', '')}"))

@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/ml100k_visual.py [--root ../shared/datasets/ml-100k] [--seeds 0 1 2]
 
-Cold: data/split=cold_item (20% of the items held out with all their ratings), one split per seed;
+Cold: data/split=cold_item (20% of the items held out with all their ratings; data.split.warm_test_ratio=0,
+no warm test part, as when the README figures were measured), one split per seed;
 prints test/rmse_cold for visual_mode none (bias-only fallback μ + b_u), reg and init+reg, and the
 mean relative change against none. With --controls MODE..., those modes also run on permuted features
 (features.permute_seed: the same feature rows dealt to the wrong items), which separates what the
@@ -48,7 +49,7 @@ def main() -> None:
     for seed in args.seeds:
         for name, control in runs:
             mode = name.split(" ")[0]
-            metrics = run([root, "data/split=cold_item", f"seed={seed}", f"model.visual_mode={mode}", *control, *args.extra])
+            metrics = run([root, "data/split=cold_item", "data.split.warm_test_ratio=0", f"seed={seed}", f"model.visual_mode={mode}", *control, *args.extra])
             cold[name].append(metrics["test/rmse_cold"])
     warm_modes = ["none", *[m for m in args.modes if m != "none"]]
     warm = {} if args.no_warm else {mode: run([root, f"model.visual_mode={mode}", *args.extra])["test/rmse"] for mode in warm_modes}

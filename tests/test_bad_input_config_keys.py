@@ -76,6 +76,11 @@ TABLE_CASES = {
     "all-cold validation": ("session", ["data.source_args.timestamp_col=timestamp", "data/split=temporal", "data.val_ratio=0.04"],
                             "model.scheduler"),
     "empty test part": ("tiny", ["data.split.test_ratio=0.01"], "data.split.test_ratio"),
+    "per-user temporal without timestamps": ("good", ["data/split=per_user_temporal"], "data.source_args.timestamp_col"),
+    "test_ratio and leave_last_n": ("good", ["data/split=per_user_temporal", "data.split.leave_last_n=1"], "data.split.leave_last_n"),
+    "leave-one-out with all-cold validation": ("session", ["data.source_args.timestamp_col=timestamp", "data/split=per_user_temporal",
+                                                           "data.split.test_ratio=null", "data.split.leave_last_n=1"], "data.split.val_last_n"),
+    "warm_test_ratio": ("good", ["data/split=cold_item", "data.split.warm_test_ratio=1"], "data.split.warm_test_ratio"),
 }
 
 

@@ -186,5 +186,9 @@ def test_no_warm_test_rating_warns_unless_the_split_is_cold_by_design(tmp_path, 
     assert "no test rating is warm" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="visrec.data.datamodule"):
-        RatingsDataModule(RatingsFile(ratings), ColdItemSplit(0.34, seed=0), val_ratio=0.2).setup()
+        RatingsDataModule(RatingsFile(ratings), ColdItemSplit(0.34, seed=0, warm_test_ratio=0), val_ratio=0.2).setup()
     assert "no test rating is warm" not in caplog.text
+    caplog.clear()  # a warm part too small to take a rating (floor(0.1 * 4) = 0 per user): warned, naming the key
+    with caplog.at_level(logging.WARNING, logger="visrec.data.datamodule"):
+        RatingsDataModule(RatingsFile(ratings), ColdItemSplit(0.34, seed=0, warm_test_ratio=0.1), val_ratio=0.2).setup()
+    assert "no test rating is warm" in caplog.text and "data.split.warm_test_ratio" in caplog.text

@@ -94,7 +94,7 @@ def test_fit_cold_head_sets_the_scores_of_cold_items():
 
 
 def test_training_fits_the_head_and_stores_it_in_the_tested_checkpoint(tmp_path):
-    metrics = train(compose_train(["data/split=cold_item", "features=random", "model.visual_mode=head", "trainer.max_epochs=3",
+    metrics = train(compose_train(["data/split=cold_item", "data.split.warm_test_ratio=0", "features=random", "model.visual_mode=head", "trainer.max_epochs=3",
                                    "evaluate=false"], tmp_path))
     assert metrics["cold_head/cv_rmse"] > 0 and metrics["test/ratings_cold"] > 0
     run = tmp_path / "run"

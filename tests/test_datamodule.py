@@ -8,7 +8,7 @@ from conftest import TINY_GENERATOR
 
 
 def test_parts_are_disjoint_and_batches_are_tensors(tmp_path):
-    dm = RatingsDataModule(SyntheticSource(tmp_path, **TINY_GENERATOR), ColdItemSplit(0.25, seed=3), val_ratio=0.1, batch_size=64)
+    dm = RatingsDataModule(SyntheticSource(tmp_path, **TINY_GENERATOR), ColdItemSplit(0.25, seed=3, warm_test_ratio=0), val_ratio=0.1, batch_size=64)
     dm.setup()
     train, val, test = (dm.tensors[p] for p in ("train", "val", "test"))
     pairs = [set(zip(t.users.tolist(), t.items.tolist())) for t in (train, val, test)]

@@ -40,7 +40,7 @@ def test_temporal_split_needs_timestamps(ratings):
 
 
 def test_cold_item_split_holds_out_whole_items(ratings):
-    mask = ColdItemSplit(0.2, seed=0).test_mask(ratings)
+    mask = ColdItemSplit(0.2, seed=0, warm_test_ratio=0).test_mask(ratings)  # cold part only
     test_items, train_items = set(ratings["item"][mask]), set(ratings["item"][~mask])
     assert not test_items & train_items
     assert len(test_items) == round(0.2 * ratings["item"].nunique())

@@ -15,7 +15,7 @@ def test_visual_prior_recovers_cold_items(tmp_path):
     for mode in ("none", "reg"):
         # Popularity-only choice (choice_strength 0): the data this 30% target was set on. With the default
         # choice model (β 1.5) the measured gain is 26% (README, "Benchmarks"; not analysed further).
-        overrides = ["model=biased_mf", "data/split=cold_item", f"model.visual_mode={mode}", "logger=none", "features.progress=false",
+        overrides = ["model=biased_mf", "data/split=cold_item", "data.split.warm_test_ratio=0", f"model.visual_mode={mode}", "logger=none", "features.progress=false",
                      f"paths.data_dir={tmp_path / 'data'}", "data.generator.choice_strength=0"]
         cfg = compose_train(overrides, tmp_path / mode, tiny=False)  # the default synthetic dataset
         cfg.paths.data_dir = str(tmp_path / "data")

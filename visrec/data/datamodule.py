@@ -115,6 +115,7 @@ class RatingsDataModule(pl.LightningDataModule):
     stopping. Options are checked when the module is made and the data when :meth:`setup` runs (before
     any training): an empty part, a validation part with no warm rating (user and item both with
     training ratings), or a predefined test pair that is also a training pair is a :class:`DataError`.
+    Set-up logs the parts' sizes and their warm / cold-user / cold-item counts (:meth:`split_counts`).
     """
 
     def __init__(
@@ -199,24 +200,54 @@ class RatingsDataModule(pl.LightningDataModule):
         train = self.tensors["train"]
         self.item_train_counts = torch.bincount(train.items, minlength=self.num_items)  # (N,)
         self.user_train_counts = torch.bincount(train.users, minlength=self.num_users)  # (U,)
-        warm = {part: self.warm_count(part) for part in ("val", "test")}
+        counts = self.split_counts()
+        warm = {part: counts[f"{part}_warm"] for part in ("val", "test")}
         if len(self.tensors["val"]) and warm["val"] == 0:
+            keys = ", ".join(["data.val_ratio", *self.split.config_keys()])
             raise DataError(None, f"no validation rating is warm: 0 of {len(self.tensors['val'])} validation ratings have a user "
                                   f"and an item with training ratings (split {self.split.describe()}, data.val_ratio="
-                                  f"{self.val_ratio:g}), so the validation metrics that early stopping and the best checkpoint "
-                                  f"watch (`monitor`: val/rmse, val/ndcg@10, ...) cannot be computed. {_validation_remedies(self.split)}")
+                                  f"{self.val_ratio:g}; {self.counts_line(counts)}), so the validation metrics that early "
+                                  f"stopping and the best checkpoint watch (`monitor`: val/rmse, val/ndcg@10, ...) cannot be "
+                                  f"computed. Keys that change the parts: {keys}. {_validation_remedies(self.split)}")
         if len(self.tensors["test"]) and warm["test"] == 0 and not self.split.cold_test:
             # Expected of a cold-item split; elsewhere legitimate but surprising (test/rmse will not exist): say so.
             log.warning("no test rating is warm (0 of %d have a user and an item with training ratings; split %s): "
-                        "test/rmse and the evaluator's warm segment will be absent, only the cold metrics are reported",
-                        len(self.tensors["test"]), self.split.describe())
+                        "test/rmse and the evaluator's warm segment will be absent, only the cold metrics are reported "
+                        "(keys that change the test part: %s)",
+                        len(self.tensors["test"]), self.split.describe(), ", ".join(self.split.config_keys()) or "data/split")
         log.info(
             "data %s, split %s: %d users, %d items, train/val/test = %d/%d/%d ratings; warm (user and item with training "
-            "ratings): val %d of %d, test %d of %d",
+            "ratings): val %d of %d, test %d of %d; %s",
             table.source, self.split.describe(), self.num_users, self.num_items,
             len(self.tensors["train"]), len(self.tensors["val"]), len(self.tensors["test"]),
-            warm["val"], len(self.tensors["val"]), warm["test"], len(self.tensors["test"]),
+            warm["val"], len(self.tensors["val"]), warm["test"], len(self.tensors["test"]), self.counts_line(counts),
         )
+
+    def split_counts(self) -> dict[str, int]:
+        """Ratings per part, and for val / test how many are warm (user and item both with training
+        ratings), cold-user (user without training ratings) and cold-item (user with, item without) —
+        the evaluator's segments (:mod:`visrec.evaluation.segments`). Keys: ``train``, ``val``,
+        ``val_warm``, ``val_cold_users``, ``val_cold_items``, ``test``, ``test_warm``, ... (counts of ratings)."""
+        counts = {"train": len(self.tensors["train"])}
+        for part in ("val", "test"):
+            data = self.tensors[part]
+            known_user = self.user_train_counts[data.users] > 0  # (R,)
+            known_item = self.item_train_counts[data.items] > 0  # (R,)
+            counts[part] = len(data)
+            counts[f"{part}_warm"] = int((known_user & known_item).sum())
+            counts[f"{part}_cold_users"] = int((~known_user).sum())
+            counts[f"{part}_cold_items"] = int((known_user & ~known_item).sum())
+        return counts
+
+    def counts_line(self, counts: dict[str, int] | None = None) -> str:
+        """One line of :meth:`split_counts`: ``train 76000; val 4000 = 3990 warm + 10 cold (0 cold-user, 10 cold-item); test ...``."""
+        counts = counts or self.split_counts()
+        parts = [f"train {counts['train']}"]
+        for part in ("val", "test"):
+            cold = counts[f"{part}_cold_users"] + counts[f"{part}_cold_items"]
+            parts.append(f"{part} {counts[part]} = {counts[f'{part}_warm']} warm + {cold} cold "
+                         f"({counts[f'{part}_cold_users']} cold-user, {counts[f'{part}_cold_items']} cold-item)")
+        return "ratings: " + "; ".join(parts)
 
     def warm_count(self, part: str) -> int:
         """Ratings of ``part`` whose user and item both have training ratings (what val/rmse and test/rmse cover)."""

@@ -5,7 +5,8 @@ A run directory (``cfg.paths.output_dir``) ends up holding:
     user_map.parquet, item_map.parquet, split.parquet   the exact data the run saw
     checkpoints/best.ckpt, checkpoints/last.ckpt, checkpoints/refit.ckpt (refit=true)
     metrics.json         final metrics (test metrics of the tested checkpoint: refit.ckpt with refit=true,
-                         else best.ckpt), wall times
+                         else best.ckpt), wall times, and the split's counts (``split/val_warm``, ...:
+                         :meth:`~visrec.data.datamodule.RatingsDataModule.split_counts`)
 """
 from __future__ import annotations
 
@@ -150,7 +151,9 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: RatingsDataModule = instantiate_node(cfg.data)
-    datamodule.setup("fit")
+    datamodule.setup("fit")  # refuses a validation part with no warm rating, with the counts
+    split_counts = datamodule.split_counts()
+    print(f"Split {datamodule.split.describe()}: {datamodule.counts_line(split_counts)}")
     check_validation_needs(cfg, datamodule)
     features = item_features(cfg, datamodule.image_paths, list(datamodule.item_map.raw_ids))
     model = build_model(cfg, datamodule, features)
@@ -172,7 +175,8 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_seconds = time.perf_counter() - started
 
-    metrics: dict = {"fit_seconds": round(fit_seconds, 3), "epochs": trainer.current_epoch}
+    metrics: dict = {"fit_seconds": round(fit_seconds, 3), "epochs": trainer.current_epoch,
+                     **{f"split/{key}": value for key, value in split_counts.items()}}
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))})
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_path:
