@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visrec.data import ColdItemSplit, DataError, PerUserTemporalSplit, RatingsDataModule, RatingsFile
+from visrec.data import ColdItemSplit, DataError, KFoldSplit, PerUserTemporalSplit, RatingsDataModule, RatingsFile
 
 from conftest import compose_train
 
@@ -204,3 +204,52 @@ def test_cold_item_run_reports_warm_and_cold_test_metrics(tmp_path):
     old = train(compose_train([*base, "data.split.warm_test_ratio=0", "evaluate=false"], tmp_path / "old"))
     assert "test/rmse" not in old and old["split/test_warm"] == 0
     assert old["split/test"] == old["split/test_cold_items"] + old["split/test_cold_users"] < metrics["split/test"]
+
+
+# ---- k-fold ----------------------------------------------------------------------------------------------
+def kfold_frame(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(12), rng.integers(1, 14, size=12))  # 12 users with 1..13 ratings
+    return pd.DataFrame({"user": users, "item": rng.integers(0, 30, size=len(users))})
+
+
+@pytest.mark.parametrize("per_user", [False, True])
+def test_kfold_test_parts_are_disjoint_and_cover_every_rating_once(per_user):
+    ratings = kfold_frame()
+    masks = np.stack([KFoldSplit(num_folds=5, fold=f, per_user=per_user, seed=3).test_mask(ratings) for f in range(5)])
+    assert (masks.sum(0) == 1).all()
+    if not per_user:
+        sizes = masks.sum(1)
+        assert sizes.max() - sizes.min() <= 1
+
+
+def test_kfold_per_user_deals_each_users_ratings_evenly_across_folds():
+    ratings = kfold_frame()
+    folds = KFoldSplit(num_folds=4, per_user=True, seed=1).fold_of_rows(ratings)
+    counts = pd.crosstab(ratings["user"], folds).reindex(columns=range(4), fill_value=0).to_numpy()  # (U, 4)
+    n_u = counts.sum(1)
+    assert (counts.min(1) == n_u // 4).all() and (counts.max(1) == -(-n_u // 4)).all()
+
+
+def test_kfold_the_seed_fixes_the_folds_for_every_fold_index():
+    ratings = kfold_frame()
+    a = KFoldSplit(num_folds=5, fold=0, seed=7).fold_of_rows(ratings)
+    assert (KFoldSplit(num_folds=5, fold=4, seed=7).fold_of_rows(ratings) == a).all()
+    assert not (KFoldSplit(num_folds=5, fold=0, seed=8).fold_of_rows(ratings) == a).all()
+
+
+@pytest.mark.parametrize("options, key", [({"num_folds": 1}, "data.split.num_folds"), ({"fold": 5}, "data.split.fold"),
+                                          ({"fold": -1}, "data.split.fold"), ({"per_user": "yes"}, "data.split.per_user")])
+def test_kfold_bad_options_name_their_key(options, key):
+    with pytest.raises(DataError, match=key):
+        KFoldSplit(**{"num_folds": 5, **options})
+
+
+def test_a_kfold_run_trains_on_the_other_folds(tmp_path):
+    from visrec.pipeline.training import train
+
+    metrics = train(compose_train(["data/split=kfold", "data.split.fold=2", "trainer.max_epochs=2", "logger=none",
+                                   "model.visual_mode=none", "evaluate=false"], tmp_path))
+    split = pd.read_parquet(tmp_path / "run" / "split.parquet")
+    total = len(split)
+    assert abs((split["part"] == "test").sum() - total / 5) <= 1 and np.isfinite(metrics["test/rmse"])

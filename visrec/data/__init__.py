@@ -8,7 +8,7 @@ _MODULES = {
     "ColdItemSplit": "visrec.data.splits", "DataError": "visrec.data.errors", "IdMap": "visrec.data.idmap",
     "MovieLens100K": "visrec.data.readers", "PerUserSplit": "visrec.data.splits", "PredefinedSplit": "visrec.data.splits",
     "RandomSplit": "visrec.data.splits", "RatingsDataModule": "visrec.data.datamodule", "RatingsFile": "visrec.data.readers",
-    "PerUserTemporalSplit": "visrec.data.splits", "TemporalSplit": "visrec.data.splits",
+    "PerUserTemporalSplit": "visrec.data.splits", "TemporalSplit": "visrec.data.splits", "KFoldSplit": "visrec.data.splits",
 }
 
 __all__ = sorted(_MODULES)

@@ -17,6 +17,8 @@ split                 test part                                      cold by con
 ``temporal``          the latest ``test_ratio`` of all (one cut)     users / items that appear after it
 ``cold_item``         all ratings of ``test_ratio`` of the items,    the held-out items (users keep
                       + per user ``warm_test_ratio`` of the rest     their other ratings)
+``kfold``             fold ``fold`` of ``num_folds`` random folds      none (items by chance)
+                      (``per_user``: each user's ratings dealt evenly)
 ===================== ============================================== ===================================
 """
 from __future__ import annotations
@@ -301,3 +303,55 @@ class ColdItemSplit(Split):
         mask = cold.copy()
         mask[rest[warm]] = True
         return mask
+
+
+class KFoldSplit(Split):
+    """k-fold cross-validation: every rating is dealt into one of ``num_folds`` folds, and fold ``fold``
+    (0-based) is the test part. The same ``seed`` deals the same folds for every ``fold``, so the k runs
+    ``python train.py -m data/split=kfold 'data.split.fold=range(5)'`` test on disjoint parts that
+    together cover every rating once (Kohavi 1995; Surprise's ``model_selection.KFold`` deals ratings
+    the same way with ``per_user=False``).
+
+    ``per_user=False``: the ratings are shuffled and dealt in turn, so folds differ in size by at most
+    one. ``per_user=True``: each user's ratings are shuffled and dealt in turn from a random starting
+    fold, so every user with n_u ≥ k ratings has ⌊n_u/k⌋ or ⌈n_u/k⌉ of them in each fold (no user is
+    cold by construction then; users with fewer than k ratings are absent from some test folds and
+    keep all their ratings in those runs' training). Cold by chance: items whose ratings all land in
+    the test fold. Validation: a random ``data.val_ratio`` of the other folds (the base class).
+    """
+
+    name = "kfold"
+
+    def __init__(self, num_folds: int = 5, fold: int = 0, per_user: bool = False, seed: int = 0):
+        self.num_folds = _check_count(num_folds, "data.split.num_folds")
+        if self.num_folds < 2:
+            raise DataError(None, f"data.split.num_folds must be >= 2, got {num_folds!r}")
+        if isinstance(fold, (bool, np.bool_)) or not isinstance(fold, (int, np.integer)) or not 0 <= int(fold) < self.num_folds:
+            raise DataError(None, f"data.split.fold must be an integer in 0..{self.num_folds - 1} "
+                                  f"(data.split.num_folds = {self.num_folds}), got {fold!r}")
+        self.fold = int(fold)
+        if not isinstance(per_user, (bool, np.bool_)):
+            raise DataError(None, f"data.split.per_user must be true or false, got {per_user!r}")
+        self.per_user = bool(per_user)
+        self.seed = int(seed)
+
+    def fold_of_rows(self, ratings: pd.DataFrame) -> np.ndarray:
+        """(R,) int64: the fold of each rating, in 0..num_folds-1 (independent of ``fold``)."""
+        num, k = len(ratings), self.num_folds
+        rng = np.random.default_rng(self.seed)
+        folds = np.empty(num, dtype=np.int64)
+        if not self.per_user:
+            folds[rng.permutation(num)] = np.arange(num) % k
+            return folds
+        users = ratings["user"].to_numpy()
+        codes, uniques = pd.factorize(users)  # (R,) user codes, 0..U-1
+        order = np.lexsort((rng.random(num), codes))  # (R,) rows grouped by user, shuffled within each
+        sorted_codes = codes[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1]  # (U,) first position of each user
+        position = np.arange(num) - np.repeat(starts, np.diff(np.r_[starts, num]))  # (R,) rank within the user
+        offset = rng.integers(0, k, size=len(uniques))  # (U,) each user's starting fold
+        folds[order] = (position + offset[sorted_codes]) % k
+        return folds
+
+    def test_mask(self, ratings: pd.DataFrame) -> np.ndarray:
+        return self.fold_of_rows(ratings) == self.fold
