@@ -44,6 +44,7 @@ from visrec.models.closed_form import ClosedFormStep
 from visrec.models.contract import RecommenderModel
 from visrec.models.knn import UserKNNScorer, rows_dense
 from visrec.models.rating_metrics import RatingMetricsMixin
+from visrec.models.scoring_base import ScoringModel
 
 SIMILARITIES = ("cosine", "euclidean")
 
@@ -85,17 +86,11 @@ def item_similarities(features: torch.Tensor, has_image: torch.Tensor, candidate
     return out
 
 
-class VisualKNN(RatingMetricsMixin, RecommenderModel):
-    """Item-based KNNWithMeans on image similarity under the model contract (formulas: module docstring).
+class VisualKNNScoring(ScoringModel):
+    """The scoring half (formulas: module docstring): the stored training ratings, μ_u, the centring mean m
+    and S; ``fit`` stores the ratings, ``attach_features`` builds S, ``score_users`` scores. Used by
+    :class:`VisualKNN` and as the kNN part of :class:`~visrec.models.hybrid.Hybrid`."""
 
-    Training (``TRAINING_BATCHES = "whole"``): one closed-form step stores the training ratings and μ_u
-    (persistent buffers, so checkpoints hold them) and stops the trainer. Validation logs ``val/rmse`` /
-    ``val/mae`` (:mod:`visrec.models.rating_metrics`)."""
-
-    DATA_KEYS = ("num_users", "num_items", "global_mean", "rating_min", "rating_max", "feature_dim")
-    TRAINING_BATCHES = "whole"
-    VALIDATION_METRICS = ("val/rmse", "val/mae")
-    single_process = True
     predicts_ratings = True
     exportable = False  # serving reads factor tables; a kNN bundle format is not built
     model_kind = "VisualKNN"
@@ -104,12 +99,9 @@ class VisualKNN(RatingMetricsMixin, RecommenderModel):
                  rating_max: float | None = None, feature_dim: int = 0, similarity: str = "cosine",
                  min_similarity: float | None = 0.0, k: int | None = 40, center: bool = True,
                  max_block_elements: int = 2 ** 23):
-        self.check_options(dict(similarity=similarity, min_similarity=min_similarity, k=k, center=center,
-                                max_block_elements=max_block_elements, feature_dim=feature_dim))
+        VisualKNN.check_options(dict(similarity=similarity, min_similarity=min_similarity, k=k, center=center,
+                                     max_block_elements=max_block_elements))
         super().__init__()
-        self.save_hyperparameters()
-        self.automatic_optimization = False
-        self._batch = None
         self.num_users, self.num_items = num_users, num_items
         self.similarity, self.k, self.center, self.max_block_elements = similarity, k, bool(center), max_block_elements
         self.min_similarity = None if min_similarity is None else float(min_similarity)
@@ -126,38 +118,10 @@ class VisualKNN(RatingMetricsMixin, RecommenderModel):
         # S: (N, N) neighbour similarities, recomputed from the features (not saved); (0, 0) until attached.
         self.register_buffer("neighbour_similarity", torch.zeros(0, 0), persistent=False)
 
-    # ---- contract: built from ---------------------------------------------------------------------
-    @classmethod
-    def check_options(cls, options: dict) -> None:
-        """Raise ValueError naming ``model.<key>`` for option values that would score nonsense."""
-        similarity = options.get("similarity", "cosine")
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"model.similarity must be one of {SIMILARITIES}, got {similarity!r}")
-        k = options.get("k", 40)
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ValueError(f"model.k must be an integer >= 1 (neighbours per item) or null (all), got {k!r}")
-        threshold = options.get("min_similarity", 0.0)
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not math.isfinite(threshold)):
-            raise ValueError(f"model.min_similarity must be a finite number or null (no threshold), got {threshold!r}")
-        if not isinstance(options.get("center", True), bool):
-            raise ValueError(f"model.center must be true or false, got {options.get('center')!r}")
-        blocks = options.get("max_block_elements", 2 ** 23)
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
-            raise ValueError(f"model.max_block_elements must be an integer >= 1, got {blocks!r}")
-
-    @classmethod
-    def uses_image_features(cls, options: dict) -> bool:
-        return True  # the similarities are the pictures'
-
     # ---- contract: built for the data ---------------------------------------------------------------
     def set_train_counts(self, user_counts: torch.Tensor, item_counts: torch.Tensor) -> None:
         self.user_counts.copy_(user_counts)
         self.item_counts.copy_(item_counts)
-
-    def check_training_data(self, train: Interactions, val: Interactions | None = None) -> None:
-        if len(train) == 0:
-            raise ValueError("model=visual_knn: the training part has no rating (check the data and data.split)")
 
     @torch.no_grad()
     def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
@@ -240,6 +204,56 @@ class VisualKNN(RatingMetricsMixin, RecommenderModel):
             out[start:start + step] = self.user_means[batch, None] + term
         known = self.known_users[users]  # (B,)
         return torch.where(known[:, None], out, self.global_mean.to(out.dtype))
+
+
+class VisualKNN(RatingMetricsMixin, VisualKNNScoring, RecommenderModel):
+    """Item-based KNNWithMeans on image similarity under the model contract (``model=visual_knn``; formulas:
+    module docstring). Training (``TRAINING_BATCHES = "whole"``): one closed-form step stores the training
+    ratings and μ_u (persistent buffers, so checkpoints hold them) and stops the trainer. Validation logs
+    ``val/rmse`` / ``val/mae`` (:mod:`visrec.models.rating_metrics`)."""
+
+    DATA_KEYS = ("num_users", "num_items", "global_mean", "rating_min", "rating_max", "feature_dim")
+    TRAINING_BATCHES = "whole"
+    VALIDATION_METRICS = ("val/rmse", "val/mae")
+    single_process = True
+
+    def __init__(self, num_users: int, num_items: int, global_mean: float, rating_min: float | None = None,
+                 rating_max: float | None = None, feature_dim: int = 0, similarity: str = "cosine",
+                 min_similarity: float | None = 0.0, k: int | None = 40, center: bool = True,
+                 max_block_elements: int = 2 ** 23):
+        super().__init__(num_users, num_items, global_mean, rating_min, rating_max, feature_dim, similarity=similarity,
+                         min_similarity=min_similarity, k=k, center=center, max_block_elements=max_block_elements)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self._batch = None
+
+    # ---- contract: built from ---------------------------------------------------------------------
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Raise ValueError naming ``model.<key>`` for option values that would score nonsense."""
+        similarity = options.get("similarity", "cosine")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"model.similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        k = options.get("k", 40)
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"model.k must be an integer >= 1 (neighbours per item) or null (all), got {k!r}")
+        threshold = options.get("min_similarity", 0.0)
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                      or not math.isfinite(threshold)):
+            raise ValueError(f"model.min_similarity must be a finite number or null (no threshold), got {threshold!r}")
+        if not isinstance(options.get("center", True), bool):
+            raise ValueError(f"model.center must be true or false, got {options.get('center')!r}")
+        blocks = options.get("max_block_elements", 2 ** 23)
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+            raise ValueError(f"model.max_block_elements must be an integer >= 1, got {blocks!r}")
+
+    @classmethod
+    def uses_image_features(cls, options: dict) -> bool:
+        return True  # the similarities are the pictures'
+
+    def check_training_data(self, train: Interactions, val: Interactions | None = None) -> None:
+        if len(train) == 0:
+            raise ValueError("model=visual_knn: the training part has no rating (check the data and data.split)")
 
     # ---- training (Lightning) -----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
