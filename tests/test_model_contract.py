@@ -26,7 +26,7 @@ PREFERENCE_MODELS = ("ials",)  # scores that are not ratings: no RMSE, a "prefer
 
 
 def test_every_model_config_is_covered():
-    assert MODELS == ["bias_only", "biased_mf", "ials", "user_knn"]  # a new model must join this suite
+    assert MODELS == ["bias_only", "biased_mf", "hybrid", "ials", "user_knn", "visual_knn"]  # a new model must join this suite
 
 
 def exportable(name: str) -> bool:
