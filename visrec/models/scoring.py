@@ -22,6 +22,7 @@ from visrec.models.biased_mf import BiasedMF
 from visrec.models.knn import UserKNNScoring
 from visrec.models.scoring_base import ScoringModel
 from visrec.models.visual import VISUAL_MODES, VisualPrior
+from visrec.models.visual_knn import VisualKNNScoring
 
 
 class FactorScoring(ScoringModel):
@@ -230,9 +231,20 @@ SCORING_CLASSES: dict[str, type[ScoringModel]] = {
     "visrec.models.IALSModule": IALSScoring, "visrec.models.ials_module.IALSModule": IALSScoring,
     "visrec.models.BaselineOnly": BaselineScoring, "visrec.models.baseline_only.BaselineOnly": BaselineScoring,
     "visrec.models.UserKNN": UserKNNScoring, "visrec.models.user_knn_module.UserKNN": UserKNNScoring,
+    "visrec.models.VisualKNN": VisualKNNScoring, "visrec.models.visual_knn_module.VisualKNN": VisualKNNScoring,
 }
 
 
+
+
+def _register_hybrid() -> None:
+    """The hybrid's scoring half subclasses RatingScoring (above), so it is imported after it is defined."""
+    from visrec.models.hybrid import HybridScoring
+
+    SCORING_CLASSES.update({"visrec.models.Hybrid": HybridScoring, "visrec.models.hybrid_module.Hybrid": HybridScoring})
+
+
+_register_hybrid()
 def build_scoring(target: str | None, options: dict) -> ScoringModel | None:
     """The scoring half of the built-in model ``target`` names, built from the ``options`` its ``__init__``
     takes (the others configure training), untrained: a checkpoint's ``state_dict`` loads into it. None

@@ -39,11 +39,7 @@ import math
 import torch
 from torch import nn
 
-from visrec.interactions import Interactions
-from visrec.models.closed_form import ClosedFormStep
-from visrec.models.contract import RecommenderModel
 from visrec.models.knn import UserKNNScorer, rows_dense
-from visrec.models.rating_metrics import RatingMetricsMixin
 from visrec.models.scoring_base import ScoringModel
 
 SIMILARITIES = ("cosine", "euclidean")
@@ -86,10 +82,29 @@ def item_similarities(features: torch.Tensor, has_image: torch.Tensor, candidate
     return out
 
 
+def check_visual_knn_options(options: dict) -> None:
+    """Raise ValueError naming ``model.<key>`` for option values that would score nonsense."""
+    similarity = options.get("similarity", "cosine")
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"model.similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    k = options.get("k", 40)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ValueError(f"model.k must be an integer >= 1 (neighbours per item) or null (all), got {k!r}")
+    threshold = options.get("min_similarity", 0.0)
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not math.isfinite(threshold)):
+        raise ValueError(f"model.min_similarity must be a finite number or null (no threshold), got {threshold!r}")
+    if not isinstance(options.get("center", True), bool):
+        raise ValueError(f"model.center must be true or false, got {options.get('center')!r}")
+    blocks = options.get("max_block_elements", 2 ** 23)
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+        raise ValueError(f"model.max_block_elements must be an integer >= 1, got {blocks!r}")
+
+
 class VisualKNNScoring(ScoringModel):
     """The scoring half (formulas: module docstring): the stored training ratings, μ_u, the centring mean m
     and S; ``fit`` stores the ratings, ``attach_features`` builds S, ``score_users`` scores. Used by
-    :class:`VisualKNN` and as the kNN part of :class:`~visrec.models.hybrid.Hybrid`."""
+    :class:`~visrec.models.visual_knn_module.VisualKNN` and as the kNN part of :class:`~visrec.models.hybrid.HybridScoring`."""
 
     predicts_ratings = True
     exportable = False  # serving reads factor tables; a kNN bundle format is not built
@@ -99,7 +114,7 @@ class VisualKNNScoring(ScoringModel):
                  rating_max: float | None = None, feature_dim: int = 0, similarity: str = "cosine",
                  min_similarity: float | None = 0.0, k: int | None = 40, center: bool = True,
                  max_block_elements: int = 2 ** 23):
-        VisualKNN.check_options(dict(similarity=similarity, min_similarity=min_similarity, k=k, center=center,
+        check_visual_knn_options(dict(similarity=similarity, min_similarity=min_similarity, k=k, center=center,
                                      max_block_elements=max_block_elements))
         super().__init__()
         self.num_users, self.num_items = num_users, num_items
@@ -204,74 +219,3 @@ class VisualKNNScoring(ScoringModel):
             out[start:start + step] = self.user_means[batch, None] + term
         known = self.known_users[users]  # (B,)
         return torch.where(known[:, None], out, self.global_mean.to(out.dtype))
-
-
-class VisualKNN(RatingMetricsMixin, VisualKNNScoring, RecommenderModel):
-    """Item-based KNNWithMeans on image similarity under the model contract (``model=visual_knn``; formulas:
-    module docstring). Training (``TRAINING_BATCHES = "whole"``): one closed-form step stores the training
-    ratings and μ_u (persistent buffers, so checkpoints hold them) and stops the trainer. Validation logs
-    ``val/rmse`` / ``val/mae`` (:mod:`visrec.models.rating_metrics`)."""
-
-    DATA_KEYS = ("num_users", "num_items", "global_mean", "rating_min", "rating_max", "feature_dim")
-    TRAINING_BATCHES = "whole"
-    VALIDATION_METRICS = ("val/rmse", "val/mae")
-    single_process = True
-
-    def __init__(self, num_users: int, num_items: int, global_mean: float, rating_min: float | None = None,
-                 rating_max: float | None = None, feature_dim: int = 0, similarity: str = "cosine",
-                 min_similarity: float | None = 0.0, k: int | None = 40, center: bool = True,
-                 max_block_elements: int = 2 ** 23):
-        super().__init__(num_users, num_items, global_mean, rating_min, rating_max, feature_dim, similarity=similarity,
-                         min_similarity=min_similarity, k=k, center=center, max_block_elements=max_block_elements)
-        self.save_hyperparameters()
-        self.automatic_optimization = False
-        self._batch = None
-
-    # ---- contract: built from ---------------------------------------------------------------------
-    @classmethod
-    def check_options(cls, options: dict) -> None:
-        """Raise ValueError naming ``model.<key>`` for option values that would score nonsense."""
-        similarity = options.get("similarity", "cosine")
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"model.similarity must be one of {SIMILARITIES}, got {similarity!r}")
-        k = options.get("k", 40)
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ValueError(f"model.k must be an integer >= 1 (neighbours per item) or null (all), got {k!r}")
-        threshold = options.get("min_similarity", 0.0)
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not math.isfinite(threshold)):
-            raise ValueError(f"model.min_similarity must be a finite number or null (no threshold), got {threshold!r}")
-        if not isinstance(options.get("center", True), bool):
-            raise ValueError(f"model.center must be true or false, got {options.get('center')!r}")
-        blocks = options.get("max_block_elements", 2 ** 23)
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
-            raise ValueError(f"model.max_block_elements must be an integer >= 1, got {blocks!r}")
-
-    @classmethod
-    def uses_image_features(cls, options: dict) -> bool:
-        return True  # the similarities are the pictures'
-
-    def check_training_data(self, train: Interactions, val: Interactions | None = None) -> None:
-        if len(train) == 0:
-            raise ValueError("model=visual_knn: the training part has no rating (check the data and data.split)")
-
-    # ---- training (Lightning) -----------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.world_size > 1:
-            raise ValueError("model=visual_knn trains in a single process; use trainer=cpu or trainer=gpu, not DDP")
-
-    def training_step(self, batch, batch_idx):
-        if batch_idx > 0:
-            return None
-        self._batch = batch
-        self.optimizers().step()  # ClosedFormStep: store the ratings and user means (counted as one step)
-        self.trainer.should_stop = True  # the fit is complete; another epoch would store the same
-        return None
-
-    def _fit_batch(self) -> float:
-        users, items, ratings = self._batch
-        self.fit(users, items, ratings)
-        return 0.0
-
-    def configure_optimizers(self):
-        return ClosedFormStep([self.user_means], self._fit_batch)
