@@ -61,7 +61,7 @@ def main() -> None:
     print(f"{'pipeline':<10} {len(paths):>7} {first.report.forwards:>9} {first.report.seconds:>8.1f} {pipeline_rate:>9.1f}")
     print(f"{'bare':<10} {len(paths):>7} {bare_n:>9} {bare_s:>8.1f} {bare_rate:>9.1f}")
     print(f"{'cached':<10} {len(paths):>7} {second.report.forwards:>9} {second.report.seconds:>8.2f} {'-':>9}")
-    print(f"pipeline / bare = {pipeline_rate / bare_rate:.2f}x; unreadable {first.report.unreadable}, missing {first.report.missing}")
+    print(f"pipeline / bare = {pipeline_rate / bare_rate:.2f}x; unreadable {first.report.unreadable}, not found {first.report.missing}, used {first.report.images}")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def test_model_options_instantiate(tmp_path, name):
     data = DataSummary(num_users=5, num_items=7, global_mean=3.0, rating_range=(1.0, 5.0), feature_dim=8)
     with open_dict(cfg):
         cfg.model.update(model_class.data_config(data))  # only the keys the model declares
+        if cfg.model.get("visual_mode") == "auto":  # decided from the data by the pipeline (resolve_visual_mode)
+            cfg.model.visual_mode = "reg"
     model = instantiate(cfg.model)
     assert isinstance(model, pl.LightningModule)
     assert model.known_users.shape == (5,) and model.known_items.shape == (7,)

@@ -89,7 +89,10 @@ def _extract(catalog, backbone, cache_dir):
 def test_bad_images_are_counted_reported_and_imageless(catalog, tiny, tmp_path):
     names, out = _extract(catalog, tiny, tmp_path / "cache")
     report = out.report
-    assert (report.items, report.images, report.missing, report.unreadable) == (10, 9, 2, 3)
+    # 10 items: 1 without a path, 1 path with no file ("gone"), 3 unreadable files, 5 pictures used.
+    assert (report.items, report.images, report.with_path, report.found) == (10, 5, 9, 8)
+    assert (report.no_path, report.missing, report.unreadable) == (1, 1, 3)
+    assert report.items == report.no_path + report.missing + report.unreadable + report.images
     assert set(report.unreadable_examples) == set(UNREADABLE) and report.missing_examples == ["gone"]
     has = dict(zip(names, out.has_image.tolist()))
     assert all(has[n] for n in GOOD) and not any(has[n] for n in (*UNREADABLE, "gone", "none"))

@@ -152,7 +152,7 @@ def test_similar_items_and_new_items(visual_run):
     ids, cosines = rec.similar_items(item, k=5)
     assert item not in list(ids) and np.all(np.diff(cosines) <= 0) and cosines[0] <= 1 + 1e-6
     features = np.random.default_rng(0).normal(size=rec.bundle.arrays["feature_mean"].shape[0]).astype(np.float32)
-    users, predicted = rec.recommend_for_new_item(features, k=4)
+    users, predicted = rec.recommend_for_new_item(features, k=4, raw=True)
     q, b = rec.new_item_factors(features)
     u = rec.user_index(users)
     np.testing.assert_allclose(predicted, rec.global_mean + rec.user_bias[u] + b[0] + rec.user_factors[u] @ q[0], rtol=1e-5)
@@ -165,6 +165,19 @@ def test_items_like_image_finds_the_item_whose_picture_it_is(visual_run):
     item, path = next((i, p) for i, p in zip(images["item"], images["image_path"]) if has_image[rec.item_index([i])[0]])
     ids, cosines = rec.items_like_image(path, k=3)
     assert ids[0] == item and cosines[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_recommend_for_new_item_takes_a_picture_path(visual_run):
+    from visrec.serving.embed import embed_image
+
+    rec = Recommender.load(visual_run / "export")
+    path = pd.read_parquet(visual_run / "item_images.parquet").dropna()["image_path"].iloc[0]
+    users, scores = rec.recommend_for_new_item(path, k=5)
+    expected_users, expected = rec.recommend_for_new_item(embed_image(path, rec.bundle.manifest["backbone"])[0], k=5)
+    np.testing.assert_array_equal(users, expected_users)
+    np.testing.assert_allclose(scores, expected)
+    low, high = rec.bundle.manifest["rating_range"]
+    assert np.all((scores >= low) & (scores <= high))
 
 
 def test_faiss_flat_and_full_ivf_equal_exact_numpy(plain_run):

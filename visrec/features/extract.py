@@ -2,8 +2,9 @@
 
 Only images whose content digest is not cached go through the CNN (each distinct content once);
 JPEG decoding and preprocessing run in DataLoader worker processes while the main process runs the
-forward passes. Missing and unreadable images are counted, reported with a few example items, and
-marked ``has_image = False``; they never stop the run.
+forward passes. Items without a path, paths with no file and unreadable files are counted separately
+(:class:`ExtractionReport`), reported with a few example items, and marked ``has_image = False``; they
+never stop the run.
 """
 from __future__ import annotations
 
@@ -26,12 +27,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ExtractionReport:
-    """What happened to the catalog's images in one extraction."""
+    """What happened to the catalog's images in one extraction (counts of items; the parts add up:
+    items = no_path + missing + unreadable + images, and found = unreadable + images)."""
 
     items: int = 0  # items in the catalog
-    images: int = 0  # items with an image path
-    missing: int = 0  # path absent or file not found
-    unreadable: int = 0  # file exists but cannot be decoded
+    images: int = 0  # items with a picture that gave features (has_image True): what the model uses
+    with_path: int = 0  # items with an image path (the file may not exist)
+    found: int = 0  # items whose image file exists
+    no_path: int = 0  # items without an image path
+    missing: int = 0  # items with a path but no file there
+    unreadable: int = 0  # file exists but cannot be decoded (or gives non-finite features)
     from_cache: int = 0  # items whose image content was already in the cache before this run
     forwards: int = 0  # images pushed through the CNN in this run
     seconds: float = 0.0
@@ -44,11 +49,11 @@ class ExtractionReport:
         return self.forwards / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        line = (f"image features: {self.items} items, {self.images} with an image path, {self.missing} missing, "
-                f"{self.unreadable} unreadable, {self.from_cache} from cache, {self.forwards} computed in "
-                f"{self.seconds:.1f} s ({self.images_per_second:.1f} images/s)")
+        line = (f"image features: {self.items} items, {self.images} pictures used; {self.unreadable} unreadable, "
+                f"{self.missing} not found, {self.no_path} without an image path; {self.from_cache} from cache, "
+                f"{self.forwards} computed in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s)")
         if self.missing_examples:
-            line += f"; missing e.g. {self.missing_examples}"
+            line += f"; not found e.g. {self.missing_examples}"
         if self.unreadable_examples:
             line += f"; unreadable e.g. {self.unreadable_examples}"
         if self.cache_rebuilt:
@@ -118,7 +123,7 @@ def extract_item_features(
     started = time.perf_counter()
     n = len(image_paths)
     ids = list(item_ids) if item_ids is not None else list(range(n))
-    report = ExtractionReport(items=n, images=sum(p is not None for p in image_paths))
+    report = ExtractionReport(items=n, with_path=sum(p is not None for p in image_paths))
     cache = FeatureCache(cache_dir, backbone.key, backbone.feature_dim)
     report.cache_rebuilt = cache.rebuilt_reason
 
@@ -170,15 +175,20 @@ def extract_item_features(
             reasons.setdefault(i, "unreadable")
             continue
         features[i], has_image[i] = row, True
+    report.images = int(has_image.sum())
+    report.no_path = n - report.with_path
     for i, reason in reasons.items():
         if reason == MISSING:
+            if image_paths[i] is None:
+                continue  # counted in no_path
             report.missing += 1
-            if len(report.missing_examples) < examples and image_paths[i] is not None:
+            if len(report.missing_examples) < examples:
                 report.missing_examples.append(_plain(ids[i]))
         else:
             report.unreadable += 1
             if len(report.unreadable_examples) < examples:
                 report.unreadable_examples.append(_plain(ids[i]))
+    report.found = report.with_path - report.missing
     report.seconds = time.perf_counter() - started
-    log.info(report.summary())
+    log.debug(report.summary())  # the pipeline prints it once per run (visrec.pipeline.setup.extract_features)
     return ItemFeatures(torch.from_numpy(features), torch.from_numpy(has_image), report, backbone.key, backbone.describe())

@@ -39,6 +39,7 @@ from visrec.models.contract import FactorModel
 from visrec.models.ials_cold_head import IALSColdHeadFit, fit_ials_cold_head
 from visrec.models.ials_solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg, weighted_loss
 from visrec.models.scoring import IALSScoring
+from visrec.models.visual import AUTO
 
 VISUAL_MODES = ("none", "reg", "head")
 SOLVERS = ("cholesky", "cg")
@@ -131,8 +132,8 @@ class IALSModule(IALSScoring, FactorModel):
         threshold = options.get("positive_threshold")
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)):
             raise bad("positive_threshold", "a finite rating (or null: every rating is an interaction)")
-        if options.get("visual_mode", "none") not in VISUAL_MODES:
-            raise ValueError(f"model.visual_mode must be one of {VISUAL_MODES} for model=ials, got {options.get('visual_mode')!r}")
+        if options.get("visual_mode", "none") not in (*VISUAL_MODES, AUTO):
+            raise ValueError(f"model.visual_mode must be one of {(*VISUAL_MODES, AUTO)} for model=ials, got {options.get('visual_mode')!r}")
         pca = options.get("visual_pca_dim", 64)
         if options.get("visual_mode", "none") != "none" and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
             raise bad("visual_pca_dim", "a positive number of components")

@@ -59,6 +59,7 @@ from visrec.models.cold_head import ColdHeadFit, fit_cold_head
 from visrec.models.contract import FactorModel
 from visrec.models.divergence import DivergedError, non_finite_names
 from visrec.models.scoring import RatingScoring
+from visrec.models.visual import AUTO, VISUAL_MODES
 
 log = logging.getLogger(__name__)
 TRAIN_PARTS = ("loss", "mse", "align", "align_bias")  # the objective's parts logged per epoch as train/<part>
@@ -400,5 +401,7 @@ def _check_options(*, k, init_std, reg_factors, reg_bias, reg_visual, reg_visual
                         ("reg_visual_bias", reg_visual_bias), ("reg_projection", reg_projection)):
         if not (value >= 0 and math.isfinite(value)):
             raise bad(name, value, "a finite penalty >= 0")
+    if visual_mode not in (*VISUAL_MODES, AUTO):
+        raise bad("visual_mode", visual_mode, f"one of {(*VISUAL_MODES, AUTO)}")
     if visual_mode != "none" and (not isinstance(visual_pca_dim, int) or visual_pca_dim < 1):
         raise bad("visual_pca_dim", visual_pca_dim, f"a positive number of components with visual_mode={visual_mode}")

@@ -21,7 +21,7 @@ from visrec.evaluation.scorers import FactorScorer
 from visrec.models.biased_mf import BiasedMF
 from visrec.models.knn import UserKNNScoring
 from visrec.models.scoring_base import ScoringModel
-from visrec.models.visual import VISUAL_MODES, VisualPrior
+from visrec.models.visual import AUTO, VISUAL_MODES, VisualPrior
 from visrec.models.visual_knn import VisualKNNScoring
 
 
@@ -106,6 +106,9 @@ class RatingScoring(FactorScoring):
         # sparse: the tables give row-sparse gradients (training; see RatingModule); scoring is the same.
         self.net = BiasedMF(num_users, num_items, k, init_std=init_std, global_mean=global_mean, sparse=sparse)
         self.rating_range = None if rating_min is None or rating_max is None else (float(rating_min), float(rating_max))
+        if visual_mode == AUTO:
+            raise ValueError("model.visual_mode=auto is decided from the data by the pipeline (visrec.pipeline.setup."
+                             f"resolve_visual_mode); a model built directly needs one of {VISUAL_MODES}")
         if visual_mode not in VISUAL_MODES:
             raise ValueError(f"model.visual_mode must be one of {VISUAL_MODES}, got {visual_mode!r}")
         self.visual_mode = visual_mode

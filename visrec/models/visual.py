@@ -16,6 +16,10 @@ import torch
 from torch import nn
 
 VISUAL_MODES = ("none", "init", "reg", "init+reg", "head")
+# A config value, not a model mode: the pipeline (visrec.pipeline.setup.resolve_visual_mode) replaces it
+# before the model is built, by AUTO_WITH_IMAGES when the data has pictures and by "none" otherwise.
+AUTO = "auto"
+AUTO_WITH_IMAGES = "reg"
 
 
 class VisualPrior(nn.Module):

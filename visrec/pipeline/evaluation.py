@@ -150,7 +150,7 @@ def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictCo
         with_features = cfg.copy()
         if features_cfg is not None:
             with_features.features = features_cfg
-        features = extract_features(with_features, data.image_paths, list(data.item_map.raw_ids))
+        features = extract_features(with_features, data.image_paths, list(data.item_map.raw_ids), announce=False)
         model.attach_features(features.features, features.has_image, fit=False)
     return model.eval(), features
 

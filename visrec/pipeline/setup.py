@@ -14,6 +14,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
+from visrec.models.visual import AUTO, AUTO_WITH_IMAGES
 from visrec.pipeline.config import instantiate_node
 from visrec.utils.atomic import atomic_path
 
@@ -42,23 +43,89 @@ def model_options(cfg: DictConfig) -> dict:
     return {key: value for key, value in options.items() if value != "???"}
 
 
+def _first_found(image_paths: list) -> int | None:
+    """Index of the first item whose image path names an existing file (None: no picture at all)."""
+    return next((i for i, path in enumerate(image_paths) if path is not None and Path(path).is_file()), None)
+
+
+def _no_images(image_paths: list) -> str:
+    """Why the data has no picture, for messages."""
+    with_path = [path for path in image_paths if path is not None]
+    if not with_path:
+        return (f"no item of the data's {len(image_paths)} has an image path (give the data pictures: "
+                "data.source_args.images_dir or data.source_args.image_col)")
+    return f"none of the {len(with_path)} image paths exists (e.g. {with_path[0]})"
+
+
+def _refuse(cfg: DictConfig, why: str) -> ValueError:
+    """The error for a model set to use pictures the data does not have, naming the config key."""
+    mode = cfg.model.get("visual_mode")
+    if mode is not None and mode != "none":
+        return ValueError(f"model.visual_mode={mode} needs item pictures, but {why}: set model.visual_mode=none "
+                          f"(or auto: the image prior on when the data has pictures, off otherwise)")
+    return ValueError(f"model._target_={cfg.model._target_} scores items by their pictures, but {why}: "
+                      "choose a model that does not need them (model=biased_mf or model=ials)")
+
+
+def resolve_visual_mode(cfg: DictConfig, image_paths: list) -> bool:
+    """Decide ``model.visual_mode=auto`` from the data, in ``cfg`` (so the run's config.yaml records the
+    choice): ``reg`` when at least one item's image file exists, ``none`` otherwise, with one printed line
+    saying which and why. Returns True when the mode was ``auto``.
+
+    A model set explicitly to use pictures (``model.visual_mode`` other than none / auto, or a model that
+    always scores by pictures, such as visual_knn) on data with no existing image file is refused with a
+    ValueError naming the key, at set-up, before any feature is extracted or anything trained."""
+    if cfg.model.get("visual_mode") == AUTO:
+        found = _first_found(image_paths)
+        with open_dict(cfg):
+            cfg.model.visual_mode = "none" if found is None else AUTO_WITH_IMAGES
+        if found is None:
+            print(f"visual prior off (model.visual_mode=auto -> none): {_no_images(image_paths)}")
+        else:
+            print(f"visual prior on (model.visual_mode=auto -> {AUTO_WITH_IMAGES}): the items have pictures")
+        return True
+    if model_class(cfg).uses_image_features(model_options(cfg)) and _first_found(image_paths) is None:
+        raise _refuse(cfg, f"the data has none: {_no_images(image_paths)}")
+    return False
+
+
 def item_features(cfg: DictConfig, image_paths: list, item_ids: list) -> ItemFeatures | None:
-    """Frozen CNN features of the catalog's images (cached), or None when the model uses none."""
+    """Frozen CNN features of the catalog's images (cached), or None when the model uses none.
+
+    Decides ``model.visual_mode=auto`` first (:func:`resolve_visual_mode`). When no picture can be read
+    (every file unreadable), ``auto`` turns the prior off (one printed line) and an explicit setting is a
+    ValueError naming ``model.visual_mode``, before training."""
+    automatic = resolve_visual_mode(cfg, image_paths)
     if not model_class(cfg).uses_image_features(model_options(cfg)):
         return None
-    return extract_features(cfg, image_paths, item_ids)
+    features = extract_features(cfg, image_paths, item_ids)
+    if features.report.images > 0:
+        return features
+    why = f"none of the {features.report.found} image files found can be read"
+    if not automatic:
+        raise _refuse(cfg, why)
+    with open_dict(cfg):
+        cfg.model.visual_mode = "none"
+    print(f"visual prior off (model.visual_mode=auto -> none): {why}")
+    return None
 
 
-def extract_features(cfg: DictConfig, image_paths: list, item_ids: list) -> ItemFeatures:
-    """Frozen CNN features of the catalog's images (cached) with ``cfg.features``."""
+def extract_features(cfg: DictConfig, image_paths: list, item_ids: list, announce: bool = True) -> ItemFeatures:
+    """Frozen CNN features of the catalog's images (cached) with ``cfg.features``.
+
+    ``announce``: print the extraction summary (training does, once per run; evaluation and export, which
+    re-read the run's features from the cache, do not)."""
     backbone = create_backbone(BackboneSpec(**cfg.features.backbone))
     features = extract_item_features(
         image_paths, backbone, cfg.features.cache_dir, item_ids=item_ids,
-        batch_size=cfg.features.batch_size, num_workers=cfg.features.num_workers, progress=cfg.features.progress,
+        batch_size=cfg.features.batch_size, num_workers=cfg.features.num_workers,
+        progress=cfg.features.progress and announce,
     )
-    print(features.report.summary())
+    if announce:
+        print(features.report.summary())
     if cfg.features.get("permute_seed") is not None:
-        print(f"image features permuted across items (control run, features.permute_seed={cfg.features.permute_seed})")
+        if announce:
+            print(f"image features permuted across items (control run, features.permute_seed={cfg.features.permute_seed})")
         features = features.permuted(cfg.features.permute_seed)
     return features
 
