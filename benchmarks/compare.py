@@ -1,7 +1,7 @@
 """The paper table: every model beside the baselines and Surprise, on the same folds, mean ± sd.
 
     .venv/bin/python benchmarks/compare.py [--root ../shared/datasets/ml-100k] [--folds 1 2 3 4 5]
-        [--models popularity bias_only user_knn biased_mf biased_mf_visual ials] [--surprise SVD KNNBaseline ...]
+        [--models popularity bias_only user_knn user_knn_basic user_knn_baseline biased_mf biased_mf_visual ials] [--surprise SVD KNNBaseline ...]
         [--out compare-runs] [--extra OVERRIDE ...]
 
 For ML-100K's official folds (``data.fold``), each visrec model is one Hydra multirun of ``train.py``
@@ -42,14 +42,20 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = {
     # Closed-form baselines fit every training row (no validation carve-out), as Surprise does.
     "bias_only": ["data=movielens_100k", "model=bias_only", "data.val_ratio=0", "callbacks=none"],
-    "user_knn": ["data=movielens_100k", "model=user_knn", "data.val_ratio=0", "callbacks=none"],
+    "user_knn": ["data=movielens_100k", "model=user_knn", "data.val_ratio=0", "callbacks=none"],  # = KNNWithMeans
+    "user_knn_basic": ["data=movielens_100k", "model=user_knn", "model.variant=basic", "data.val_ratio=0",
+                       "callbacks=none"],  # = KNNBasic (cosine)
+    "user_knn_baseline": ["data=movielens_100k", "model=user_knn", "model.variant=baseline",
+                          "model.similarity=pearson_baseline", "model.shrinkage=100", "data.val_ratio=0",
+                          "callbacks=none"],  # = KNNBaseline (pearson_baseline, shrinkage 100)
     "visual_knn": ["data=movielens_100k", "model=visual_knn"],
     "biased_mf": ["experiment=ml100k_u1", "model.visual_mode=none"],
     "biased_mf_visual": ["experiment=ml100k_u1", "model.visual_mode=reg"],
     "ials": ["experiment=ml100k_u1_ials"],
 }
 # Surprise rows: algorithm -> constructor options. KNNWithMeans with cosine, k 40, min_k 1 is visrec's
-# user_knn defaults; BaselineOnly's defaults (ALS, reg_i 10, reg_u 15, 10 epochs) are bias_only's.
+# user_knn defaults (KNNBasic: user_knn_basic; KNNBaseline: user_knn_baseline); BaselineOnly's defaults
+# (ALS, reg_i 10, reg_u 15, 10 epochs) are bias_only's.
 SURPRISE = {
     "BaselineOnly": {"verbose": False},
     "KNNBasic": {"sim_options": {"name": "cosine", "user_based": True}, "verbose": False},

@@ -1,9 +1,10 @@
-"""LightningModule of user-based kNN (``model=user_knn``): Surprise's KNNWithMeans, user-based.
+"""LightningModule of user-based kNN (``model=user_knn``): Surprise's KNNBasic, KNNWithMeans (default) or
+KNNBaseline, user-based (``model.variant``).
 
 The model, its similarities and its vectorized scoring are :mod:`visrec.models.knn` (torch only; its
 :class:`~visrec.models.knn.UserKNNScoring` is what evaluate.py loads a checkpoint into). Training is the
 fit of a memory-based model: one ``training_step`` on every training row (``TRAINING_BATCHES = "whole"``)
-stores the ratings and each user's mean in the model's buffers (so checkpoints hold them), then the model
+stores the ratings, each user's mean and the baselines b_u, b_i in the model's buffers (so checkpoints hold them), then the model
 stops the trainer (more epochs would store the same). Validation logs ``val/rmse`` / ``val/mae``
 (:mod:`visrec.models.rating_metrics`). Not exportable (no factor tables): ``export=true`` is refused at set-up.
 """
@@ -14,12 +15,12 @@ import math
 from visrec.interactions import Interactions
 from visrec.models.closed_form import ClosedFormStep
 from visrec.models.contract import RecommenderModel
-from visrec.models.knn import SIMILARITIES, UserKNNScoring
+from visrec.models.knn import SIMILARITIES, VARIANTS, UserKNNScoring
 from visrec.models.rating_metrics import RatingMetricsMixin
 
 
 class UserKNN(RatingMetricsMixin, UserKNNScoring, RecommenderModel):
-    """User-based KNNWithMeans under the model contract (:mod:`visrec.models.contract`)."""
+    """User-based kNN (KNNBasic / KNNWithMeans / KNNBaseline) under the model contract (:mod:`visrec.models.contract`)."""
 
     DATA_KEYS = ("num_users", "num_items", "global_mean", "rating_min", "rating_max")
     TRAINING_BATCHES = "whole"
@@ -28,11 +29,13 @@ class UserKNN(RatingMetricsMixin, UserKNNScoring, RecommenderModel):
 
     def __init__(self, num_users: int, num_items: int, global_mean: float, rating_min: float | None = None,
                  rating_max: float | None = None, k: int = 40, min_k: int = 1, similarity: str = "cosine",
-                 min_support: int = 1, shrinkage: float = 0.0, max_block_elements: int = 2 ** 23):
-        self.check_options(dict(k=k, min_k=min_k, similarity=similarity, min_support=min_support, shrinkage=shrinkage,
-                                max_block_elements=max_block_elements))
-        super().__init__(num_users, num_items, global_mean, rating_min, rating_max, k=k, min_k=min_k, similarity=similarity,
-                         min_support=min_support, shrinkage=shrinkage, max_block_elements=max_block_elements)
+                 min_support: int = 1, shrinkage: float = 0.0, variant: str = "with_means", bsl_reg_user: float = 15.0,
+                 bsl_reg_item: float = 10.0, bsl_n_epochs: int = 10, max_block_elements: int = 2 ** 23):
+        options = dict(k=k, min_k=min_k, similarity=similarity, min_support=min_support, shrinkage=shrinkage,
+                       variant=variant, bsl_reg_user=bsl_reg_user, bsl_reg_item=bsl_reg_item, bsl_n_epochs=bsl_n_epochs,
+                       max_block_elements=max_block_elements)
+        self.check_options(options)
+        super().__init__(num_users, num_items, global_mean, rating_min, rating_max, **options)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._batch = None
@@ -50,13 +53,17 @@ class UserKNN(RatingMetricsMixin, UserKNNScoring, RecommenderModel):
         min_k = count("min_k", 1, 0)
         count("min_support", 1, 0)
         count("max_block_elements", 2 ** 23, 1)
+        count("bsl_n_epochs", 10, 1)
         if min_k > k:
             raise ValueError(f"model.min_k={min_k} > model.k={k}: no prediction could use its neighbours")
         if options.get("similarity", "cosine") not in SIMILARITIES:
             raise ValueError(f"model.similarity must be one of {SIMILARITIES}, got {options.get('similarity')!r}")
-        shrinkage = options.get("shrinkage", 0.0)
-        if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not (math.isfinite(shrinkage) and shrinkage >= 0):
-            raise ValueError(f"model.shrinkage must be a finite number >= 0, got {shrinkage!r}")
+        if options.get("variant", "with_means") not in VARIANTS:
+            raise ValueError(f"model.variant must be one of {VARIANTS}, got {options.get('variant')!r}")
+        for name in ("shrinkage", "bsl_reg_user", "bsl_reg_item"):
+            value = options.get(name, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"model.{name} must be a finite number >= 0, got {value!r}")
 
     def check_training_data(self, train: Interactions, val: Interactions | None = None) -> None:
         if len(train) == 0:
