@@ -10,7 +10,13 @@ R(u) = the user's training items; μ_u = their mean rating; N(j) = j's neighbour
 neighbour of j is in R(u) (Σ |s_ij| = 0) the deviation term is 0: r̂_uj = μ_u. A user without training
 ratings gets μ (the global training mean) for every item. Items without an image have no neighbours
 and are no one's neighbour, so they fall back to μ_u. Predictions are clipped to the rating range for
-rating metrics (``predict``), as Surprise's ``predict``; ranking uses the raw scores.
+rating metrics (``predict``), as Surprise's ``predict``.
+
+Top-N ranking (the evaluator's ``score_users``), ``ranking``: ``similarity_sum`` (default) scores
+    score_uj = Σ_{i ∈ R(u) ∩ N(j)} s_ij
+the item-based top-N rule for what a user will pick (Deshpande & Karypis 2004, "Item-based top-N
+recommendation algorithms", TOIS 22(1), §4; the rule of ``implicit``'s ItemItemRecommender); ``rating`` ranks
+by r̂_uj, whose mean-centred average says how a user would rate j, not whether they would pick it.
 
 Similarity of items i, j from their frozen features f (after subtracting m, the mean feature of the
 training items that have an image, when ``center`` is true; m is saved with the model):
@@ -42,7 +48,16 @@ from torch import nn
 from visrec.models.knn import UserKNNScorer, rows_dense
 from visrec.models.scoring_base import ScoringModel
 
+
+class VisualKNNScorer(UserKNNScorer):
+    """The evaluator's scorer of :class:`VisualKNNScoring`: ``score_users`` ranks by ``ranking_scores``,
+    ``predict`` gives clipped rating predictions (as :class:`~visrec.models.knn.UserKNNScorer`)."""
+
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        return self.model.ranking_scores(users)
+
 SIMILARITIES = ("cosine", "euclidean")
+RANKINGS = ("similarity_sum", "rating")
 
 
 def item_similarities(features: torch.Tensor, has_image: torch.Tensor, candidates: torch.Tensor,
@@ -96,6 +111,8 @@ def check_visual_knn_options(options: dict) -> None:
         raise ValueError(f"model.min_similarity must be a finite number or null (no threshold), got {threshold!r}")
     if not isinstance(options.get("center", True), bool):
         raise ValueError(f"model.center must be true or false, got {options.get('center')!r}")
+    if options.get("ranking", "similarity_sum") not in RANKINGS:
+        raise ValueError(f"model.ranking must be one of {RANKINGS}, got {options.get('ranking')!r}")
     blocks = options.get("max_block_elements", 2 ** 23)
     if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
         raise ValueError(f"model.max_block_elements must be an integer >= 1, got {blocks!r}")
@@ -113,11 +130,11 @@ class VisualKNNScoring(ScoringModel):
     def __init__(self, num_users: int, num_items: int, global_mean: float, rating_min: float | None = None,
                  rating_max: float | None = None, feature_dim: int = 0, similarity: str = "cosine",
                  min_similarity: float | None = 0.0, k: int | None = 40, center: bool = True,
-                 max_block_elements: int = 2 ** 23):
+                 ranking: str = "similarity_sum", max_block_elements: int = 2 ** 23):
         check_visual_knn_options(dict(similarity=similarity, min_similarity=min_similarity, k=k, center=center,
-                                     max_block_elements=max_block_elements))
+                                     ranking=ranking, max_block_elements=max_block_elements))
         super().__init__()
-        self.num_users, self.num_items = num_users, num_items
+        self.num_users, self.num_items, self.ranking = num_users, num_items, ranking
         self.similarity, self.k, self.center, self.max_block_elements = similarity, k, bool(center), max_block_elements
         self.min_similarity = None if min_similarity is None else float(min_similarity)
         self.rating_range = None if rating_min is None or rating_max is None else (float(rating_min), float(rating_max))
@@ -193,9 +210,31 @@ class VisualKNNScoring(ScoringModel):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- scores ---------------------------------------------------------------------------------------
-    def scorer(self, name: str = "model") -> UserKNNScorer:
-        """``score_users`` (B,) -> (B, N) raw scores; ``predict`` (R,), (R,) -> (R,) clipped to the rating range."""
-        return UserKNNScorer(self, name)
+    def scorer(self, name: str = "model") -> "VisualKNNScorer":
+        """``score_users`` (B,) -> (B, N) ranking scores (``ranking``); ``predict`` (R,), (R,) -> (R,) ratings
+        clipped to the rating range."""
+        return VisualKNNScorer(self, name)
+
+    @torch.no_grad()
+    def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """(B, N) top-N scores for (B,) users: ``ranking=rating`` the predictions r̂_uj; ``similarity_sum``
+        Σ_{i ∈ R(u)} S[i, j], the summed neighbour similarity of j to the user's training items (item-based
+        top-N, Deshpande & Karypis 2004, "Item-based top-N recommendation algorithms", TOIS 22(1), §4).
+        Users without training ratings get 0 everywhere (no order). Raises RuntimeError without features."""
+        if self.ranking == "rating":
+            return self.score_users(users)
+        U, N = self.num_users, self.num_items
+        S = self.neighbour_similarity  # (N, N)
+        if S.shape != (N, N):
+            raise RuntimeError("model=visual_knn scores from image similarities: attach_features was not called")
+        tu, ti = self.train_users, self.train_items
+        out = torch.empty(len(users), N, device=S.device)
+        step = max(1, self.max_block_elements // max(N, 1))
+        for start in range(0, len(users), step):  # blocks of users
+            batch = users[start:start + step]  # (b,)
+            rated = rows_dense(tu, ti, torch.ones(len(tu), device=S.device), batch, U, N)  # (b, N) 1 where rated
+            out[start:start + step] = rated @ S  # (b, N)
+        return out
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:

@@ -24,9 +24,10 @@ class VisualKNN(RatingMetricsMixin, VisualKNNScoring, RecommenderModel):
     def __init__(self, num_users: int, num_items: int, global_mean: float, rating_min: float | None = None,
                  rating_max: float | None = None, feature_dim: int = 0, similarity: str = "cosine",
                  min_similarity: float | None = 0.0, k: int | None = 40, center: bool = True,
-                 max_block_elements: int = 2 ** 23):
+                 ranking: str = "similarity_sum", max_block_elements: int = 2 ** 23):
         super().__init__(num_users, num_items, global_mean, rating_min, rating_max, feature_dim, similarity=similarity,
-                         min_similarity=min_similarity, k=k, center=center, max_block_elements=max_block_elements)
+                         min_similarity=min_similarity, k=k, center=center, ranking=ranking,
+                         max_block_elements=max_block_elements)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._batch = None
