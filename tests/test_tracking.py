@@ -178,3 +178,13 @@ def test_the_per_epoch_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatc
     with pytest.raises(OSError, match="No space"):
         logger.save()
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_per_epoch_file_that_is_not_one_is_named_not_overwritten(tmp_path):
+    from visrec.data.errors import DataError
+    from visrec.tracking.epoch_csv import FILENAME, EpochCSVLogger
+
+    (tmp_path / FILENAME).write_text("user,item\n1,2\n")
+    with pytest.raises(DataError, match=rf"{FILENAME}: line 2: not a per-epoch metrics file"):
+        EpochCSVLogger(tmp_path)
+    assert (tmp_path / FILENAME).read_text() == "user,item\n1,2\n"

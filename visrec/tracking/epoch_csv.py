@@ -23,6 +23,7 @@ from typing import Any, Iterable
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from visrec.data.errors import DataError
 from visrec.utils.atomic import atomic_path
 
 FILENAME = "metrics_per_epoch.csv"
@@ -99,11 +100,18 @@ class EpochCSVLogger(Logger):
 
 
 def read_epoch_rows(path: Path) -> dict[int, dict[str, Any]]:
-    """The rows of an existing per-epoch file by epoch (values as written; empty cells left out); {} if none."""
+    """The rows of an existing per-epoch file by epoch (values as written; empty cells left out); {} if none.
+    Raises :class:`~visrec.data.DataError` naming the file when it is not one this logger wrote."""
     if not path.is_file():
         return {}
     with open(path, newline="") as file:
-        return {int(row.pop("epoch")): {key: value for key, value in row.items() if value != ""} for row in csv.DictReader(file)}
+        reader = csv.DictReader(file)
+        try:
+            return {int(row.pop("epoch")): {key: value for key, value in row.items() if key is not None and value not in ("", None)}
+                    for row in reader}
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(path, f"line {reader.line_num}: not a per-epoch metrics file (an integer `epoch` column) to continue "
+                            f"({type(error).__name__}: {error}); move it away to start a new one") from error
 
 
 def _scalar(value: Any) -> float | int:
