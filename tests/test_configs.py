@@ -18,8 +18,8 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_options():
-    for group in ("data", "data/split", "model", "features", "trainer", "logger", "callbacks", "paths", "experiment",
-                  "hparams_search", "hydra/launcher"):
+    for group in ("data", "data/split", "model", "features", "visual_prior", "trainer", "logger", "callbacks", "paths",
+                  "experiment", "hparams_search", "hydra/launcher"):
         assert options(group), group
 
 
@@ -88,6 +88,55 @@ def test_logger_and_callback_options_instantiate(tmp_path, group):
 def test_experiment_options_compose(tmp_path, name):
     cfg = compose_train([f"experiment={name}", "data.root=somewhere"], tmp_path)
     assert instantiate(cfg.data) is not None
+
+
+# The image-prior settings tuned on ML-100K (conf/visual_prior/ml100k_tuned.yaml), by config key.
+TUNED_PRIOR = {"model.visual_pca_dim": 8, "model.visual_reg_exponent": 0, "model.reg_projection": 0.01,
+               "features.backbone.pooling": "stages"}
+
+
+def test_experiment_ml100k_u1_has_the_tuned_prior_settings_from_the_preset(tmp_path):
+    preset = OmegaConf.load(CONF / "visual_prior" / "ml100k_tuned.yaml")
+    keys = {f"{group}.{key}" for group in ("model", "features") for key, _ in _leaves(preset.get(group) or {})}
+    assert keys == set(TUNED_PRIOR)  # the preset holds exactly these settings
+    cfg = compose_train(["experiment=ml100k_u1", "data.root=somewhere"], tmp_path)
+    assert {key: OmegaConf.select(cfg, key) for key in TUNED_PRIOR} == TUNED_PRIOR
+    assert cfg.model.visual_mode == "none"  # the experiment's own choice still wins over the model default
+
+
+@pytest.mark.parametrize("data", ["synthetic", "ratings_table", "movielens_100k"])
+def test_the_tuned_prior_preset_applies_to_any_table(tmp_path, data):
+    extra = {"synthetic": [], "ratings_table": ["data.path=some.csv"], "movielens_100k": ["data.root=somewhere"]}[data]
+    cfg = compose_train(["model=biased_mf", "visual_prior=ml100k_tuned", f"data={data}", *extra], tmp_path)
+    assert {key: OmegaConf.select(cfg, key) for key in TUNED_PRIOR} == TUNED_PRIOR
+    plain = compose_train(["model=biased_mf", f"data={data}", *extra], tmp_path)
+    assert OmegaConf.select(plain, "model.visual_pca_dim") == 64  # the preset, not the data, sets them
+    for group in ("model", "features"):  # nothing else changes
+        mine, theirs = dict(_leaves(cfg[group])), dict(_leaves(plain[group]))
+        assert mine.keys() == theirs.keys()
+        assert {f"{group}.{key}" for key in mine if mine[key] != theirs[key]} == {k for k in TUNED_PRIOR if k.startswith(group)}
+
+
+def test_the_tuned_prior_preset_trains_on_the_synthetic_table(tmp_path):
+    from visrec.pipeline.training import train
+
+    cfg = compose_train(["model=biased_mf", "visual_prior=ml100k_tuned", "features=random", "logger=none", "evaluate=false",
+                         "trainer.max_epochs=1"], tmp_path)
+    metrics = train(cfg)
+    assert metrics["epochs"] == 1
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert saved.model.visual_mode == "reg" and saved.model.visual_pca_dim == 8 and saved.features.backbone.pooling == "stages"
+
+
+def _leaves(node, prefix=""):
+    """(dotted key, value) of every leaf of a config node, unresolved (``???`` and ``${...}`` as written)."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=False)
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def test_paths_resolve(tmp_path):

@@ -1,7 +1,7 @@
 """Entry points import only what they use: the evaluator's and export's modules do not import timm (it is
 imported when a backbone is built, i.e. only for a model with an image prior), wandb or Lightning; evaluating
 and exporting a run of a built-in model import no Lightning at all (its checkpoint loads into the model's
-torch-only scoring half, :mod:`visrec.models.scoring`; the run's CSV logger is written without Lightning)."""
+torch-only scoring half, :mod:`visrec.models.scoring`; the run's per-epoch CSV log is left alone)."""
 from __future__ import annotations
 
 import subprocess
@@ -16,7 +16,6 @@ from hydra.utils import get_class, instantiate
 from visrec.models.scoring import SCORING_CLASSES
 from visrec.pipeline.evaluation import load_model, load_model_and_features, load_run_data, resolve_checkpoint
 from visrec.pipeline.training import train
-from visrec.tracking.csv_metrics import write_csv_metrics
 
 from conftest import CONF, REPO, compose_train
 
@@ -53,6 +52,7 @@ def run(request, tmp_path_factory):
 
 
 def test_evaluate_py_and_the_export_module_import_no_lightning(run, tmp_path):
+    per_epoch = (run / "metrics_per_epoch.csv").read_bytes()
     code = (f"import runpy, sys\n"
             f"sys.argv = ['evaluate.py', 'run_dir={run}', 'exclude_train=positives']\n"
             f"runpy.run_path('evaluate.py', run_name='__main__')\n"
@@ -62,7 +62,7 @@ def test_evaluate_py_and_the_export_module_import_no_lightning(run, tmp_path):
     imported = run_python(code).strip().splitlines()[-1]
     assert imported == "[]", f"evaluate.py / python -m visrec.export imported {imported}"
     assert (run / "eval" / "best_test_positives" / "metrics.json").is_file() and (tmp_path / "bundle" / "manifest.json").is_file()
-    assert (run / "csv" / "version_1" / "metrics.csv").is_file()  # the run's CSV logger got the evaluation
+    assert (run / "metrics_per_epoch.csv").read_bytes() == per_epoch and not (run / "csv").exists()  # left alone
 
 
 def test_the_scoring_half_scores_and_bundles_as_the_lightning_model(run):
@@ -81,20 +81,3 @@ def test_the_scoring_half_scores_and_bundles_as_the_lightning_model(run):
     users, items = data.parts["test"].users, data.parts["test"].items
     torch.testing.assert_close(light.predict_ratings(users, items), full.predict_ratings(users, items))
     assert light.predicts_ratings == full.predicts_ratings and load_model(data, ckpt).has_image_prior == (features is not None)
-
-
-def test_csv_metrics_are_written_as_lightnings_csv_logger_writes_them(tmp_path):
-    from pytorch_lightning.loggers import CSVLogger
-
-    metrics = {"eval/model/warm/ndcg@10": 0.25, "eval/b": 1 / 3, "eval/a": float("nan"), "eval/c": 7.0}
-    for root in (tmp_path / "lightning", tmp_path / "ours"):
-        (root / "csv" / "version_0").mkdir(parents=True)  # training's own log
-    for _ in range(2):  # a second evaluation takes the next version again
-        logger = CSVLogger(save_dir=str(tmp_path / "lightning"), name="csv")
-        logger.log_metrics(metrics)
-        logger.save()
-        logger.finalize("success")
-        write_csv_metrics(tmp_path / "ours", "csv", metrics)
-    for version in ("version_1", "version_2"):
-        expected = (tmp_path / "lightning" / "csv" / version / "metrics.csv").read_text()
-        assert (tmp_path / "ours" / "csv" / version / "metrics.csv").read_text() == expected

@@ -125,3 +125,66 @@ def test_ddp_on_two_cpu_processes_matches_a_single_process(tmp_path):
         results[name] = json.loads((out / "metrics.json").read_text())
     for key in ("test/rmse", "test/mae", "val/rmse_best"):
         assert results["ddp"][key] == pytest.approx(results["single"][key], rel=1e-3), key
+
+
+def test_one_per_epoch_metrics_file_continues_on_resume_and_evaluate_leaves_it_alone(tmp_path):
+    import pandas as pd
+
+    from test_evaluate import compose_evaluate
+    from visrec.pipeline.evaluation import evaluate_run
+
+    common = ["logger=csv", "model.visual_mode=none", "data.batch_size=64"]
+    train(compose_train([*common, "trainer.max_epochs=4", "evaluate=false"], tmp_path / "full"))
+    expected = pd.read_csv(tmp_path / "full" / "run" / "metrics_per_epoch.csv")
+    run = tmp_path / "stopped" / "run"
+    train(compose_train([*common, "trainer.max_epochs=2", "evaluate=false"], tmp_path / "stopped"))  # "interrupted"
+    path = run / "metrics_per_epoch.csv"
+    # The interrupted run had logged part of epoch 2 after its last checkpoint: the resumed run replaces it.
+    stale = pd.read_csv(path)
+    pd.concat([stale, pd.DataFrame([{"epoch": 2, "step": 99, "val/rmse": 99.0}])]).to_csv(path, index=False)
+    train(compose_train([*common, "trainer.max_epochs=4", f"resume_dir={run}"], tmp_path / "other"))
+    rows = pd.read_csv(path)
+    assert rows.epoch.tolist() == [0, 1, 2, 3]  # each epoch once, none lost
+    assert not any(column.startswith("test/") for column in rows.columns)  # test metrics are no epoch's (metrics.json)
+    pd.testing.assert_frame_equal(rows, expected, check_exact=False, rtol=1e-6)  # as an uninterrupted run
+    assert not (run / "csv").exists() and sorted(p.name for p in run.glob("*metrics_per_epoch*")) == [path.name]
+
+    before = path.read_bytes()
+    for overrides in ([], ["exclude_train=positives", "ckpt=last"]):
+        evaluate_run(compose_evaluate(run, overrides))
+    assert path.read_bytes() == before and not (run / "csv").exists()
+
+
+def test_the_per_epoch_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    from visrec.tracking import epoch_csv
+
+    logger = epoch_csv.EpochCSVLogger(tmp_path)
+    logger.log_metrics({"val/rmse": 1.0, "epoch": 0}, step=5)
+    logger.save()
+    path = tmp_path / epoch_csv.FILENAME
+    before = path.read_bytes()
+    assert before.decode().splitlines() == ["epoch,step,val/rmse", "0,5,1.0"]
+
+    class FailingWriter:  # the disk fills up half-way through the rows
+        def __init__(self, file):
+            self.file = file
+
+        def writerow(self, row):
+            self.file.write("0,5,")
+            raise OSError("No space left on device")
+
+    logger.log_metrics({"val/rmse": 0.9, "epoch": 1}, step=10)
+    monkeypatch.setattr(epoch_csv.csv, "writer", FailingWriter)
+    with pytest.raises(OSError, match="No space"):
+        logger.save()
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_per_epoch_file_that_is_not_one_is_named_not_overwritten(tmp_path):
+    from visrec.data.errors import DataError
+    from visrec.tracking.epoch_csv import FILENAME, EpochCSVLogger
+
+    (tmp_path / FILENAME).write_text("user,item\n1,2\n")
+    with pytest.raises(DataError, match=rf"{FILENAME}: line 2: not a per-epoch metrics file"):
+        EpochCSVLogger(tmp_path)
+    assert (tmp_path / FILENAME).read_text() == "user,item\n1,2\n"

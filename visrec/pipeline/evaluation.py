@@ -7,8 +7,8 @@ Reads from the run directory (written by :func:`visrec.pipeline.training.train`)
 Writes ``<run_dir>/eval/<checkpoint>_<protocol>/``: metrics.json, metrics.csv, report.txt (atomically).
 
 Imports no Lightning (nor does export, which loads models here): a built-in model's checkpoint loads into
-its torch-only scoring half (:mod:`visrec.models.scoring`), and the run's CSV logger is written as
-Lightning writes it. Another model (its own class) or another logger imports what it needs.
+its torch-only scoring half (:mod:`visrec.models.scoring`), and the run's per-epoch CSV log is not touched.
+Another model (its own class) or another logger imports what it needs.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from visrec.evaluation.ranking import DEFAULT_BATCH_ELEMENTS
 from visrec.models.divergence import check_finite_model
 from visrec.models.scoring import ScoringModel, build_scoring
 from visrec.pipeline.setup import extract_features, model_class, model_options
-from visrec.tracking.csv_metrics import CSV_LOGGER, write_csv_metrics
 from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from visrec.utils.parquet import read_parquet_frame
 
@@ -209,15 +208,18 @@ def evaluate_run(cfg: DictConfig) -> EvaluationReport:
     return report
 
 
+# Loggers that keep one row per epoch; evaluate.py does not write to them (compared by name: no Lightning import).
+PER_EPOCH_CSV_LOGGERS = ("visrec.tracking.epoch_csv.EpochCSVLogger", "pytorch_lightning.loggers.CSVLogger",
+                         "lightning.pytorch.loggers.CSVLogger")
+
+
 def log_to_loggers(logger_cfg: DictConfig | None, report: EvaluationReport, run_dir: Path | None = None) -> None:
     """Send the flat metrics (prefixed ``eval/``) to each logger configured for the run; a W&B logger
-    continues the run's own W&B run (its id is in ``wandb_run_id.txt``). Lightning's CSVLogger with only
-    ``save_dir`` and ``name`` set (``logger=csv``) is written without Lightning, in its own layout."""
+    continues the run's own W&B run (its id is in ``wandb_run_id.txt``). Per-epoch CSV logs (``logger=csv``;
+    Lightning's CSVLogger in older runs) are left alone: an evaluation is no epoch, and its CSV is the report's
+    own ``metrics.csv``."""
     for node in (logger_cfg or {}).values():
-        if node is None or "_target_" not in node:
-            continue
-        if node._target_ == CSV_LOGGER and set(node) <= {"_target_", "save_dir", "name"}:
-            write_csv_metrics(node.save_dir, node.get("name", "lightning_logs"), {f"eval/{k}": float(v) for k, v in report.flat().items()})
+        if node is None or "_target_" not in node or node._target_ in PER_EPOCH_CSV_LOGGERS:
             continue
         saved_id = None if run_dir is None else run_dir / "wandb_run_id.txt"
         if node._target_.endswith("make_wandb_logger") and saved_id is not None and saved_id.is_file():
