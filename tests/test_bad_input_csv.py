@@ -100,7 +100,7 @@ def test_latin1_test_and_catalog_files_are_named_too(tmp_path):
 def test_field_over_the_csv_limit_names_file_and_line(tmp_path):
     huge = "x" * (csv.field_size_limit() + 10)
     path = write(tmp_path, HEADER + rows(4) + f'u1,"{huge}",4,1\n' + rows(2, 9))
-    with pytest.raises(DataError, match=r"r\.csv, line 6: a field is longer than csv's limit of \d+ characters"):
+    with pytest.raises(DataError, match=r"r\.csv, line 6, field 'item': a field is longer than csv's limit of \d+ characters"):
         load(path)
 
 

@@ -296,6 +296,28 @@ def _read_fast(path: Path, sep: str, wanted: list[str], encoding: str, integers:
 
 
 # ---- the exact reader -----------------------------------------------------------------------------
+
+def _oversized_column(path: Path, codec: str, sep: str, header: list[str] | None, line: int) -> str | None:
+    """The header name of the first field over ``csv.field_size_limit()`` in the record starting on ``line``
+    (1-based, as an editor shows it), read again with the limit lifted for that one record; None when the
+    record cannot be found or has no such field under a header column."""
+    limit = csv.field_size_limit()
+    try:
+        csv.field_size_limit(2 ** 31 - 1)
+        with open(path, newline="", encoding=codec) as handle:
+            reader = csv.reader(handle, delimiter=sep)
+            for row in reader:  # records, not rows of the data: stops at the failing record
+                if reader.line_num >= line:
+                    too_long = [i for i, value in enumerate(row) if len(value) > limit]
+                    if too_long and header is not None and too_long[0] < len(header):
+                        return header[too_long[0]]
+                    return None
+    except (csv.Error, UnicodeError, OSError):
+        return None
+    finally:
+        csv.field_size_limit(limit)
+    return None
+
 def read_csv_table(path: Path, sep: str, encoding: str = "utf-8", encoding_key: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """A CSV file with a header as a frame of strings (empty cells are NaN), and the line of each row.
 
@@ -321,6 +343,7 @@ def read_csv_table(path: Path, sep: str, encoding: str = "utf-8", encoding_key: 
     try:
         with open(path, newline="", encoding=codec) as handle:
             reader = csv.reader(handle, delimiter=sep, strict=True)
+            header = None
             try:
                 header = next(reader, None)
                 if header is None:
@@ -333,6 +356,8 @@ def read_csv_table(path: Path, sep: str, encoding: str = "utf-8", encoding_key: 
                 if "field limit" in problem:
                     problem = (f"a field is longer than csv's limit of {csv.field_size_limit()} characters "
                                f"(reading stopped on line {reader.line_num}; an unclosed quote?)")
+                    field = _oversized_column(path, codec, sep, header, start)
+                    raise DataError(path, problem, line=start, field=field) from None
                 elif "unexpected end of data" in problem:
                     problem = "a quoted field is not closed before the end of the file"
                 else:
