@@ -95,3 +95,20 @@ def test_a_bad_visual_mode_names_the_key_before_data_is_read(tmp_path, model):
                          "model.visual_mode=sometimes"], tmp_path)
     with pytest.raises(ValueError, match="model.visual_mode must be one of .*'auto'.*got 'sometimes'"):
         train(cfg)
+
+
+def test_the_features_summary_is_printed_once_per_run_and_not_again_by_evaluate_or_export(tmp_path, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+    from visrec.pipeline.evaluation import evaluate_run
+    from visrec.pipeline.exporting import export_run
+
+    train(compose_train(["features=random", "model.visual_mode=reg", "trainer.max_epochs=1", "features.progress=false"], tmp_path))
+    trained = capsys.readouterr().out
+    assert trained.count("image features: ") == 1, trained
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        evaluate_run(compose(config_name="evaluate", overrides=[f"run_dir={tmp_path / 'run'}", "log_to_run_logger=false"]))
+    export_run(tmp_path / "run", out_dir=tmp_path / "bundle")
+    again = capsys.readouterr().out
+    assert "image features" not in again, again
