@@ -57,14 +57,19 @@ def compose_cfg(overrides: list[str]):
         return compose("train", overrides=[*overrides, "logger=none", "trainer.enable_progress_bar=false"])
 
 
-def cold_metrics(overrides: list[str], out_dir: str) -> dict:
+def cold_run(overrides: list[str], out_dir: str) -> tuple[dict, dict]:
+    """One train() run in ``out_dir``: (its returned metrics, the evaluator's cold_items NDCG@10 and Recall@10)."""
     cfg = compose_cfg(overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = out_dir
     metrics = train(cfg)
     (report,) = Path(out_dir, "eval").glob("*/metrics.json")
     evaluated = json.loads(report.read_text())["metrics"]
-    out = {name: evaluated.get(f"model/cold_items/{name}@10") for name in ("ndcg", "recall")}
+    return metrics, {name: evaluated.get(f"model/cold_items/{name}@10") for name in ("ndcg", "recall")}
+
+
+def cold_metrics(overrides: list[str], out_dir: str) -> dict:
+    metrics, out = cold_run(overrides, out_dir)
     out["head"] = {k: metrics[k] for k in metrics if k.startswith("cold_head/")}
     return out
 

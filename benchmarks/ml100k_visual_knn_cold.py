@@ -16,15 +16,11 @@ uniformly random order of the cold candidates (``random order``; see benchmarks/
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
 
-from omegaconf import open_dict
-
-from ml100k_ials_cold import compose_cfg, random_order_floor  # same folder: the floor's exact formula
-from visrec.pipeline.training import train
+from ml100k_ials_cold import cold_run, random_order_floor  # same folder: the floor's exact formula
 
 REPO = Path(__file__).resolve().parents[1]
 PERMUTED = "features.permute_seed=0"
@@ -35,13 +31,7 @@ PRIOR, CONTROL = "similarity_sum", "similarity_sum, permuted features"
 
 
 def cold_metrics(overrides: list[str], out_dir: str) -> dict:
-    cfg = compose_cfg(overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = out_dir
-    metrics = train(cfg)
-    (report,) = Path(out_dir, "eval").glob("*/metrics.json")
-    evaluated = json.loads(report.read_text())["metrics"]
-    out = {name: evaluated.get(f"model/cold_items/{name}@10") for name in ("ndcg", "recall")}
+    metrics, out = cold_run(overrides, out_dir)
     out["rmse"] = metrics.get("test/rmse_cold")
     return out
 
