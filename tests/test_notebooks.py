@@ -87,6 +87,11 @@ def check_quiet(notebook) -> None:
         assert count is None, f"cell {index} prints a count as a float: {count.group(0)!r}"
 
 
+def cold_rmse(outputs: Path, runs: list[str]) -> dict[str, float]:
+    """test/rmse_cold of the notebook's run directories (their metrics.json)."""
+    return {run: json.loads((outputs / run / "metrics.json").read_text())["test/rmse_cold"] for run in runs}
+
+
 def png_cells(notebook) -> list[int]:
     """Indices of the code cells with at least one image/png output."""
     return [index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code"
@@ -122,6 +127,9 @@ def test_quickstart_notebook_runs_and_shows_its_pictures(tmp_path, request):
     check_quiet(notebook)
     assert any((tmp_path / "outputs" / "quickstart").iterdir())  # the run directories went to tmp,
     assert existed or not default_outputs.exists()  # not into the checkout
+    # What the cold-start section shows: the pictures cut cold-item RMSE; dealt to the wrong items they do not.
+    cold = cold_rmse(tmp_path / "outputs" / "quickstart", ["none", "reg", "permuted"])
+    assert cold["reg"] < 0.95 * cold["none"] and cold["reg"] < 0.95 * cold["permuted"], cold
 
 
 @pytest.mark.slow
@@ -134,6 +142,8 @@ def test_movielens_notebook_runs_and_shows_its_pictures(tmp_path, request):
     for needle in ("read_csv(run_dir / 'metrics_per_epoch.csv')", "pictures.poster_grid", "pictures.item_vector_map"):
         assert cell_with(notebook, needle) in pngs, f"no image output from the cell with {needle}"
     check_quiet(notebook)
+    cold = cold_rmse(tmp_path / "outputs" / "movielens", ["cold-none", "cold-head", "cold-permuted"])
+    assert cold["cold-head"] < cold["cold-none"] and cold["cold-head"] < cold["cold-permuted"], cold
 
 
 def test_a_failing_cell_fails_the_execution(tmp_path, monkeypatch):
