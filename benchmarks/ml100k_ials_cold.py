@@ -93,18 +93,31 @@ def random_order_floor(overrides: list[str], k: int = 10) -> dict:
     return {"ndcg": float(ndcg.mean()), "recall": float((shown / n).mean())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cold_args(doc: str) -> argparse.Namespace:
+    """The cold-split benchmarks' command line: --root (ML-100K folder), --seeds."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "datasets" / "ml-100k"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = parser.parse_args()
-    rows = {"random order (floor)": [], **{name: [] for name in VARIANTS}}
+    return parser.parse_args()
+
+
+def run_variants(base_of_seed, variants: dict, measure, seeds: list[int]) -> dict:
+    """Per seed, the random-order floor and ``measure(overrides, out_dir)`` of each variant: name -> [per seed]."""
+    rows = {"random order (floor)": [], **{name: [] for name in variants}}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            base = ["experiment=ml100k_u1_ials", f"data.root={args.root}", "data/split=cold_item", "data.split.warm_test_ratio=0", f"seed={seed}"]
+        for seed in seeds:
+            base = base_of_seed(seed)
             rows["random order (floor)"].append(random_order_floor(base))
-            for name, overrides in VARIANTS.items():
-                rows[name].append(cold_metrics([*base, *overrides], f"{tmp}/{seed}_{name.replace(' ', '_').replace(',', '')}"))
+            for name, overrides in variants.items():
+                rows[name].append(measure([*base, *overrides], f"{tmp}/{seed}_{name.replace(' ', '_').replace(',', '')}"))
+                print(f"  seed {seed} {name}: {rows[name][-1]}", flush=True)
+    return rows
+
+
+def main() -> None:
+    args = cold_args(__doc__)
+    rows = run_variants(lambda seed: ["experiment=ml100k_u1_ials", f"data.root={args.root}", "data/split=cold_item",
+                                      "data.split.warm_test_ratio=0", f"seed={seed}"], VARIANTS, cold_metrics, args.seeds)
     print(f"\nML-100K cold-item split, iALS, cold_items segment (seeds {args.seeds})")
     print(f"{'variant':<36}" + "".join(f"{f'seed {s}':>12}" for s in args.seeds) + f"{'mean':>10}")
     for metric in ("ndcg", "recall"):

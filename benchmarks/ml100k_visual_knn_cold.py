@@ -15,14 +15,10 @@ uniformly random order of the cold candidates (``random order``; see benchmarks/
 """
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
-from pathlib import Path
 
-from ml100k_ials_cold import cold_run, random_order_floor  # same folder: the floor's exact formula
+from ml100k_ials_cold import cold_args, cold_run, run_variants  # same folder: one train + report, the floor
 
-REPO = Path(__file__).resolve().parents[1]
 PERMUTED = "features.permute_seed=0"
 VARIANTS = {"similarity_sum": [], "similarity_sum, permuted features": [PERMUTED],
             "rating": ["model.ranking=rating"], "rating, permuted features": ["model.ranking=rating", PERMUTED]}
@@ -37,20 +33,12 @@ def cold_metrics(overrides: list[str], out_dir: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=str(REPO.parent / "shared" / "datasets" / "ml-100k"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = parser.parse_args()
-    rows = {"random order (floor)": [], **{name: [] for name in VARIANTS}}
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            base = ["data=movielens_100k", f"data.root={args.root}", "model=visual_knn", "data/split=cold_item",
-                    "data.split.warm_test_ratio=0", f"seed={seed}"]
-            floor = random_order_floor(base)
-            rows["random order (floor)"].append({**floor, "rmse": None})
-            for name, overrides in VARIANTS.items():
-                rows[name].append(cold_metrics([*base, *overrides], f"{tmp}/{seed}_{name.replace(' ', '_').replace(',', '')}"))
-                print(f"  seed {seed} {name}: {rows[name][-1]}", flush=True)
+    args = cold_args(__doc__)
+    rows = run_variants(lambda seed: ["data=movielens_100k", f"data.root={args.root}", "model=visual_knn",
+                                      "data/split=cold_item", "data.split.warm_test_ratio=0", f"seed={seed}"],
+                        VARIANTS, cold_metrics, args.seeds)
+    for floor in rows["random order (floor)"]:
+        floor["rmse"] = None  # a random order has no rating predictions
     print(f"\nML-100K cold-item split, model=visual_knn, cold_items segment (seeds {args.seeds})")
     print(f"{'variant':<44}" + "".join(f"{f'seed {s}':>10}" for s in args.seeds) + f"{'mean':>10}{'sd':>10}")
     for metric in ("ndcg", "recall", "rmse"):
