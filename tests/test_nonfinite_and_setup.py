@@ -58,6 +58,9 @@ def test_json_files_are_strict_and_refuse_non_finite_numbers(tmp_path, value):
     ("model.reg_factors=-1", "model.reg_factors"),
     ("model.reg_bias=-0.5", "model.reg_bias"),
     ("model.init_std=0", "model.init_std"),
+    ("model.reg_bias=abc", "model.reg_bias"),  # a non-number: named, not a TypeError from a comparison
+    ("model.init_std=true", "model.init_std"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs"),
 ])
 def test_options_that_train_nonsense_are_refused_before_training(tmp_path, override, key):
     with pytest.raises(ValueError, match=rf"{key.replace('.', '[.]')} must be"):
@@ -151,3 +154,13 @@ def test_monitor_chooses_what_checkpointing_early_stopping_and_the_scheduler_wat
 def test_a_monitor_the_model_does_not_log_is_refused_before_training(tmp_path, override, key):
     with pytest.raises(ValueError, match=re.escape(key)):
         train(compose_train(["model.visual_mode=none", override], tmp_path))
+
+
+def test_counts_are_whole_numbers_in_metrics_and_the_results_table(tmp_path, capsys):
+    metrics = train(compose_train(["model.visual_mode=none", "trainer.max_epochs=1", "evaluate=false"], tmp_path))
+    assert isinstance(metrics["test/ratings"], int) and metrics["test/ratings"] > 0
+    assert isinstance(metrics["test/ratings_cold"], int)
+    table = capsys.readouterr().out
+    assert re.search(rf"\| test/ratings +\| +{metrics['test/ratings']} \|", table)  # not "N.0000"
+    assert not re.search(r"ratings\w* +\| +\d+\.0000", table)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/ratings"] == metrics["test/ratings"]

@@ -10,6 +10,7 @@ A run directory (``cfg.paths.output_dir``) ends up holding:
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -91,6 +92,7 @@ def check_options(cfg: DictConfig) -> None:
     """Refuse trainer and model settings that train nothing or nonsense, before anything is read or
     written (the model class checks its own options: ``check_options`` of the model contract)."""
     cls = model_class(cfg)
+    _check_number_options(cls, model_options(cfg))
     cls.check_options(model_options(cfg))
     monitor, mode = cfg.get("monitor"), cfg.get("monitor_mode")
     if monitor is not None and monitor not in cls.VALIDATION_METRICS:
@@ -130,9 +132,25 @@ def check_validation_needs(cfg: DictConfig, datamodule: RatingsDataModule) -> No
                          f"watch validation metrics: set data.val_ratio > 0, or train without them ({off})")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_number_options(cls: type, options: dict) -> None:
+    """Refuse a non-number (``model.reg_bias=abc``, ``=true``) for a model option whose constructor
+    default is a number, naming ``model.<key>``, before the model's own range checks compare it
+    (null stays allowed: some options take it)."""
+    for name, parameter in inspect.signature(cls.__init__).parameters.items():
+        value = options.get(name)
+        if _is_number(parameter.default) and value is not None and not _is_number(value):
+            raise ValueError(f"model.{name} must be a number (the default is {parameter.default!r}), got {value!r}")
+
+
 def check_trainer_options(cfg: DictConfig) -> None:
     """Refuse trainer settings that train nothing, before anything is read or written."""
     max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is not None and not (_is_number(max_epochs) and float(max_epochs).is_integer()):
+        raise ValueError(f"trainer.max_epochs must be a whole number of epochs (or -1 with trainer.max_steps), got {max_epochs!r}")
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
         raise ValueError(f"trainer.max_epochs must be >= 1 (or -1 with trainer.max_steps), got {max_epochs}: "
                          "a run with no training epoch has no result to test, evaluate or export")
@@ -177,7 +195,7 @@ def train(cfg: DictConfig) -> dict:
 
     metrics: dict = {"fit_seconds": round(fit_seconds, 3), "epochs": trainer.current_epoch,
                      **{f"split/{key}": value for key, value in split_counts.items()}}
-    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))})
+    metrics.update({k: _metric_value(k, v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))})
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_path:
         # Test the best model by the monitored metric, not the last epoch's.
@@ -198,7 +216,7 @@ def train(cfg: DictConfig) -> dict:
         store_weights(model, tested_checkpoint)
     if cfg.get("test"):
         (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
-        metrics.update({k: float(v) for k, v in results.items()})
+        metrics.update({k: _metric_value(k, v) for k, v in results.items()})
     if not trainer.is_global_zero:  # other DDP processes stop here; rank 0 writes and reports
         return metrics
     write_json_atomic(out_dir / "metrics.json", metrics)
@@ -222,6 +240,14 @@ def train(cfg: DictConfig) -> dict:
     ))
     print(f"Run directory: {out_dir}")
     return metrics
+
+
+COUNT_METRICS = ("ratings", "ratings_cold")  # counts that Lightning hands back as float tensors
+
+
+def _metric_value(name: str, value) -> int | float:
+    """A logged metric as a number for metrics.json and the results table: counts as int, the rest float."""
+    return int(round(float(value))) if name.rsplit("/", 1)[-1] in COUNT_METRICS else float(value)
 
 
 def _check_refit_possible(trainer: pl.Trainer, datamodule: RatingsDataModule) -> None:
