@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -97,3 +98,21 @@ def test_the_large_scale_preset_trains_plain_biased_mf_by_sparse_sgd(tmp_path):
     train_part, test_part = split[split["part"] == "train"], split[split["part"] == "test"]
     global_mean_rmse = float(np.sqrt(((test_part["rating"] - train_part["rating"].mean()) ** 2).mean()))
     assert np.isfinite(metrics["test/rmse"]) and metrics["test/rmse"] < global_mean_rmse
+
+
+def test_train_cli_reports_bad_input_in_one_line_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    table = tmp_path / "ratings.csv"
+    table.write_text("user,item,rating\nu1,i1,4\nu1,i2,four\n")
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "data=ratings_table", f"data.path={table}",
+                           "data.source_args.user_col=user", "data.source_args.item_col=item",
+                           "data.source_args.rating_col=rating", f"paths.output_dir={tmp_path / 'run'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert re.search(r"train\.py: .*ratings\.csv, line 3.*'rating'", done.stderr), done.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.json").exists()
