@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import torch
 
+# The logged metrics that are counts (``<stage>/ratings``, ``<stage>/ratings_cold``): Lightning hands
+# every logged value back as a float tensor, and readers turn these into ints (visrec.pipeline.training).
+COUNT_METRICS = ("ratings", "ratings_cold")
+
 
 class RatingMetricsMixin:
     """Adds ``validation_step`` / ``test_step`` and their epoch ends to a LightningModule whose ``scorer()``

@@ -25,6 +25,7 @@ from visrec.data.datamodule import RatingsDataModule
 from visrec.data.errors import DataError
 from visrec.evaluation import DEFAULT_KS
 from visrec.interactions import Interactions
+from visrec.models.rating_metrics import COUNT_METRICS
 from visrec.features import ItemFeatures
 from visrec.pipeline.config import instantiate_node
 from visrec.pipeline.setup import _instantiate_all, build_model, item_features, load_weights, model_class, model_options, store_weights
@@ -240,9 +241,6 @@ def train(cfg: DictConfig) -> dict:
     ))
     print(f"Run directory: {out_dir}")
     return metrics
-
-
-COUNT_METRICS = ("ratings", "ratings_cold")  # counts that Lightning hands back as float tensors
 
 
 def _metric_value(name: str, value) -> int | float:
