@@ -5,7 +5,7 @@ thread count, in one run.
     .venv/bin/python benchmarks/ials_scale.py [--users 100000] [--items 20000] [--nnz 5000000] [--k 64] [--epochs 2]
 
 The matrix: ``nnz`` distinct (user, item) pairs, items drawn with Zipf-like popularity (exponent 1),
-users uniformly; every interaction has weight 1. visrec: :func:`visrec.models.ials_solver.solve_rows`
+users uniformly; every interaction has weight 1. visrec: :func:`visrec.models.ials.solver.solve_rows`
 for both halves (exact Cholesky solves, the Gramian trick), and ``solve_rows_cg`` (3 warm-started
 conjugate-gradient steps per half, as ``model.solver=cg``). implicit: ``implicit.cpu.als.
 AlternatingLeastSquares`` (conjugate gradient, its default; one ``iterations`` = one sweep), timed
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from visrec.models.ials_solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg
+from visrec.models.ials.solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg
 
 
 def synthetic_pairs(users: int, items: int, nnz: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

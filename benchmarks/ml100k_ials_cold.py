@@ -10,7 +10,7 @@ their ratings are the test part; ``data.split.warm_test_ratio=0``: no warm part,
                              trained item vectors; cold items scored with q_i = E f̃_i + e;
     head                     training as none; (E, e) fitted after training on iALS's own loss of the
                              training items as if cold, components and penalty by item-fold CV on the
-                             training part (visrec/models/ials_cold_head.py);
+                             training part (visrec/models/visual/ials_head.py);
     ..., permuted features   the same with ``features.permute_seed=1`` (the same feature rows dealt to
                              the wrong items: a gain that survives it does not come from the pictures).
 Reported: the evaluator's ``cold_items`` segment (candidates = all items without training interactions,

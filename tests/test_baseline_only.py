@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from visrec.models.baseline_only import BaselineOnly, als_biases
+from visrec.models.factor.baseline_only import BaselineOnly, als_biases
 from visrec.pipeline.training import train
 
 from conftest import compose_train

@@ -347,7 +347,7 @@ def test_nan_visual_arrays_are_refused(pristine_visual, tmp_path):
 
 # ---- export ---------------------------------------------------------------------------------------------
 def _diverged_model():
-    from visrec.models.rating_module import RatingModule
+    from visrec.models.factor.module import RatingModule
 
     model = RatingModule(USERS, ITEMS, k=K, global_mean=3.0)
     with torch.no_grad():

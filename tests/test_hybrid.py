@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from visrec.models.hybrid_module import Hybrid
+from visrec.models.hybrid.module import Hybrid
 
 from test_visual_knn import FEATURES, ITEMS, MU, RATINGS, USERS, ALL
 

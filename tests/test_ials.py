@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from visrec.models.ials_solver import CSR, solve_rows, weighted_loss
+from visrec.models.ials.solver import CSR, solve_rows, weighted_loss
 from visrec.pipeline.training import train
 
 from conftest import compose_train
@@ -140,7 +140,7 @@ def test_ials_refuses_ddp():
 
 @pytest.mark.parametrize("with_prior", [False, True])
 def test_conjugate_gradient_converges_to_the_exact_solve(with_prior):
-    from visrec.models.ials_solver import solve_rows_cg
+    from visrec.models.ials.solver import solve_rows_cg
 
     csr, _, Q = _problem(3)
     penalty = torch.rand(csr.num_rows) + 0.1
@@ -154,7 +154,7 @@ def test_conjugate_gradient_converges_to_the_exact_solve(with_prior):
     assert (few - exact).norm() > (many - exact).norm()
 
 
-# ---- the cold-start head of visual_mode=head (visrec/models/ials_cold_head.py) -------------------------------
+# ---- the cold-start head of visual_mode=head (visrec/models/visual/ials_head.py) -------------------------------
 def _planted_cold_problem(seed=0, U=120, N=150, K=4, P=6):
     """Items whose true vectors are a linear function of their features, W* g_i; users P (U, K);
     interactions: each user's top cells of p_u · W* g_i plus noise. Returns CSR, P, features, W*."""
@@ -170,22 +170,28 @@ def _planted_cold_problem(seed=0, U=120, N=150, K=4, P=6):
 
 
 def test_the_ials_cold_head_is_the_exact_minimiser_of_the_all_cells_loss_of_items_as_if_cold():
-    from visrec.models.ials_cold_head import fit_ials_cold_head
+    from visrec.models.visual.ials_head import fit_ials_cold_head
 
-    csr, users, features, _ = _planted_cold_problem()
+    csr, users, features, true_w = _planted_cold_problem()
     N, P = features.shape
     items = torch.ones(N, dtype=torch.bool)
     items[:10] = False  # not fitted on
     items &= torch.bincount(csr.indices, minlength=N) > 0  # items without interactions are never fitted on
     alpha0 = 0.3
-    fit = fit_ials_cold_head(csr, users, features, items, alpha0, component_choices=(P,), penalties=(1.0,))
+    options = dict(component_choices=(P,), penalties=(1.0,))
+    unscaled = fit_ials_cold_head(csr, users, features, items, alpha0, torch.zeros(users.shape[1]), **options)
+    typical = 0.3 * unscaled.fitted_intercept  # a typical trained item vector at 0.3 of the fit's level
+    fit = fit_ials_cold_head(csr, users, features, items, alpha0, typical, **options)
+    torch.testing.assert_close(fit.vector_intercept, typical)  # the head scores with the trained items' intercept ...
+    assert fit.scale == pytest.approx(0.3, rel=1e-4)  # ... and E shrunk by the same ratio
+    torch.testing.assert_close(fit.projection, 0.3 * unscaled.projection)
     assert fit.factor_penalty == 1.0 and fit.components == P  # the planted signal is found by CV
     assert fit.cv_loss < fit.cv_loss_intercept_only
     # The dense loss of the fitted items, Σ_i Σ_u c_ui (t_ui − s_ui)² + α₀ s_ui² + λ_E ‖E‖², has zero gradient there.
     dense = torch.zeros(users.shape[0], N)
     users_of = torch.repeat_interleave(torch.arange(csr.num_rows), csr.counts())
     dense[users_of, csr.indices] = csr.weights
-    W = torch.cat([fit.vector_intercept[:, None], fit.projection], 1).double().requires_grad_(True)  # (K, 1 + P)
+    W = torch.cat([fit.fitted_intercept[:, None], fit.projection / fit.scale], 1).double().requires_grad_(True)  # (K, 1 + P)
     g = torch.cat([torch.ones(N, 1), features], 1).double()[items]
     S = users.double() @ (g @ W.T).T  # (U, M)
     C = dense.double()[:, items]
@@ -195,19 +201,19 @@ def test_the_ials_cold_head_is_the_exact_minimiser_of_the_all_cells_loss_of_item
 
 
 def test_the_ials_cold_head_recovers_planted_item_vectors_and_drops_features_unrelated_to_the_items():
-    from visrec.models.ials_cold_head import fit_ials_cold_head
+    from visrec.models.visual.ials_head import fit_ials_cold_head
 
     csr, users, features, true_w = _planted_cold_problem(seed=1)
     N = len(features)
     items = torch.arange(N) >= 30  # items 0..29 are held out: as if cold
-    fit = fit_ials_cold_head(csr, users, features, items, 0.3)
+    fit = fit_ials_cold_head(csr, users, features, items, 0.3, true_w[:, 0])
     predicted = features[:30] @ fit.projection.T  # (30, K) E f̃_i: what ranks cold items
     truth = features[:30] @ true_w[:, 1:].T
     cosine = torch.nn.functional.cosine_similarity(users @ predicted.T, users @ truth.T, dim=1)  # per user, over cold items
     assert float(cosine.mean()) > 0.8
     # The same rows dealt to the wrong items: CV finds nothing to gain over q_i = e (or shrinks E hard).
     shuffled = features[torch.randperm(N, generator=torch.Generator().manual_seed(0))]
-    control = fit_ials_cold_head(csr, users, shuffled, items, 0.3)
+    control = fit_ials_cold_head(csr, users, shuffled, items, 0.3, true_w[:, 0])
     assert control.factor_penalty is None or control.factor_penalty >= 1e4
     assert control.cv_loss > 0.99 * control.cv_loss_intercept_only
 

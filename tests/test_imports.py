@@ -1,7 +1,7 @@
 """Entry points import only what they use: the evaluator's and export's modules do not import timm (it is
 imported when a backbone is built, i.e. only for a model with an image prior), wandb or Lightning; evaluating
 and exporting a run of a built-in model import no Lightning at all (its checkpoint loads into the model's
-torch-only scoring half, :mod:`visrec.models.scoring`; the run's per-epoch CSV log is left alone)."""
+torch-only scoring half, :mod:`visrec.models.registry`; the run's per-epoch CSV log is left alone)."""
 from __future__ import annotations
 
 import subprocess
@@ -13,7 +13,7 @@ import torch
 import yaml
 from hydra.utils import get_class, instantiate
 
-from visrec.models.scoring import SCORING_CLASSES
+from visrec.models.registry import LEGACY_TARGETS, SCORING_CLASSES
 from visrec.pipeline.evaluation import load_model, load_model_and_features, load_run_data, resolve_checkpoint
 from visrec.pipeline.training import train
 
@@ -30,16 +30,18 @@ def run_python(code: str) -> str:
 
 def test_evaluation_and_export_modules_import_no_timm_wandb_or_lightning():
     code = ("import sys, visrec.pipeline.evaluation, visrec.pipeline.exporting, visrec.export, visrec.export.__main__, "
-            f"visrec.data, visrec.models.scoring; print(sorted(m for m in ('timm', 'wandb', *{LIGHTNING}) if m in sys.modules))")
+            f"visrec.data, visrec.models.scoring, visrec.models.registry; print(sorted(m for m in ('timm', 'wandb', *{LIGHTNING}) if m in sys.modules))")
     assert run_python(code).strip() == "[]"
 
 
 def test_every_model_config_has_a_registered_scoring_half():
     for path in sorted((CONF / "model").glob("*.yaml")):
         target = yaml.safe_load(path.read_text())["_target_"]
-        assert target in SCORING_CLASSES, f"{path.name}: {target} has no scoring half in visrec.models.scoring.SCORING_CLASSES"
-    for target, scoring in SCORING_CLASSES.items():
-        assert issubclass(get_class(target), scoring), target
+        assert target in SCORING_CLASSES, f"{path.name}: {target} has no scoring half in visrec.models.registry.SCORING_CLASSES"
+    for target, scoring in SCORING_CLASSES.items():  # a legacy full path is checked through the path it moved to
+        assert issubclass(get_class(LEGACY_TARGETS.get(target, target)), scoring), target
+    for legacy, current in LEGACY_TARGETS.items():
+        assert legacy in SCORING_CLASSES and SCORING_CLASSES[legacy] is SCORING_CLASSES[current], legacy
 
 
 @pytest.fixture(scope="module", params=["biased_mf_visual", "ials"])

@@ -22,11 +22,11 @@ from visrec.pipeline.training import train
 from conftest import CONF, compose_train
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-PREFERENCE_MODELS = ("ials",)  # scores that are not ratings: no RMSE, a "preference" bundle
+PREFERENCE_MODELS = ("bpr", "ials", "vbpr")  # scores that are not ratings: no RMSE, a "preference" bundle
 
 
 def test_every_model_config_is_covered():
-    assert MODELS == ["bias_only", "biased_mf", "hybrid", "ials", "user_knn", "visual_knn"]  # a new model must join this suite
+    assert MODELS == ["bias_only", "biased_mf", "bpr", "hybrid", "ials", "user_knn", "vbpr", "visual_knn"]  # a new model must join this suite
 
 
 def exportable(name: str) -> bool:
@@ -36,7 +36,10 @@ def exportable(name: str) -> bool:
 def shrunk_overrides(name: str) -> list[str]:
     """A model's config made small for the suite: no image prior, K = 4, where the model has those keys."""
     keys = yaml.safe_load((CONF / "model" / f"{name}.yaml").read_text())
-    return [o for key, o in (("visual_mode", "model.visual_mode=none"), ("k", "model.k=4")) if key in keys]
+    shrunk = [o for key, o in (("visual_mode", "model.visual_mode=none"), ("k", "model.k=4"), ("k2", "model.k2=4")) if key in keys]
+    if get_class(keys["_target_"]).uses_image_features({}):  # a model that always reads pictures (VBPR): random features
+        shrunk.append("features=random")
+    return shrunk
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -203,7 +206,7 @@ def test_an_unknown_user_gets_a_meaningful_fallback(trained):
     rec = Recommender.load(run / "export")
     ids, scores = rec.recommend(["nobody"], k=5, on_unknown="fallback")
     items = rec.item_index(list(ids[0]))
-    if name == "ials":  # p_u·q_i has no user: the most popular items, by training interactions
+    if name in PREFERENCE_MODELS:  # p_u·q_i has no user: the most popular items, by training interactions
         order = np.lexsort((np.arange(len(rec.item_popularity)), -rec.item_popularity))
         expected = [i for i in order if rec.scorable_items[i]][:5]
         assert list(items) == expected and np.allclose(scores[0], rec.item_popularity[expected])

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from visrec.models.knn import UserKNNScoring, user_similarities
-from visrec.models.user_knn_module import UserKNN
+from visrec.models.knn.user_scoring import UserKNNScoring, user_similarities
+from visrec.models.knn.user_module import UserKNN
 
 # u0: i0=5, i1=3 | u1: i0=4, i1=2, i2=5 | u2: i0=1, i2=2 | u3: no rating; item 3: no rating.
 USERS, ITEMS = torch.tensor([0, 0, 1, 1, 1, 2, 2]), torch.tensor([0, 1, 0, 1, 2, 0, 2])
@@ -65,7 +65,7 @@ def test_fallbacks_unknown_user_gets_the_global_mean_and_an_unrated_item_the_use
 
 
 def baselines(users, items, ratings, U, N):
-    from visrec.models.bias_als import als_biases
+    from visrec.models.factor.bias_als import als_biases
 
     mu = float(ratings.mean())
     b_u, b_i = als_biases(users, items, ratings, U, N, mu, 15.0, 10.0, torch.zeros(U), 10)
@@ -73,7 +73,7 @@ def baselines(users, items, ratings, U, N):
 
 
 def plain_similarities(users, items, ratings, U, N, similarity, shrinkage=0.0):
-    """(U, U) similarities by their plain formulas (module docstring of visrec.models.knn), pair by pair."""
+    """(U, U) similarities by their plain formulas (module docstring of visrec.models.knn.user_scoring), pair by pair."""
     R = torch.sparse_coo_tensor(torch.stack([users, items]), ratings, (U, N)).coalesce().to_dense()
     base = baselines(users, items, ratings, U, N)
     out = torch.zeros(U, U)

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from visrec.models.visual_knn import item_similarities
-from visrec.models.visual_knn_module import VisualKNN
+from visrec.models.knn.visual_scoring import item_similarities
+from visrec.models.knn.visual_module import VisualKNN
 
 # u0: i0=5, i1=3 (μ=4) | u1: i0=4, i2=2 (μ=3) | u2: no rating. Item 3: no rating (cold), image present.
 USERS, ITEMS = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 2])

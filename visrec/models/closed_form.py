@@ -1,8 +1,8 @@
 """The "optimizer" of closed-form models (torch only): ``step()`` runs one closed-form update and returns
 its loss. Being an optimizer lets Lightning count steps (checkpointing keys on them: a run whose global
 step never advances saves one checkpoint only), save and restore state and replay its (unused) learning
-rate like any other. Used by :mod:`visrec.models.baseline_only` and :mod:`visrec.models.user_knn_module`
-(:class:`visrec.models.ials_module.ALSSweep` is the same idea, kept there for iALS)."""
+rate like any other. Used by :mod:`visrec.models.factor.baseline_only` and :mod:`visrec.models.knn.user_module`
+(:class:`visrec.models.ials.module.ALSSweep` is the same idea, kept there for iALS)."""
 from __future__ import annotations
 
 from typing import Callable, Iterable

@@ -31,11 +31,11 @@ The scoring and bundle parts (with ``attach_features`` / ``has_image_prior``) ar
 :class:`~visrec.models.scoring.ScoringModel`, torch only; :class:`FactorModel` implements them (through
 :class:`~visrec.models.scoring.FactorScoring`) for models whose scores are r̂_ui = μ + b_u + b_i + p_u·q_i
 (biased MF, iALS). A built-in model's scoring half is a class of its own (``RatingScoring``,
-``IALSScoring``) that its LightningModule inherits: ``evaluate.py`` and export load a checkpoint into it
-without importing Lightning; any other model is loaded into its own class. A model of another form (kNN,
-EASE) implements ``scorer`` itself and trains and evaluates through the pipeline unchanged; export and
-serving, though, read factor tables (:mod:`visrec.export.bundle`'s format), so such a model needs a
-bundle format of its own before it can be exported (not built yet).
+``IALSScoring``, listed in :mod:`visrec.models.registry`) that its LightningModule inherits: ``evaluate.py``
+and export load a checkpoint into it without importing Lightning; any other model is loaded into its own
+class. A model of another form (kNN, EASE) implements ``scorer`` itself and trains and evaluates through
+the pipeline unchanged; export and serving, though, read factor tables (:mod:`visrec.export.bundle`'s
+format), so such a model needs a bundle format of its own before it can be exported (not built yet).
 """
 from __future__ import annotations
 
@@ -126,8 +126,8 @@ class RecommenderModel(ScoringModel, pl.LightningModule):
 
 class FactorModel(FactorScoring, RecommenderModel):
     """A model that scores r̂_ui = μ + b_u + b_i + p_u·q_i (:class:`~visrec.models.scoring.FactorScoring`).
-    Subclasses hold a :class:`~visrec.models.biased_mf.BiasedMF` as ``self.net``, an optional
-    :class:`~visrec.models.visual.VisualPrior` as ``self.visual``, ``self.rating_range`` and implement
+    Subclasses hold a :class:`~visrec.models.factor.net.BiasedMF` as ``self.net``, an optional
+    :class:`~visrec.models.visual.prior.VisualPrior` as ``self.visual``, ``self.rating_range`` and implement
     :meth:`effective_factors` (the tables with the cold fallbacks folded in)."""
 
     @classmethod

@@ -6,7 +6,7 @@ over the R ratings whose user and item are both known to the model (``known_user
 the "warm" ratings: Cornac's ``exclude_unknowns``), and the same over the others as ``rmse_cold`` /
 ``mae_cold``; ``ratings`` / ``ratings_cold`` count both groups. r̂ = ``self.scorer().predict`` (the
 model contract's scorer, clipped to the rating range when it has one): the numbers the evaluator gives.
-The same definitions as :class:`visrec.models.rating_module.RatingModule` (single process only).
+The same definitions as :class:`visrec.models.factor.module.RatingModule` (single process only).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Reads from the run directory (written by :func:`visrec.pipeline.training.train`)
 Writes ``<run_dir>/eval/<checkpoint>_<protocol>/``: metrics.json, metrics.csv, report.txt (atomically).
 
 Imports no Lightning (nor does export, which loads models here): a built-in model's checkpoint loads into
-its torch-only scoring half (:mod:`visrec.models.scoring`), and the run's per-epoch CSV log is not touched.
+its torch-only scoring half (:mod:`visrec.models.registry`), and the run's per-epoch CSV log is not touched.
 Another model (its own class) or another logger imports what it needs.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ from visrec.data.idmap import IdMap
 from visrec.evaluation import EvaluationReport, Interactions, PopularityScorer, evaluate
 from visrec.evaluation.ranking import DEFAULT_BATCH_ELEMENTS
 from visrec.models.divergence import check_finite_model
-from visrec.models.scoring import ScoringModel, build_scoring
+from visrec.models.registry import build_scoring
+from visrec.models.scoring import ScoringModel
 from visrec.pipeline.setup import extract_features, model_class, model_options
 from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from visrec.utils.parquet import read_parquet_frame
@@ -109,7 +110,7 @@ def resolve_checkpoint(run_dir: str | Path, ckpt: str) -> Path:
 
 def load_model(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None = None) -> ScoringModel:
     """The run's model with the checkpoint's weights (``weights_only=True``), checked against the split:
-    a built-in model's scoring half (:mod:`visrec.models.scoring`), or the class ``model._target_`` names."""
+    a built-in model's scoring half (:mod:`visrec.models.registry`), or the class ``model._target_`` names."""
     return load_model_and_features(data, ckpt_path, features_cfg)[0]
 
 

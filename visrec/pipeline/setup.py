@@ -14,7 +14,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
-from visrec.models.visual import AUTO, AUTO_WITH_IMAGES
+from visrec.models.visual.prior import AUTO, AUTO_WITH_IMAGES
 from visrec.pipeline.config import instantiate_node
 from visrec.utils.atomic import atomic_path
 

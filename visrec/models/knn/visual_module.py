@@ -1,13 +1,13 @@
 """``model=visual_knn`` under the model contract: the Lightning half of item-based KNNWithMeans on image
 similarity. Formulas, similarities and the scoring half (torch only, what ``evaluate.py`` loads a checkpoint
-into): :mod:`visrec.models.visual_knn`."""
+into): :mod:`visrec.models.knn.visual_scoring`."""
 from __future__ import annotations
 
 from visrec.interactions import Interactions
 from visrec.models.closed_form import ClosedFormStep
 from visrec.models.contract import RecommenderModel
+from visrec.models.knn.visual_scoring import VisualKNNScoring, check_visual_knn_options
 from visrec.models.rating_metrics import RatingMetricsMixin
-from visrec.models.visual_knn import VisualKNNScoring, check_visual_knn_options
 
 
 class VisualKNN(RatingMetricsMixin, VisualKNNScoring, RecommenderModel):

@@ -1,8 +1,8 @@
 """LightningModule of user-based kNN (``model=user_knn``): Surprise's KNNBasic, KNNWithMeans (default) or
 KNNBaseline, user-based (``model.variant``).
 
-The model, its similarities and its vectorized scoring are :mod:`visrec.models.knn` (torch only; its
-:class:`~visrec.models.knn.UserKNNScoring` is what evaluate.py loads a checkpoint into). Training is the
+The model, its similarities and its vectorized scoring are :mod:`visrec.models.knn.user_scoring` (torch only; its
+:class:`~visrec.models.knn.user_scoring.UserKNNScoring` is what evaluate.py loads a checkpoint into). Training is the
 fit of a memory-based model: one ``training_step`` on every training row (``TRAINING_BATCHES = "whole"``)
 stores the ratings, each user's mean and the baselines b_u, b_i in the model's buffers (so checkpoints hold them), then the model
 stops the trainer (more epochs would store the same). Validation logs ``val/rmse`` / ``val/mae``
@@ -15,7 +15,7 @@ import math
 from visrec.interactions import Interactions
 from visrec.models.closed_form import ClosedFormStep
 from visrec.models.contract import RecommenderModel
-from visrec.models.knn import SIMILARITIES, VARIANTS, UserKNNScoring
+from visrec.models.knn.user_scoring import SIMILARITIES, VARIANTS, UserKNNScoring
 from visrec.models.rating_metrics import RatingMetricsMixin
 
 

@@ -3,7 +3,7 @@
 Model: s_ui = p_u · q_i, a preference score (not a rating). Data: every training rating is an
 interaction, or only those >= ``positive_threshold``; its confidence is w_ui = 1 + ``alpha`` · r_ui
 (Hu et al. 2008's linear confidence; ``alpha = 0``: every interaction weighs 1). Objective and solver:
-:mod:`visrec.models.ials_solver` (exact ALS with the Gramian trick, frequency-scaled L2 with exponent
+:mod:`visrec.models.ials.solver` (exact ALS with the Gramian trick, frequency-scaled L2 with exponent
 ``reg_exponent``, unobserved weight ``unobserved_weight``; Rendle et al. 2022). ``solver``: ``cholesky``
 solves each least-squares system exactly (O(|S| K² + (U+N) K³) per epoch); ``cg`` takes ``cg_steps``
 warm-started conjugate-gradient steps (O(|S| K) per step; Takács et al. 2011, as ``implicit`` does).
@@ -23,7 +23,7 @@ Visual prior, ``visual_mode``:
           training, :meth:`IALSModule.fit_cold_head` fits (E, e) in closed form for what they are used
           for: the all-cells iALS loss of training items as if they were cold, given the trained user
           vectors, with the number of components and the ridge penalty chosen by item-fold
-          cross-validation (:mod:`visrec.models.ials_cold_head`; called by :meth:`IALSModule.finish_training`).
+          cross-validation (:mod:`visrec.models.visual.ials_head`; called by :meth:`IALSModule.finish_training`).
 Items without interactions but with an image are scored with q_i = E f̃_i + e (cold start); others with
 a zero vector. Single process only: refused under DDP.
 """
@@ -33,17 +33,16 @@ import math
 
 import torch
 
-from visrec.evaluation import evaluate
 from visrec.interactions import Interactions
 from visrec.models.contract import FactorModel
-from visrec.models.ials_cold_head import IALSColdHeadFit, fit_ials_cold_head
-from visrec.models.ials_solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg, weighted_loss
-from visrec.models.scoring import IALSScoring
-from visrec.models.visual import AUTO
+from visrec.models.ranking_validation import RANKING_K, RankingValidation
+from visrec.models.ials.scoring import IALSScoring
+from visrec.models.ials.solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg, weighted_loss
+from visrec.models.visual.ials_head import IALSColdHeadFit, fit_ials_cold_head
+from visrec.models.visual.prior import AUTO
 
 VISUAL_MODES = ("none", "reg", "head")
 SOLVERS = ("cholesky", "cg")
-RANKING_K = 10
 
 
 class ALSSweep(torch.optim.Optimizer):
@@ -63,10 +62,11 @@ class ALSSweep(torch.optim.Optimizer):
         return self._sweep()
 
 
-class IALSModule(IALSScoring, FactorModel):
+class IALSModule(RankingValidation, IALSScoring, FactorModel):
     """iALS under the model contract (:mod:`visrec.models.contract`); ``model=ials``. Its submodules, tables
-    and scores are :class:`~visrec.models.scoring.IALSScoring` (torch only)."""
+    and scores are :class:`~visrec.models.ials.scoring.IALSScoring` (torch only)."""
 
+    MODEL_NAME = "ials"
     DATA_KEYS = ("num_users", "num_items", "feature_dim")
     # One sweep uses every interaction: the datamodule serves all training rows as one batch per epoch.
     TRAINING_BATCHES = "whole"
@@ -158,14 +158,7 @@ class IALSModule(IALSScoring, FactorModel):
         if len(train) == 0 or (threshold is not None and not bool((train.ratings >= threshold).any())):
             raise ValueError(f"model=ials: no training interaction{'' if threshold is None else f' with a rating >= {threshold}'} "
                              "(lower model.positive_threshold, or check the data)")
-        if val is None or len(val) == 0:
-            return
-        relevant = val.ratings >= self.hparams.val_relevance_threshold  # (V,)
-        warm = self.net.known_users[val.users] & self.net.known_items[val.items]  # (V,)
-        if not bool((relevant & warm).any()):
-            raise ValueError(f"model=ials: no validation rating >= {self.hparams.val_relevance_threshold} of a user and item with "
-                             "training interactions, so val/ndcg@10 (what early stopping watches) cannot be computed: "
-                             "raise data.val_ratio, or lower model.val_relevance_threshold (default: eval.relevance_threshold)")
+        self.check_ranking_validation(val)
 
     def on_fit_start(self) -> None:
         train = self.trainer.datamodule.tensors["train"]
@@ -220,7 +213,7 @@ class IALSModule(IALSScoring, FactorModel):
         The features are whitened on exactly these rows (f̃ᵀf̃ = (M − 1) I, mean 0), so the penalty
         ``reg_projection`` scales E by the same factor (M − 1) / (M − 1 + λ) in every direction: it sets
         how hard items are pulled, but cannot change how cold items rank (p_u · E f̃_i up to a positive
-        factor). Mode ``head`` fits E for the cold ranking instead (:mod:`visrec.models.ials_cold_head`)."""
+        factor). Mode ``head`` fits E for the cold ranking instead (:mod:`visrec.models.visual.ials_head`)."""
         rows = (self.net.known_items & self.visual.has_image).cpu()  # (N,)
         if int(rows.sum()) == 0:
             return
@@ -235,14 +228,15 @@ class IALSModule(IALSScoring, FactorModel):
     @torch.no_grad()
     def fit_cold_head(self, train: Interactions, **options) -> IALSColdHeadFit:
         """Mode ``head``: fit (E, e) in closed form on the ``train`` interactions of items that have an
-        image, given this model's user vectors (see :mod:`visrec.models.ials_cold_head`; ``options`` go to
-        :func:`~visrec.models.ials_cold_head.fit_ials_cold_head`), and set them as the cold-item head."""
+        image, given this model's user vectors (see :mod:`visrec.models.visual.ials_head`; ``options`` go to
+        :func:`~visrec.models.visual.ials_head.fit_ials_cold_head`), and set them as the cold-item head."""
         if self.visual is None:
             raise ValueError("fit_cold_head needs a visual model (visual_mode != none)")
         visual = self.visual
         rows = (self.net.known_items & visual.has_image).cpu()  # (N,)
+        typical_item = self.net.item_factors.weight[self.net.known_items].mean(0)  # (K,) q̄: the fixed intercept e
         fit = fit_ials_cold_head(self.interactions(train), self.net.user_factors.weight, visual.features, rows,
-                                 self.hparams.unobserved_weight, **options)
+                                 self.hparams.unobserved_weight, typical_item, **options)
         device = visual.features.device
         visual.set_head(fit.projection.to(device), fit.vector_intercept.to(device), torch.zeros(visual.features.shape[1], device=device), 0.0)
         return fit
@@ -265,36 +259,3 @@ class IALSModule(IALSScoring, FactorModel):
 
     def configure_optimizers(self):
         return ALSSweep(self.net.parameters(), self.sweep)
-
-    # ---- validation and test: the evaluator's ranking metrics --------------------------------------
-    def _ranking(self, seen: Interactions, part: Interactions, prefix: str) -> None:
-        if len(part) == 0:
-            return
-        scorer = self.scorer()  # the model contract's scorer: the same tables the evaluator and the bundle use
-        report = evaluate([scorer], seen, part, self.net.num_users, self.net.num_items, ks=[RANKING_K],
-                          threshold=self.hparams.val_relevance_threshold, exclude_train="all",
-                          known_users=self.net.known_users, known_items=self.net.known_items)
-        warm = report.results.get("model", {}).get("warm", {})
-        for name in ("ndcg", "recall", "precision"):
-            value = warm.get(f"{name}@{RANKING_K}")
-            if value is not None and math.isfinite(value):
-                self.log(f"{prefix}/{name}@{RANKING_K}", float(value), sync_dist=False)
-        if prefix == "val" and f"ndcg@{RANKING_K}" not in warm:
-            raise ValueError(f"model=ials: no validation user has a relevant warm item (rating >= {self.hparams.val_relevance_threshold}); "
-                             "val/ndcg@10 cannot be computed (raise data.val_ratio, or lower model.val_relevance_threshold)")
-
-    def validation_step(self, batch, batch_idx):
-        return None
-
-    def on_validation_epoch_end(self):
-        if self.trainer.sanity_checking:
-            return
-        tensors = self.trainer.datamodule.tensors
-        self._ranking(tensors["train"], tensors["val"], "val")
-
-    def test_step(self, batch, batch_idx):
-        return None
-
-    def on_test_epoch_end(self):
-        tensors = self.trainer.datamodule.tensors
-        self._ranking(Interactions.concat(tensors["train"], tensors["val"]), tensors["test"], "test")

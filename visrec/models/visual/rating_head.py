@@ -9,6 +9,11 @@ of items that have an image, treating every item as if it were cold:
     minimize  Σ_(u,i,r) (r − μ − b_u − x_ui · θ)² + λ_w ‖w‖² + λ_E ‖E‖²_F,
     x_ui = [g_i, vec(p_u g_iᵀ)],  θ = [c, w, vec([e | E])]   (dimension (1 + P)(1 + K); c, e not shrunk).
 Each rating counts once, as in the test RMSE, which is dominated by the ratings of popular items.
+The intercepts are *fixed* at the typical trained item, c = b̄ and e = q̄ (the means of the trained items'
+biases and vectors, passed in by the model), and only w and E are fitted: fitted intercepts extrapolate
+(the trained q_i are shrunk by L2 while an unshrunk e fits every user's average taste at full scale, so an
+uninformative picture put a never-rated item above the trained ones for most users). With them fixed, an
+uninformative picture (w and E dropped or shrunk by the CV) scores as the mean trained item does.
 
 The normal equations are accumulated per user (vectorized, no per-rating outer products):
 with S_u = Σ g_i g_iᵀ and T_u = Σ y g_i over user u's rows (y = r − μ − b_u),
@@ -33,9 +38,9 @@ DEFAULT_PENALTIES = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 class ColdHeadFit:
     """The chosen head and how it was chosen."""
 
-    intercept: float  # c
+    intercept: float  # c = b̄, as given
     bias_weights: torch.Tensor  # w: (P,), zero beyond the components used
-    vector_intercept: torch.Tensor  # e: (K,)
+    vector_intercept: torch.Tensor  # e = q̄: (K,), as given
     projection: torch.Tensor  # E: (K, P), zero beyond the components used
     components: int  # P' used
     bias_penalty: float  # λ_w
@@ -84,19 +89,38 @@ def _columns(K: int, P: int, used: int, user_terms: bool = True) -> torch.Tensor
 
 
 def _penalty(K: int, used: int, bias_penalty: float, factor_penalty: float | None) -> torch.Tensor:
-    """Ridge penalty per column of _columns(K, P, used, factor_penalty is not None): c and e are not shrunk
-    (they get 1e-6 only, so a fold without ratings, or an all-zero column, still has a unique solution)."""
+    """Ridge penalty per column of _columns(K, P, used, factor_penalty is not None); the entries of c and e
+    are unused (they are fixed, :func:`_fixed`)."""
     w = torch.cat([torch.zeros(1), torch.full((used,), bias_penalty)])
     per_user = [0.0] if factor_penalty is None else [0.0] + [factor_penalty] * used
     return (torch.cat([w, torch.tensor(per_user).repeat(K)]).double()).clamp(min=1e-6)
 
 
+def _fixed(K: int, used: int, user_terms: bool = True) -> torch.Tensor:
+    """(D,) bool over the columns of :func:`_columns`: True at c and at e's K entries (the fixed intercepts)."""
+    per_user = torch.zeros(1 + used if user_terms else 1, dtype=torch.bool)
+    per_user[0] = True
+    return torch.cat([torch.arange(1 + used) == 0, per_user.repeat(K)])
+
+
+def _solve_free(G: torch.Tensor, b: torch.Tensor, penalty: torch.Tensor, fixed: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """θ (D,) minimising θᵀGθ − 2bᵀθ + Σ penalty·θ² over the free columns, with θ[fixed] = values."""
+    free = ~fixed
+    theta = torch.zeros(len(b), dtype=G.dtype, device=G.device)
+    theta[fixed] = values
+    A = G[free][:, free] + torch.diag(penalty[free])
+    theta[free] = torch.linalg.solve(A, b[free] - G[free][:, fixed] @ values)
+    return theta
+
+
 def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, user_factors: torch.Tensor,
-                  item_features: torch.Tensor, component_choices=(2, 4, 8, 16, 32),
-                  penalties=DEFAULT_PENALTIES, folds: int = 5, seed: int = 0) -> ColdHeadFit:
-    """Ridge-fit (c, w, e, E) for ratings (R,) of ``users``/``items`` with ``targets`` y = r − μ − b_u,
-    ``user_factors`` P_u (U, K) and whitened ``item_features`` (N, P), choosing P', λ_w, λ_E by
-    item-fold cross-validation (see module docstring)."""
+                  item_features: torch.Tensor, typical_bias: float, typical_item: torch.Tensor,
+                  component_choices=(2, 4, 8, 16, 32), penalties=DEFAULT_PENALTIES, folds: int = 5,
+                  seed: int = 0) -> ColdHeadFit:
+    """Ridge-fit (w, E) for ratings (R,) of ``users``/``items`` with ``targets`` y = r − μ − b_u,
+    ``user_factors`` P_u (U, K) and whitened ``item_features`` (N, P), with c = ``typical_bias`` (b̄) and
+    e = ``typical_item`` (q̄, (K,)) fixed, choosing P', λ_w, λ_E by item-fold cross-validation (see module
+    docstring). Raises ValueError when there is no rating to fit on."""
     if len(targets) == 0:
         raise ValueError("fit_cold_head: no training ratings of items with an image to fit the head on")
     device = user_factors.device
@@ -118,27 +142,31 @@ def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
     G = sum(part[0] for part in parts)
     b = sum(part[1] for part in parts)
 
-    def cv_rmse(cols: torch.Tensor, penalty: torch.Tensor) -> float:
+    intercepts = torch.cat([torch.tensor([float(typical_bias)]), typical_item.detach().cpu().float().reshape(K)]).double().to(device)
+
+    def fit(G_: torch.Tensor, b_: torch.Tensor, used: int, lam_w: float, lam_e: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """θ over _columns(K, width, used, lam_e is not None) with c, e fixed; and those columns."""
+        cols = _columns(K, width, used, lam_e is not None)
+        fixed = _fixed(K, used, lam_e is not None).to(device)
+        return _solve_free(G_[cols][:, cols], b_[cols], _penalty(K, used, lam_w, lam_e).to(device), fixed, intercepts), cols
+
+    def cv_rmse(used: int, lam_w: float, lam_e: float | None) -> float:
         sse = 0.0
-        G_all, b_all = G[cols][:, cols] + torch.diag(penalty.to(device)), b[cols]
         for G_f, b_f, yy_f in parts:
-            G_ff, b_ff = G_f[cols][:, cols], b_f[cols]
-            theta = torch.linalg.solve(G_all - G_ff, b_all - b_ff)
-            sse += yy_f - 2 * theta @ b_ff + theta @ G_ff @ theta
+            theta, cols = fit(G - G_f, b - b_f, used, lam_w, lam_e)
+            sse += yy_f - 2 * theta @ b_f[cols] + theta @ G_f[cols][:, cols] @ theta
         return float(sse / len(targets)) ** 0.5
 
     # Stage 1: components and λ_w with the item-independent user term p_u · e only; stage 2: λ_E
     # (None = no p_u · E f̃ term). Both by item-fold CV.
-    grid = [(used, lam_w, None, cv_rmse(_columns(K, width, used, False), _penalty(K, used, lam_w, None)))
-            for used in choices for lam_w in penalties]
+    grid = [(used, lam_w, None, cv_rmse(used, lam_w, None)) for used in choices for lam_w in penalties]
     used, lam_w, _, _ = min(grid, key=lambda row: row[3])
-    grid += [(used, lam_w, lam_e, cv_rmse(_columns(K, width, used), _penalty(K, used, lam_w, lam_e))) for lam_e in penalties]
+    grid += [(used, lam_w, lam_e, cv_rmse(used, lam_w, lam_e)) for lam_e in penalties]
     used, lam_w, lam_e, best = min(grid, key=lambda row: row[3])
-    intercept_only = cv_rmse(_columns(K, width, 0, False), _penalty(K, 0, 0.0, None))
+    intercept_only = cv_rmse(0, 0.0, None)
 
-    cols = _columns(K, width, used, lam_e is not None)
-    theta = torch.linalg.solve(G[cols][:, cols] + torch.diag(_penalty(K, used, lam_w, lam_e).to(device)), b[cols]).float()
-    theta = theta.cpu()
+    theta, _ = fit(G, b, used, lam_w, lam_e)
+    theta = theta.float().cpu()
     bias_weights = torch.zeros(P)
     bias_weights[:used] = theta[1:1 + used]
     factors = theta[1 + used:].reshape(K, -1)  # [e | E_:used] or [e]

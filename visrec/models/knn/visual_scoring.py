@@ -45,13 +45,13 @@ import math
 import torch
 from torch import nn
 
-from visrec.models.knn import UserKNNScorer, rows_dense
-from visrec.models.scoring_base import ScoringModel
+from visrec.models.knn.user_scoring import UserKNNScorer, rows_dense
+from visrec.models.scoring import ScoringModel
 
 
 class VisualKNNScorer(UserKNNScorer):
     """The evaluator's scorer of :class:`VisualKNNScoring`: ``score_users`` ranks by ``ranking_scores``,
-    ``predict`` gives clipped rating predictions (as :class:`~visrec.models.knn.UserKNNScorer`)."""
+    ``predict`` gives clipped rating predictions (as :class:`~visrec.models.knn.user_scoring.UserKNNScorer`)."""
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         return self.model.ranking_scores(users)
@@ -121,7 +121,7 @@ def check_visual_knn_options(options: dict) -> None:
 class VisualKNNScoring(ScoringModel):
     """The scoring half (formulas: module docstring): the stored training ratings, μ_u, the centring mean m
     and S; ``fit`` stores the ratings, ``attach_features`` builds S, ``score_users`` scores. Used by
-    :class:`~visrec.models.visual_knn_module.VisualKNN` and as the kNN part of :class:`~visrec.models.hybrid.HybridScoring`."""
+    :class:`~visrec.models.knn.visual_module.VisualKNN` and as the kNN part of :class:`~visrec.models.hybrid.scoring.HybridScoring`."""
 
     predicts_ratings = True
     exportable = False  # serving reads factor tables; a kNN bundle format is not built

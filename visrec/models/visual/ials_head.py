@@ -3,12 +3,12 @@
 A cold item i (no training interactions, image present) gets the vector q_i = W g_i = E f̃_i + e, with
 g_i = [1, f̃_i] ∈ R^Q (Q = 1 + P', f̃_i the leading P' whitened image components) and W = [e | E]
 (K, Q). Its scores are s_ui = p_u · q_i = θ · x_ui with θ = vec(W) and x_ui = vec(p_u g_iᵀ) (the
-same bilinear design as :mod:`visrec.models.cold_head`, without the rating-model's bias terms). Within
+same bilinear design as :mod:`visrec.models.visual.rating_head`, without the rating-model's bias terms). Within
 the cold candidates p_u · e is the same for every item, so the ranking of cold items comes from
 p_u · E f̃_i alone: the head helps only if E does.
 
 W is fitted, with the trained user vectors P (U, K) fixed, to minimise iALS's own loss (see
-:mod:`visrec.models.ials_solver`) of the training items that have an image, as if each were cold:
+:mod:`visrec.models.ials.solver`) of the training items that have an image, as if each were cold:
 
     L(W) = Σ_i [ Σ_{u ∈ S_i} w_ui (1 − p_u·W g_i)²  +  α₀ Σ_u (p_u·W g_i)² ]  +  λ_E ‖E‖²_F
 
@@ -18,12 +18,22 @@ W is fitted, with the trained user vectors P (U, K) fixed, to minimise iALS's ow
     const = Σ_{(u,i) ∈ S} w_ui,
 
 the all-cells part by the Gramian trick (Hu et al. 2008; a Kronecker product, never U × N), the
-observed part accumulated per user as in :func:`visrec.models.cold_head._normal_equations` (rows
+observed part accumulated per user as in :func:`visrec.models.visual.rating_head._normal_equations` (rows
 scaled by √w_ui). The number of components P' and λ_E (or no E at all: every cold item gets e) are
 chosen by K-fold cross-validation over *items*: each fold's items are held out with all their
 interactions, and its held-out loss comes from its own normal equations,
 L_f = const_f − 2 θᵀ b_f + θᵀ G_f θ, so no fold needs a pass over the interactions. P was trained with
 the held-out items in the data: the CV is slightly optimistic, but it never looks at the test part.
+
+On the trained items' scale. The fit above extrapolates: the trained item vectors are shrunk by iALS's
+frequency-scaled L2, while the fitted e_fit predicts a typical item's interactions at full scale, so
+p_u·e_fit lands above every trained item's score for every user (with uninformative pictures, never-rated
+items took the top of every list). The head that scores is therefore q_i = q̄ + s E_fit f̃_i: the intercept
+is the typical trained item vector q̄ (the mean of the trained items' vectors, given by the model), and E
+is scaled by s = Σ_u p_u·q̄ / Σ_u p_u·e_fit (clipped to [0, 1]), the shrinkage that separates a typical
+trained item's score from the fit's. An uninformative picture (E dropped by the CV) then scores exactly as
+the mean trained item, p_u·q̄, which is below each user's best trained item; and since p_u·q̄ is the same
+for every cold item and s > 0, the ranking *among* cold items is the CV fit's, unchanged.
 
 Why not ridge-regress the trained item vectors on the features (what ``visual_mode=reg`` does)? With
 whitened features (f̃ᵀf̃ ∝ I over the training items) the ridge penalty shrinks every direction of E by
@@ -36,8 +46,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from visrec.models.cold_head import _normal_equations, _user_sums
-from visrec.models.ials_solver import CSR
+from visrec.models.ials.solver import CSR
+from visrec.models.visual.rating_head import _normal_equations, _user_sums
 
 DEFAULT_COMPONENTS = (2, 4, 8, 16, 32)
 DEFAULT_PENALTIES = (10.0, 100.0, 1e3, 1e4, 1e5)
@@ -47,8 +57,8 @@ DEFAULT_PENALTIES = (10.0, 100.0, 1e3, 1e4, 1e5)
 class IALSColdHeadFit:
     """The chosen head and how it was chosen."""
 
-    vector_intercept: torch.Tensor  # e: (K,)
-    projection: torch.Tensor  # E: (K, P), zero beyond the components used
+    vector_intercept: torch.Tensor  # e = q̄: (K,), the typical trained item vector it was given
+    projection: torch.Tensor  # s·E_fit: (K, P), zero beyond the components used
     components: int  # P' used (0 when CV dropped E)
     factor_penalty: float | None  # λ_E; None when CV dropped the E f̃ term
     cv_loss: float  # held-out iALS loss of the chosen setting, summed over folds
@@ -56,6 +66,8 @@ class IALSColdHeadFit:
     items: int  # training items the head was fitted on
     cells: int  # items × users: the (user, item) cells the loss sums over
     grid: list = field(default_factory=list)  # (P', λ_E or None, cv_loss) for every setting tried
+    fitted_intercept: torch.Tensor | None = None  # e_fit: (K,), the CV fit's own intercept (not used to score)
+    scale: float = 1.0  # s: E_fit's factor onto the trained items' scale
 
     @property
     def cv_rmse(self) -> float:
@@ -70,7 +82,8 @@ class IALSColdHeadFit:
     def summary(self) -> str:
         head = "E off (every cold item gets e)" if self.factor_penalty is None else f"{self.components} components, λ_E {self.factor_penalty:g}"
         return (f"iALS cold-start head (closed form on the all-cells loss of {self.items} training items): {head}; "
-                f"item-fold CV loss {self.cv_loss:.1f} (intercept only {self.cv_loss_intercept_only:.1f})")
+                f"item-fold CV loss {self.cv_loss:.1f} (intercept only {self.cv_loss_intercept_only:.1f}); "
+                f"on the trained items' scale: e = their mean vector, E × {self.scale:.3g}")
 
 
 def _fold_equations(interactions: CSR, user_factors: torch.Tensor, g: torch.Tensor, fold_of_item: torch.Tensor,
@@ -96,14 +109,16 @@ def _fold_equations(interactions: CSR, user_factors: torch.Tensor, g: torch.Tens
 
 
 def fit_ials_cold_head(interactions: CSR, user_factors: torch.Tensor, item_features: torch.Tensor, items: torch.Tensor,
-                       alpha0: float, component_choices=DEFAULT_COMPONENTS, penalties=DEFAULT_PENALTIES,
-                       folds: int = 5, seed: int = 0) -> IALSColdHeadFit:
-    """Fit e, E for iALS's cold items (see module docstring).
+                       alpha0: float, typical_item: torch.Tensor, component_choices=DEFAULT_COMPONENTS,
+                       penalties=DEFAULT_PENALTIES, folds: int = 5, seed: int = 0) -> IALSColdHeadFit:
+    """Fit E for iALS's cold items and put the head on the trained items' scale: e = ``typical_item``, E scaled
+    by s (see module docstring).
 
     interactions: users × items CSR of confidences w_ui (the model's training interactions);
     user_factors P (U, K); item_features f̃ (N, P) whitened; items (N,) bool: the items to fit on
-    (trained, with an image); alpha0: the unobserved weight α₀. P' ∈ ``component_choices`` and
-    λ_E ∈ ``penalties`` (or E off) are chosen by ``folds``-fold item CV of the loss."""
+    (trained, with an image); alpha0: the unobserved weight α₀; typical_item q̄ (K,): the mean trained
+    item vector, the fixed intercept e. P' ∈ ``component_choices`` and λ_E ∈ ``penalties`` (or E off) are
+    chosen by ``folds``-fold item CV of the loss. Raises ValueError when no item can be fitted on."""
     interactions = CSR(interactions.indptr.cpu(), interactions.indices.cpu(), interactions.weights.cpu(), interactions.num_cols)
     user_factors, item_features, items = user_factors.detach().cpu().float(), item_features.detach().cpu().float(), items.cpu()
     items = items & (torch.bincount(interactions.indices, minlength=len(items)) > 0)
@@ -151,7 +166,13 @@ def fit_ials_cold_head(interactions: CSR, user_factors: torch.Tensor, item_featu
     cols = columns(used)
     theta = solve(G[cols][:, cols] + torch.diag(penalty(used, 1.0 if lam is None else lam)), b[cols]).float()
     coef = theta.reshape(K, 1 + used)  # [e | E_:used]
+    fitted_intercept = coef[:, 0]
+    # Onto the trained items' scale (module docstring): e = q̄, E scaled by s = Σ_u p_u·q̄ / Σ_u p_u·e_fit.
+    typical = typical_item.detach().cpu().float().reshape(K)
+    user_sum = user_factors.sum(0)  # (K,)
+    fitted_level, typical_level = float(user_sum @ fitted_intercept), float(user_sum @ typical)
+    scale = min(max(typical_level / fitted_level, 0.0), 1.0) if fitted_level > 0 and typical_level > 0 else 1.0
     projection = torch.zeros(K, P)
-    projection[:, :used] = coef[:, 1:]
-    return IALSColdHeadFit(coef[:, 0].clone(), projection, used, lam, best, intercept_only, len(fitted),
-                           len(fitted) * user_factors.shape[0], grid)
+    projection[:, :used] = coef[:, 1:] * scale
+    return IALSColdHeadFit(typical.clone(), projection, used, lam, best, intercept_only, len(fitted),
+                           len(fitted) * user_factors.shape[0], grid, fitted_intercept.clone(), scale)

@@ -26,7 +26,7 @@ Visual modes (``visual_mode``; f̃_i standardized frozen CNN features, v_i = 1 i
               after training, :meth:`RatingModule.fit_cold_head` fits E, e, w, c in closed form to predict
               each training rating as if its item were cold (ridge regression with the number of
               components and the penalties chosen by item-fold cross-validation; see
-              :mod:`visrec.models.cold_head`): a cold-start head fitted for exactly what it is used for.
+              :mod:`visrec.models.visual.rating_head`): a cold-start head fitted for exactly what it is used for.
 Cold items (no training ratings) with an image are scored with q_i = E f̃_i + e, b_i = w·f̃_i + c. Predictions are never clipped in the loss; for
 metrics they are clipped to ``[rating_min, rating_max]`` when a range is set.
 Optimizer steps: one per loader batch (automatic optimization), or, with ``step_batch_size = s``, one
@@ -55,11 +55,11 @@ from typing import Callable
 import torch
 
 from visrec.interactions import Interactions
-from visrec.models.cold_head import ColdHeadFit, fit_cold_head
 from visrec.models.contract import FactorModel
 from visrec.models.divergence import DivergedError, non_finite_names
-from visrec.models.scoring import RatingScoring
-from visrec.models.visual import AUTO, VISUAL_MODES
+from visrec.models.factor.scoring import RatingScoring
+from visrec.models.visual.prior import AUTO, VISUAL_MODES
+from visrec.models.visual.rating_head import ColdHeadFit, fit_cold_head
 
 log = logging.getLogger(__name__)
 TRAIN_PARTS = ("loss", "mse", "align", "align_bias")  # the objective's parts logged per epoch as train/<part>
@@ -67,7 +67,7 @@ TRAIN_PARTS = ("loss", "mse", "align", "align_bias")  # the objective's parts lo
 
 class RatingModule(RatingScoring, FactorModel):
     """Biased MF under the model contract (:mod:`visrec.models.contract`); ``model=biased_mf``. Its
-    submodules, tables and scores are :class:`~visrec.models.scoring.RatingScoring` (torch only)."""
+    submodules, tables and scores are :class:`~visrec.models.factor.scoring.RatingScoring` (torch only)."""
 
     # What validation logs, each exact over the part (see the module docstring): what ``monitor`` may name.
     VALIDATION_METRICS = ("val/rmse", "val/mae")
@@ -220,7 +220,7 @@ class RatingModule(RatingScoring, FactorModel):
     @torch.no_grad()
     def fit_cold_head(self, train: Interactions, **options) -> ColdHeadFit:
         """Fit the cold-start head (E, e, w, c) in closed form on the ``train`` ratings of items that have
-        an image, with this model's μ, b_u, p_u (mode ``head``; see :mod:`visrec.models.cold_head`)."""
+        an image, with this model's μ, b_u, p_u (mode ``head``; see :mod:`visrec.models.visual.rating_head`)."""
         if self.visual is None:
             raise ValueError("fit_cold_head needs a visual model (visual_mode != none)")
         net, visual = self.net, self.visual
@@ -228,7 +228,9 @@ class RatingModule(RatingScoring, FactorModel):
         rows = visual.has_image[train_items]  # (R,)
         users, items = train.users.to(rows.device)[rows], train_items[rows]
         targets = train.ratings.to(rows.device)[rows] - net.global_mean - net.user_bias.weight[users, 0]  # (R,) y = r − μ − b_u
-        fit = fit_cold_head(users, items, targets, net.user_factors.weight, visual.features, **options)
+        known = net.known_items  # the typical trained item: the fixed intercepts c = b̄, e = q̄
+        typical_bias, typical_item = float(net.item_bias.weight[known, 0].mean()), net.item_factors.weight[known].mean(0)
+        fit = fit_cold_head(users, items, targets, net.user_factors.weight, visual.features, typical_bias, typical_item, **options)
         visual.set_head(*(t.to(rows.device) for t in (fit.projection, fit.vector_intercept, fit.bias_weights)), fit.intercept)
         return fit
 

@@ -1,5 +1,5 @@
 """User-based kNN collaborative filtering (torch only): similarities, neighbour selection and the scoring
-half of ``model=user_knn`` (:class:`UserKNNScoring`; trained by :class:`~visrec.models.user_knn_module.UserKNN`).
+half of ``model=user_knn`` (:class:`UserKNNScoring`; trained by :class:`~visrec.models.knn.user_module.UserKNN`).
 
 Predictions, as Surprise's three user-based kNN algorithms (Hug 2020, "Surprise: a Python library for
 recommender systems", JOSS 5(52); Desrosiers & Karypis 2011, "A comprehensive survey of neighborhood-based
@@ -11,7 +11,7 @@ recommendation methods", eq. 4.9; Koren 2010, "Factor in the neighbors", TKDD 4(
 the sums over v ∈ N_i^k(u), the (at most) k users with the largest similarity to u among those who rated i
 and have s_uv > 0 (Surprise takes the k largest and then drops s_uv <= 0, which is the same set); ties in
 similarity are broken by lower user index. μ = global training mean, μ_u = mean training rating of u, b_u,
-b_i = the regularized baselines of :func:`~visrec.models.baseline_only.als_biases` (Surprise's ALS
+b_i = the regularized baselines of :func:`~visrec.models.factor.bias_als.als_biases` (Surprise's ALS
 ``bsl_options``: ``bsl_reg_user`` 15, ``bsl_reg_item`` 10, ``bsl_n_epochs`` 10).
 Fewer than ``min_k`` neighbours: with_means gives μ_u, baseline b_ui, basic μ (Surprise's default
 prediction). A user without training ratings gets μ for every item (baseline: μ + b_i); an item nobody rated
@@ -46,8 +46,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from visrec.models.bias_als import als_biases
-from visrec.models.scoring_base import ScoringModel
+from visrec.models.factor.bias_als import als_biases
+from visrec.models.scoring import ScoringModel
 
 SIMILARITIES = ("cosine", "msd", "pearson", "pearson_baseline")
 VARIANTS = ("basic", "with_means", "baseline")  # Surprise's KNNBasic, KNNWithMeans, KNNBaseline

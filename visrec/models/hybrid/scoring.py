@@ -1,8 +1,8 @@
 """Hybrid of biased MF and visual kNN (``model=hybrid``): a linear blend of the two rating predictions,
     r̂_ui = clip((1 − w) · r̂^MF_ui + w · r̂^vkNN_ui)
-r̂^MF = μ + b_u + b_i + p_u·q_i (:class:`~visrec.models.rating_module.RatingModule`, trained exactly as
+r̂^MF = μ + b_u + b_i + p_u·q_i (:class:`~visrec.models.factor.module.RatingModule`, trained exactly as
 ``model=biased_mf``, its visual prior included) and r̂^vkNN the item-based KNNWithMeans on image similarity
-(:mod:`visrec.models.visual_knn`), both before clipping; clip to the rating range for rating metrics only
+(:mod:`visrec.models.knn.visual_scoring`), both before clipping; clip to the rating range for rating metrics only
 (ranking uses the raw blend). A weighted hybrid in the sense of Burke 2002 ("Hybrid recommender systems:
 survey and experiments", UMUAI 12(4)), with the weight chosen on held-out data.
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from visrec.evaluation.scorers import FactorScorer
-from visrec.models.scoring import RatingScoring
-from visrec.models.visual_knn import VisualKNNScoring
+from visrec.models.factor.scoring import RatingScoring
+from visrec.models.knn.visual_scoring import VisualKNNScoring
 
 DEFAULT_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # 0, 0.1, ..., 1
 
@@ -71,8 +71,8 @@ def check_blend(weight, grid) -> None:
 
 class HybridScoring(RatingScoring):
     """The scoring half of ``model=hybrid`` (torch only: what ``evaluate.py`` loads a checkpoint into): biased
-    MF's tables (:class:`~visrec.models.scoring.RatingScoring`), the visual kNN part ``knn``
-    (:class:`~visrec.models.visual_knn.VisualKNNScoring`) and the blend weight w (a (,) buffer, saved)."""
+    MF's tables (:class:`~visrec.models.factor.scoring.RatingScoring`), the visual kNN part ``knn``
+    (:class:`~visrec.models.knn.visual_scoring.VisualKNNScoring`) and the blend weight w (a (,) buffer, saved)."""
 
     model_kind = "Hybrid"
     exportable = False

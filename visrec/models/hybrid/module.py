@@ -1,14 +1,14 @@
 """``model=hybrid`` under the model contract: the Lightning half (training as ``model=biased_mf``, the kNN
 part fitted at the start of training, w chosen on validation). Formulas and the scoring half (torch only):
-:mod:`visrec.models.hybrid`."""
+:mod:`visrec.models.hybrid.scoring`."""
 from __future__ import annotations
 
 import torch
 
 from visrec.interactions import Interactions
-from visrec.models.hybrid import DEFAULT_GRID, HybridScoring, check_blend
-from visrec.models.rating_module import RatingModule
-from visrec.models.visual_knn_module import VisualKNN
+from visrec.models.factor.module import RatingModule
+from visrec.models.hybrid.scoring import DEFAULT_GRID, HybridScoring, check_blend
+from visrec.models.knn.visual_module import VisualKNN
 
 
 class Hybrid(RatingModule, HybridScoring):

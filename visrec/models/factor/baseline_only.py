@@ -16,7 +16,7 @@ Training: one ALS epoch = one Lightning epoch = one ``training_step`` on every t
 (``TRAINING_BATCHES = "whole"``); after ``n_epochs`` of them the model stops the trainer itself (fewer when
 ``trainer.max_epochs`` is smaller). Validation logs ``val/rmse`` / ``val/mae`` after each epoch
 (:mod:`visrec.models.rating_metrics`), so the best checkpoint and early stopping work as for any model.
-It is a factor model with K = 0 (:class:`~visrec.models.scoring.BaselineScoring`): evaluated, exported and
+It is a factor model with K = 0 (:class:`~visrec.models.factor.scoring.BaselineScoring`): evaluated, exported and
 served like biased MF.
 """
 from __future__ import annotations
@@ -27,18 +27,18 @@ import math
 import torch
 
 from visrec.interactions import Interactions
-from visrec.models.bias_als import als_biases
 from visrec.models.closed_form import ClosedFormStep
 from visrec.models.contract import FactorModel
+from visrec.models.factor.bias_als import als_biases
+from visrec.models.factor.scoring import BaselineScoring
 from visrec.models.rating_metrics import RatingMetricsMixin
-from visrec.models.scoring import BaselineScoring
 
 log = logging.getLogger(__name__)
 
 
 class BaselineOnly(RatingMetricsMixin, BaselineScoring, FactorModel):
     """The baseline predictor under the model contract (:mod:`visrec.models.contract`); ``model=bias_only``.
-    Its tables and scores are :class:`~visrec.models.scoring.BaselineScoring` (torch only)."""
+    Its tables and scores are :class:`~visrec.models.factor.scoring.BaselineScoring` (torch only)."""
 
     DATA_KEYS = ("num_users", "num_items", "global_mean", "rating_min", "rating_max")
     TRAINING_BATCHES = "whole"
