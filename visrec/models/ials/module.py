@@ -40,6 +40,7 @@ from visrec.models.ials.scoring import IALSScoring
 from visrec.models.ials.solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg, weighted_loss
 from visrec.models.visual.ials_head import IALSColdHeadFit, fit_ials_cold_head
 from visrec.models.visual.prior import AUTO
+from visrec.models.visual.typical import typical_candidate
 
 VISUAL_MODES = ("none", "reg", "head")
 SOLVERS = ("cholesky", "cg")
@@ -234,9 +235,13 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
             raise ValueError("fit_cold_head needs a visual model (visual_mode != none)")
         visual = self.visual
         rows = (self.net.known_items & visual.has_image).cpu()  # (N,)
-        typical_item = self.net.item_factors.weight[self.net.known_items].mean(0)  # (K,) q̄: the fixed intercept e
-        fit = fit_ials_cold_head(self.interactions(train), self.net.user_factors.weight, visual.features, rows,
-                                 self.hparams.unobserved_weight, typical_item, **options)
+        net, csr = self.net, self.interactions(train)
+        typical_item = net.item_factors.weight[net.known_items].mean(0)  # (K,) q̄: the scale's reference
+        users = torch.repeat_interleave(torch.arange(csr.num_rows), csr.counts())  # (S,)
+        candidate, _ = typical_candidate(net.user_factors.weight.cpu(), net.item_factors.weight.cpu(), None,
+                                         net.known_items.cpu(), users, csr.indices)  # (K,) q_c: e
+        fit = fit_ials_cold_head(csr, net.user_factors.weight, visual.features, rows, self.hparams.unobserved_weight,
+                                 typical_item, candidate, **options)
         device = visual.features.device
         visual.set_head(fit.projection.to(device), fit.vector_intercept.to(device), torch.zeros(visual.features.shape[1], device=device), 0.0)
         return fit

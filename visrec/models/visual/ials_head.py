@@ -29,11 +29,12 @@ On the trained items' scale. The fit above extrapolates: the trained item vector
 frequency-scaled L2, while the fitted e_fit predicts a typical item's interactions at full scale, so
 p_u·e_fit lands above every trained item's score for every user (with uninformative pictures, never-rated
 items took the top of every list). The head that scores is therefore q_i = q̄ + s E_fit f̃_i: the intercept
-is the typical trained item vector q̄ (the mean of the trained items' vectors, given by the model), and E
-is scaled by s = Σ_u p_u·q̄ / Σ_u p_u·e_fit (clipped to [0, 1]), the shrinkage that separates a typical
-trained item's score from the fit's. An uninformative picture (E dropped by the CV) then scores exactly as
-the mean trained item, p_u·q̄, which is below each user's best trained item; and since p_u·q̄ is the same
-for every cold item and s > 0, the ranking *among* cold items is the CV fit's, unchanged.
+is the typical candidate item's vector q_c (:mod:`visrec.models.visual.typical`: the mean trained item
+vector q̄ scaled to the mean score of the items users have not interacted with), and E is scaled by
+s = Σ_u p_u·q̄ / Σ_u p_u·e_fit (clipped to [0, 1]), the shrinkage that separates the mean trained item's
+score from the fit's. An uninformative picture (E dropped by the CV) then scores as a typical candidate,
+p_u·q_c, in the middle of each user's list rather than at its top; and since p_u·q_c is the same for every
+cold item and s > 0, the ranking *among* cold items is the CV fit's, unchanged.
 
 Why not ridge-regress the trained item vectors on the features (what ``visual_mode=reg`` does)? With
 whitened features (f̃ᵀf̃ ∝ I over the training items) the ridge penalty shrinks every direction of E by
@@ -57,7 +58,7 @@ DEFAULT_PENALTIES = (10.0, 100.0, 1e3, 1e4, 1e5)
 class IALSColdHeadFit:
     """The chosen head and how it was chosen."""
 
-    vector_intercept: torch.Tensor  # e = q̄: (K,), the typical trained item vector it was given
+    vector_intercept: torch.Tensor  # e: (K,), the typical candidate vector it was given (q̄ by default)
     projection: torch.Tensor  # s·E_fit: (K, P), zero beyond the components used
     components: int  # P' used (0 when CV dropped E)
     factor_penalty: float | None  # λ_E; None when CV dropped the E f̃ term
@@ -83,7 +84,7 @@ class IALSColdHeadFit:
         head = "E off (every cold item gets e)" if self.factor_penalty is None else f"{self.components} components, λ_E {self.factor_penalty:g}"
         return (f"iALS cold-start head (closed form on the all-cells loss of {self.items} training items): {head}; "
                 f"item-fold CV loss {self.cv_loss:.1f} (intercept only {self.cv_loss_intercept_only:.1f}); "
-                f"on the trained items' scale: e = their mean vector, E × {self.scale:.3g}")
+                f"on the trained items' scale: e = the typical candidate item, E × {self.scale:.3g}")
 
 
 def _fold_equations(interactions: CSR, user_factors: torch.Tensor, g: torch.Tensor, fold_of_item: torch.Tensor,
@@ -109,15 +110,17 @@ def _fold_equations(interactions: CSR, user_factors: torch.Tensor, g: torch.Tens
 
 
 def fit_ials_cold_head(interactions: CSR, user_factors: torch.Tensor, item_features: torch.Tensor, items: torch.Tensor,
-                       alpha0: float, typical_item: torch.Tensor, component_choices=DEFAULT_COMPONENTS,
-                       penalties=DEFAULT_PENALTIES, folds: int = 5, seed: int = 0) -> IALSColdHeadFit:
+                       alpha0: float, typical_item: torch.Tensor, cold_intercept: torch.Tensor | None = None,
+                       component_choices=DEFAULT_COMPONENTS, penalties=DEFAULT_PENALTIES, folds: int = 5,
+                       seed: int = 0) -> IALSColdHeadFit:
     """Fit E for iALS's cold items and put the head on the trained items' scale: e = ``typical_item``, E scaled
     by s (see module docstring).
 
     interactions: users × items CSR of confidences w_ui (the model's training interactions);
     user_factors P (U, K); item_features f̃ (N, P) whitened; items (N,) bool: the items to fit on
     (trained, with an image); alpha0: the unobserved weight α₀; typical_item q̄ (K,): the mean trained
-    item vector, the fixed intercept e. P' ∈ ``component_choices`` and λ_E ∈ ``penalties`` (or E off) are
+    item vector (the scale's reference); cold_intercept (K,): the e to score with (default q̄; the model
+    passes the typical candidate, :mod:`visrec.models.visual.typical`). P' ∈ ``component_choices`` and λ_E ∈ ``penalties`` (or E off) are
     chosen by ``folds``-fold item CV of the loss. Raises ValueError when no item can be fitted on."""
     interactions = CSR(interactions.indptr.cpu(), interactions.indices.cpu(), interactions.weights.cpu(), interactions.num_cols)
     user_factors, item_features, items = user_factors.detach().cpu().float(), item_features.detach().cpu().float(), items.cpu()
@@ -174,5 +177,6 @@ def fit_ials_cold_head(interactions: CSR, user_factors: torch.Tensor, item_featu
     scale = min(max(typical_level / fitted_level, 0.0), 1.0) if fitted_level > 0 and typical_level > 0 else 1.0
     projection = torch.zeros(K, P)
     projection[:, :used] = coef[:, 1:] * scale
-    return IALSColdHeadFit(typical.clone(), projection, used, lam, best, intercept_only, len(fitted),
+    intercept = typical if cold_intercept is None else cold_intercept.detach().cpu().float().reshape(K)
+    return IALSColdHeadFit(intercept.clone(), projection, used, lam, best, intercept_only, len(fitted),
                            len(fitted) * user_factors.shape[0], grid, fitted_intercept.clone(), scale)
