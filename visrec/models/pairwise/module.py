@@ -37,8 +37,14 @@ from visrec.interactions import Interactions
 from visrec.models.contract import FactorModel
 from visrec.models.divergence import DivergedError
 from visrec.models.pairwise.sampling import NegativeSampler
-from visrec.models.pairwise.scoring import BPRScoring, VBPRScoring
+from visrec.models.ials.solver import CSR
+from visrec.models.pairwise.scoring import COLD_SCORING, BPRScoring, VBPRScoring
 from visrec.models.ranking_validation import RANKING_K, RankingValidation
+from visrec.models.visual.ials_head import fit_ials_cold_head
+from visrec.models.visual.typical import typical_candidate
+
+# The unobserved weight α₀ of the squared loss the VBPR cold head is fitted on (iALS's default).
+COLD_HEAD_UNOBSERVED_WEIGHT = 0.2
 
 
 def _check_pairwise_options(options: dict) -> None:
@@ -63,6 +69,8 @@ def _check_pairwise_options(options: dict) -> None:
     steps = options.get("step_batch_size")
     if steps is not None and not (is_int(steps) and steps >= 1):
         raise bad("step_batch_size", "a positive number of triples per step (or null: one step per loader batch)")
+    if options.get("cold_scoring", "head") not in COLD_SCORING:
+        raise ValueError(f"model.cold_scoring must be one of {COLD_SCORING}, got {options.get('cold_scoring')!r}")
     threshold = options.get("positive_threshold")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)):
         raise bad("positive_threshold", "a finite rating (or null: every rating is an interaction)")
@@ -205,12 +213,13 @@ class VBPR(_PairwiseTraining, VBPRScoring, FactorModel):
                  feature_dim: int = 0, visual_pca_dim: int = 64, learning_rate: float = 0.005, lambda_w: float = 0.01,
                  lambda_b: float = 0.01, lambda_e: float = 0.0, step_batch_size: int | None = None,
                  positive_threshold: float | None = None, val_relevance_threshold: float = 4.0,
-                 sparse_gradients: bool = True, monitor: str = f"val/ndcg@{RANKING_K}", monitor_mode: str = "max"):
+                 sparse_gradients: bool = True, cold_scoring: str = "visual", monitor: str = f"val/ndcg@{RANKING_K}",
+                 monitor_mode: str = "max"):
         self.check_options(dict(k=k, k2=k2, init_std=init_std, visual_pca_dim=visual_pca_dim, learning_rate=learning_rate,
                                 lambda_w=lambda_w, lambda_b=lambda_b, lambda_e=lambda_e, step_batch_size=step_batch_size,
-                                positive_threshold=positive_threshold))
+                                positive_threshold=positive_threshold, cold_scoring=cold_scoring))
         super().__init__(num_users, num_items, k, k2, init_std=init_std, feature_dim=feature_dim,
-                         visual_pca_dim=visual_pca_dim, sparse_gradients=sparse_gradients)
+                         visual_pca_dim=visual_pca_dim, sparse_gradients=sparse_gradients, cold_scoring=cold_scoring)
         self.save_hyperparameters()
         self.automatic_optimization = False
 
@@ -230,3 +239,41 @@ class VBPR(_PairwiseTraining, VBPRScoring, FactorModel):
 
     def _dense(self) -> list:
         return [self.visual.projection.weight, self.visual.bias_projection.weight]
+
+    @torch.no_grad()
+    def finish_training(self, train: Interactions) -> dict:
+        """Set the cold head (:mod:`visrec.models.pairwise.scoring`): the typical candidate item as its intercept,
+        and (``cold_scoring=head``) (H, h) fitted in closed form with item-fold CV, or (``visual``) VBPR's own
+        E, β'. The pipeline then stores the weights in the tested checkpoint. Returns the head's metrics."""
+        positives = self._positives(train)
+        net, visual = self.net, self.visual
+        known, known_users = net.known_items, net.known_users
+        items, bias = self.trained_item_representation()  # (N, K'), (N,)
+        users = torch.cat([net.user_factors.weight, self.user_visual.weight], 1) * known_users[:, None]  # (U, K')
+        candidate, candidate_bias = typical_candidate(users, items, bias, known, positives.users, positives.items)
+        intercept = torch.cat([candidate, candidate.new_tensor([candidate_bias])])  # (K' + 1,)
+        self.weights_changed = True
+        E, b = visual.projection.weight, visual.bias_projection.weight  # (k2, P), (1, P)
+        if self.cold_scoring == "visual":  # the paper's rule: the visual part as trained
+            self.cold_intercept.copy_(intercept)
+            self.cold_projection.copy_(torch.cat([E.new_zeros(net.item_factors.weight.shape[1], E.shape[1]), E, b]))
+            return {}
+        rows = (known & visual.has_image).cpu()  # (N,)
+        self.cold_intercept.copy_(intercept)
+        self.cold_projection.zero_()
+        if not bool(rows.any()):
+            print("VBPR cold head not fitted: no training item has a picture; cold items get the typical candidate item")
+            return {"cold_head/components": 0}
+        augmented = torch.cat([users, known_users[:, None].float()], 1).cpu()  # (U, K' + 1): [γ_u | θ_u | 1]
+        typical_item = torch.cat([items[known].mean(0), bias[known].mean()[None]]).cpu()  # (K' + 1,) the scale's reference
+        csr = CSR.from_pairs(positives.users.cpu(), positives.items.cpu(), torch.ones(len(positives)), net.num_users, net.num_items)
+        fit = fit_ials_cold_head(csr, augmented, visual.features.cpu(), rows, COLD_HEAD_UNOBSERVED_WEIGHT, typical_item,
+                                 intercept.cpu())
+        self.cold_intercept.copy_(fit.vector_intercept.to(self.cold_intercept.device))
+        self.cold_projection.copy_(fit.projection.to(self.cold_projection.device))
+        head = "picture off (every cold item is the typical candidate)" if fit.factor_penalty is None else \
+            f"{fit.components} components, λ {fit.factor_penalty:g}, scale {fit.scale:.3g}"
+        print(f"VBPR cold head (closed form on {fit.items} training items as if cold): {head}; item-fold CV loss "
+              f"{fit.cv_loss:.1f} (picture off {fit.cv_loss_intercept_only:.1f})")
+        return {"cold_head/components": fit.components, "cold_head/cv_loss_rms": fit.cv_rmse,
+                "cold_head/cv_loss_rms_intercept_only": fit.cv_rmse_intercept_only}

@@ -8,16 +8,30 @@ components, :class:`~visrec.models.visual.prior.VisualPrior`):
 with γ (k factors), θ_u (k2 visual factors), E (k2, P), β' (P,). Scores are preferences, not ratings (no
 RMSE/MAE; a bundle says "preference"). Users without training interactions get zero vectors.
 
-Cold items (no training interaction) with a picture: the paper and Cornac set γ_i = 0, β_i = 0. A pairwise
-loss fixes β_i and γ_i only up to a common shift (it sees differences s_ui − s_uj), so 0 is not a neutral
-value: here a cold item gets the *typical* item's latent part, γ̄ and β̄ (the means over trained items),
-plus what its picture adds, θ_u · E f̃_i + β' · f̃_i. An uninformative picture therefore scores like a
-typical item, never above every trained one. Cold items without a picture get a zero vector (serving
-leaves them out: not scorable).
+Cold items (no training interaction) with a picture: the paper and Cornac score them with γ_i = 0, β_i = 0,
+i.e. by the visual part θ_u · E f̃_i + β' · f̃_i alone. Two things make that unsafe. A pairwise loss fixes β_i
+and γ_i only up to a common shift, so 0 is not a neutral value; and E is trained jointly with the item
+vectors (unpenalized by default, λ_E = 0), so it can memorise items through their pictures: with pictures
+that carry no information, never-rated items scored by the visual part took the top 2 of half the users'
+lists. Here a cold item with a picture is scored as
+
+    q_i = q_c + H f̃_i  (rows over [γ | θ]),   b_i = b_c + h · f̃_i
+
+from a *cold head* set after training (:meth:`~visrec.models.pairwise.module.VBPR.finish_training`).
+``cold_scoring=visual`` (default) is the paper's rule on top of a neutral base: H = [0 | E], h = β', i.e.
+θ_u · E f̃_i + β' · f̃_i as trained, added to q_c, b_c, the typical candidate item
+(:mod:`visrec.models.visual.typical`) of the trained representation [γ_i | E f̃_i], β_i + β' · f̃_i, in place
+of γ_i = 0, β_i = 0. ``cold_scoring=head`` fits (H, h) in closed form on the trained user vectors
+[γ_u | θ_u | 1] by :func:`~visrec.models.visual.ials_head.fit_ials_cold_head` (the all-cells squared loss of
+the training items as if cold, components and ridge penalty by item-fold CV, on the trained items' scale),
+so a picture moves a cold item only as far as held-out items support: with uninformative pictures every
+cold item is exactly the typical candidate. Measured on ML-100K posters (README, "BPR and VBPR") the
+visual rule ranks cold items better, so it is the default; the head is the safe choice when the pictures
+may carry nothing. Cold items without a picture get a zero vector (serving leaves them out: not scorable).
 
 Export: the tables fold into the bundle's factor form s_ui = b_i + p_u · q_i with p_u = [γ_u | θ_u] and
-q_i = [γ_i | E f̃_i] (K = k + k2), b_i = β_i + β' · f̃_i; the visual arrays are written so that serving
-scores a new picture as q = [γ̄ | E f̃], b = β̄ + β' · f̃ (the same rule as for catalog cold items)."""
+q_i = [γ_i | E f̃_i] (K = k + k2), b_i = β_i + β' · f̃_i; the bundle's visual arrays are the cold head, so
+serving scores a new picture exactly as a catalog cold item."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,6 +41,9 @@ from torch import nn
 from visrec.models.factor.net import BiasedMF
 from visrec.models.scoring import FactorScoring
 from visrec.models.visual.prior import VisualPrior
+
+# How a cold item's picture is scored (module docstring).
+COLD_SCORING = ("head", "visual")
 
 
 class BPRScoring(FactorScoring):
@@ -72,55 +89,61 @@ class VBPRScoring(BPRScoring):
     model_kind = "VBPR"
 
     def __init__(self, num_users: int, num_items: int, k: int = 64, k2: int = 64, init_std: float = 0.1,
-                 feature_dim: int = 0, visual_pca_dim: int = 64, sparse_gradients: bool = True):
+                 feature_dim: int = 0, visual_pca_dim: int = 64, sparse_gradients: bool = True, cold_scoring: str = "visual"):
         super().__init__(num_users, num_items, k, init_std=init_std, sparse_gradients=sparse_gradients)
+        if cold_scoring not in COLD_SCORING:
+            raise ValueError(f"model.cold_scoring must be one of {COLD_SCORING}, got {cold_scoring!r}")
+        self.cold_scoring = cold_scoring
         if feature_dim <= 0:
             raise ValueError("model=vbpr needs image features (feature_dim > 0): the data has no picture")
         self.user_visual = nn.Embedding(num_users, k2, sparse=sparse_gradients)  # θ: (U, k2)
         nn.init.normal_(self.user_visual.weight, std=init_std)
         self.visual = VisualPrior(num_items, feature_dim, k2, pca_dim=visual_pca_dim)  # E (k2, P), β' (P,)
-        nn.init.normal_(self.visual.projection.weight, std=init_std)
+        # E starts at N(0, init_std² / P): E f̃ of unit-variance whitened features starts at the scale of γ (Xavier-like;
+        # Cornac draws E Xavier-uniform), not √P times larger.
+        nn.init.normal_(self.visual.projection.weight, std=init_std / max(self.visual.features.shape[1], 1) ** 0.5)
         # The intercepts e and c of the projection cancel in s_ui − s_uj: fixed at 0.
         self.visual.projection.bias.requires_grad_(False)
         self.visual.bias_projection.bias.requires_grad_(False)
+        P = self.visual.features.shape[1]
+        # The cold head over [γ | θ | bias]: rows (k + k2 + 1); set after training (module docstring), saved.
+        self.register_buffer("cold_intercept", torch.zeros(k + k2 + 1))  # [q_c | b_c]
+        self.register_buffer("cold_projection", torch.zeros(k + k2 + 1, P))  # [H | h]
 
     def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
         """The (N, D) frozen features and (N,) has-image mask; ``fit``: whiten on training items with an image."""
         self.visual.attach(features, has_image, self.net.known_items, fit_scaler=fit)
 
-    def _typical_item(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """γ̄ (k,) and β̄ (): the mean latent vector and bias of the trained items."""
-        known = self.net.known_items
-        if not bool(known.any()):
-            return self.net.item_factors.weight.new_zeros(self.net.item_factors.weight.shape[1]), self.net.item_bias.weight.new_zeros(())
-        return self.net.item_factors.weight[known].mean(0), self.net.item_bias.weight[known, 0].mean()
+    @torch.no_grad()
+    def trained_item_representation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, k + k2) [γ_i | E f̃_i] and (N,) β_i + β' · f̃_i of every item (zero γ, β for untrained ones)."""
+        gamma, beta = self._item_tables()  # (N, k), (N,)
+        all_items = torch.arange(len(beta), device=beta.device)
+        visual_vectors = self.visual.item_vectors(all_items)  # (N, k2); f̃ = 0 without a picture, intercept 0
+        return torch.cat([gamma, visual_vectors], 1), beta + self.visual.item_biases(all_items)
 
     @torch.no_grad()
     def effective_factors(self) -> dict[str, torch.Tensor | float]:
-        """p_u = [γ_u | θ_u] (U, k + k2), q_i = [γ_i | E f̃_i] (N, k + k2), b_i = β_i + β'·f̃_i, with cold items
-        that have a picture at γ̄, β̄ (module docstring); μ and user biases 0."""
-        gamma, beta = self._item_tables()  # (N, k), (N,)
-        cold_image = (~self.net.known_items) & self.visual.has_image  # (N,)
-        mean_gamma, mean_beta = self._typical_item()
-        gamma = torch.where(cold_image[:, None], mean_gamma.expand_as(gamma), gamma)
-        beta = torch.where(cold_image, mean_beta.expand_as(beta), beta)
-        all_items = torch.arange(len(beta), device=beta.device)
-        scorable = (self.net.known_items | self.visual.has_image)[:, None].float()  # (N, 1)
-        visual_vectors = self.visual.item_vectors(all_items) * scorable  # (N, k2); f̃ = 0 without a picture
-        visual_bias = self.visual.item_biases(all_items) * scorable.squeeze(-1)  # (N,)
+        """p_u = [γ_u | θ_u] (U, k + k2), q_i = [γ_i | E f̃_i] (N, k + k2), b_i = β_i + β'·f̃_i for trained items;
+        cold items with a picture from the cold head, [q_i | b_i] = cold_intercept + cold_projection f̃_i (module
+        docstring); other items zero; μ and user biases 0."""
+        items, bias = self.trained_item_representation()
+        known = self.net.known_items  # (N,)
+        cold_image = (~known) & self.visual.has_image  # (N,)
+        head = self.cold_intercept + self.visual.features @ self.cold_projection.T  # (N, k + k2 + 1)
+        items = torch.where(cold_image[:, None], head[:, :-1], items * known[:, None])
+        bias = torch.where(cold_image, head[:, -1], bias * known)
         known_users = self.net.known_users[:, None].float()  # (U, 1)
         users = torch.cat([self.net.user_factors.weight, self.user_visual.weight], 1) * known_users  # (U, k + k2)
         return {"user_factors": users.detach().clone(), "user_bias": torch.zeros(len(users), device=users.device),
-                "item_factors": torch.cat([gamma, visual_vectors], 1).detach().clone(),
-                "item_bias": (beta + visual_bias).detach().clone(), "global_mean": 0.0}
+                "item_factors": items.detach().clone(), "item_bias": bias.detach().clone(), "global_mean": 0.0}
 
     def bundle_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        """The factor tables (module docstring) and the visual arrays in the bundle's form: serving scores a
-        new picture as q = [γ̄ | E f̃] (projection rows of γ are 0, intercept γ̄), b = β̄ + β' · f̃."""
+        """The factor tables (module docstring) and, as the bundle's visual arrays, the cold head: serving scores
+        a new picture f̃ as q = q_c + H f̃, b = b_c + h · f̃, as a catalog cold item."""
         arrays, scalars = super().bundle_arrays()
-        mean_gamma, mean_beta = self._typical_item()
-        E = self.visual.projection.weight.detach()  # (k2, P)
-        arrays["visual_projection"] = torch.cat([E.new_zeros(len(mean_gamma), E.shape[1]), E]).cpu().numpy().astype(np.float32)
-        arrays["visual_vector_intercept"] = torch.cat([mean_gamma, E.new_zeros(E.shape[0])]).detach().cpu().numpy().astype(np.float32)
-        scalars["visual_bias_intercept"] = float(mean_beta)
+        arrays["visual_projection"] = self.cold_projection[:-1].cpu().numpy().astype(np.float32)  # (k + k2, P)
+        arrays["visual_vector_intercept"] = self.cold_intercept[:-1].cpu().numpy().astype(np.float32)  # (k + k2,)
+        arrays["visual_bias_weight"] = self.cold_projection[-1].cpu().numpy().astype(np.float32)  # (P,)
+        scalars["visual_bias_intercept"] = float(self.cold_intercept[-1])
         return arrays, scalars
