@@ -16,7 +16,9 @@ fit too), for the same number of epochs with the same k, k2, learning rate and p
 lambda_w, lambda_b, lambda_e). visrec keeps the epoch with the best ``val/ndcg@10`` (early stopping is
 off: it runs every epoch); Cornac's last epoch is tested. Reported: NDCG@10 and Recall@10 of the segment,
 and seconds per epoch (visrec: fit_seconds / epochs, validation included; Cornac: fit seconds / epochs).
-Cornac comes with the ``bench`` extra (pip install -e '.[bench]').
+Cornac's BPR is per-sample SGD in Cython (no batches; ``learning_rate`` is its SGD step), Cornac's VBPR Adam on
+mini-batches of ``batch_size`` (visrec's ``model.step_batch_size``); visrec's BPR and VBPR step Adam on
+mini-batches of ``batch_size``. Cornac comes with the ``bench`` extra (pip install -e '.[bench]').
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ TASKS = {
     "vbpr_u1": dict(model="vbpr", segment="warm", split=["data.fold=1"],
                     settings=dict(k=10, k2=20, learning_rate=0.005, lambda_w=0.01, lambda_b=0.01, lambda_e=0.0, epochs=20, batch_size=100)),
     "bpr_u1": dict(model="bpr", segment="warm", split=["data.fold=1"],
-                   settings=dict(k=50, learning_rate=0.001, lambda_w=0.01, lambda_b=0.01, epochs=200, batch_size=100)),
+                   settings=dict(k=50, learning_rate=0.01, lambda_w=0.01, lambda_b=0.01, epochs=200, batch_size=100)),
 }
 
 
@@ -142,11 +144,18 @@ def main() -> None:
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "datasets" / "ml-100k"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, help="override the task's epochs (both libraries)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override the task's settings for both libraries (k, k2, learning_rate, lambda_w, lambda_b, lambda_e, batch_size)")
     parser.add_argument("--no-cornac", action="store_true", help="visrec only")
     parser.add_argument("--visrec-overrides", nargs="*", default=[], help="extra overrides for visrec's run (e.g. model.visual_pca_dim=16)")
     args = parser.parse_args()
     task = TASKS[args.task]
     settings = dict(task["settings"], **({"epochs": args.epochs} if args.epochs else {}))
+    for item in args.set:
+        key, value = item.split("=", 1)
+        if key not in settings:
+            parser.error(f"--set {item}: {key} is not one of {sorted(settings)}")
+        settings[key] = type(settings[key])(value)
     rows: dict[str, list[dict]] = {"visrec": [], "cornac": []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:

@@ -65,7 +65,7 @@ def test_the_loss_is_bpr_opt_with_cornacs_regularization():
 
 
 def test_a_step_moves_only_the_rows_of_its_batch():
-    model = BPR(num_users=50, num_items=40, k=4)
+    model = BPR(num_users=50, num_items=40, k=4, optimizer="adam")
     model.set_train_counts(torch.ones(50), torch.ones(40))
     (optimizer,) = model.configure_optimizers()
     before = model.net.item_factors.weight.detach().clone()
@@ -77,8 +77,48 @@ def test_a_step_moves_only_the_rows_of_its_batch():
     assert changed == [5, 6, 7, 8]
 
 
+def test_the_sgd_epoch_steps_once_per_interaction_and_learns_the_ranking():
+    """One compiled epoch takes one step per interaction, moves the tables only through the update rule (lr 0:
+    unchanged), and epochs of it learn to rank each user's own items above the others."""
+    from visrec.models.pairwise.sgd import bpr_sgd_epoch
+
+    rng = np.random.default_rng(0)
+    indptr, indices = np.array([0, 2, 3, 5]), np.array([0, 2, 1, 0, 3])  # users 0..2, rows sorted
+    P, Q, b = (rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(5, 4)).astype(np.float32),
+               rng.normal(size=5).astype(np.float32))
+    candidates = np.arange(5)
+    lr, lw, lb = 0.1, 0.05, 0.2
+    P1, Q1, b1 = P.copy(), Q.copy(), b.copy()
+    loss, steps = bpr_sgd_epoch(P1, Q1, b1, indptr, indices, candidates, lr, lw, lb, seed=3)
+    assert steps == 5 and np.isfinite(loss)
+    P2, Q2, b2 = P.copy(), Q.copy(), b.copy()
+    bpr_sgd_epoch(P2, Q2, b2, indptr, indices, candidates, 0.0, lw, lb, seed=3)
+    np.testing.assert_array_equal(P2, P)
+    np.testing.assert_array_equal(Q2, Q)
+    np.testing.assert_array_equal(b2, b)
+    assert not np.array_equal(P1, P)
+    # Many epochs at a sane rate rank each user's own items above the others.
+    for seed in range(300):
+        bpr_sgd_epoch(P, Q, b, indptr, indices, candidates, 0.05, 0.001, 0.001, seed)
+    scores = b + P @ Q.T  # (3, 5)
+    for u in range(3):
+        own = indices[indptr[u]:indptr[u + 1]]
+        other = np.setdiff1d(candidates, own)
+        assert scores[u, own].min() > scores[u, other].max()
+
+
+def test_sgd_bpr_refuses_ddp_naming_the_key(tmp_path):
+    tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
+    out = tmp_path / "ddp"
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "model=bpr", "model.k=4", "trainer=ddp_cpu",
+                           "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=none", *tiny,
+                           f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={out}", f"hydra.run.dir={out}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "model.optimizer=sgd" in done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("options", [{"k": 0}, {"lambda_w": -1.0}, {"learning_rate": 0.0}, {"step_batch_size": 0},
-                                     {"cold_scoring": "zero"}, {"positive_threshold": "high"}])
+                                     {"cold_scoring": "zero"}, {"positive_threshold": "high"}, {"optimizer": "lbfgs"}])
 def test_bad_options_are_refused_naming_the_key(options):
     key = next(iter(options))
     with pytest.raises(ValueError, match=f"model.{key}"):

@@ -17,7 +17,8 @@ interactions, redrawn while u has interacted with j (:mod:`visrec.models.pairwis
 paper's D_S and Cornac's BPR; Cornac's VBPR redraws only while r_uj >= r_ui (a lower-rated item may be j).
 Items without training interactions are never negatives.
 
-Optimizer: Adam (Cornac uses Adam for VBPR) with ``learning_rate``; with ``sparse_gradients`` (default) the
+Optimizer (BPR: ``optimizer=sgd``, the default, is LearnBPR's per-sample SGD, :mod:`visrec.models.pairwise.sgd`;
+VBPR and BPR's ``optimizer=adam``): Adam (Cornac uses Adam for VBPR) with ``learning_rate``; with ``sparse_gradients`` (default) the
 tables γ, θ, β are sparse embeddings stepped by ``torch.optim.SparseAdam`` (lazy Adam: a row's moments move
 only when it is in the batch) and E, β' by Adam, so a step costs O(B·K + k2·P) whatever the catalog.
 ``step_batch_size`` cuts each loader batch into steps of that many triples (Cornac's ``batch_size``);
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from visrec.interactions import Interactions
+from visrec.models.closed_form import ClosedFormStep
 from visrec.models.contract import FactorModel
 from visrec.models.divergence import DivergedError
 from visrec.models.pairwise.sampling import NegativeSampler
@@ -43,6 +45,8 @@ from visrec.models.ranking_validation import RANKING_K, RankingValidation
 from visrec.models.visual.ials_head import fit_ials_cold_head
 from visrec.models.visual.typical import typical_candidate
 
+# adam: mini-batch Adam steps through Lightning; sgd: BPR's per-sample SGD epoch (visrec/models/pairwise/sgd.py).
+OPTIMIZERS = ("adam", "sgd")
 # The unobserved weight α₀ of the squared loss the VBPR cold head is fitted on (iALS's default).
 COLD_HEAD_UNOBSERVED_WEIGHT = 0.2
 
@@ -69,7 +73,9 @@ def _check_pairwise_options(options: dict) -> None:
     steps = options.get("step_batch_size")
     if steps is not None and not (is_int(steps) and steps >= 1):
         raise bad("step_batch_size", "a positive number of triples per step (or null: one step per loader batch)")
-    if options.get("cold_scoring", "head") not in COLD_SCORING:
+    if options.get("optimizer", "adam") not in OPTIMIZERS:
+        raise ValueError(f"model.optimizer must be one of {OPTIMIZERS}, got {options.get('optimizer')!r}")
+    if options.get("cold_scoring", "visual") not in COLD_SCORING:
         raise ValueError(f"model.cold_scoring must be one of {COLD_SCORING}, got {options.get('cold_scoring')!r}")
     threshold = options.get("positive_threshold")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)):
@@ -183,23 +189,78 @@ class _PairwiseTraining(RankingValidation):
 
 
 class BPR(_PairwiseTraining, BPRScoring, FactorModel):
-    """BPR under the model contract (``model=bpr``): s_ui = β_i + γ_u·γ_i, pairwise loss (module docstring)."""
+    """BPR under the model contract (``model=bpr``): s_ui = β_i + γ_u·γ_i, pairwise loss (module docstring).
+    ``optimizer=sgd`` (default): LearnBPR's per-sample SGD, one compiled epoch per training step
+    (:mod:`visrec.models.pairwise.sgd`; single process, ``step_batch_size`` unused); ``adam``: Adam
+    mini-batches on sparse tables (DDP)."""
 
     MODEL_NAME = "bpr"
 
-    def __init__(self, num_users: int, num_items: int, k: int = 64, init_std: float = 0.1, learning_rate: float = 0.005,
+    def __init__(self, num_users: int, num_items: int, k: int = 64, init_std: float = 0.1, learning_rate: float = 0.01,
                  lambda_w: float = 0.01, lambda_b: float = 0.01, step_batch_size: int | None = None,
                  positive_threshold: float | None = None, val_relevance_threshold: float = 4.0,
-                 sparse_gradients: bool = True, monitor: str = f"val/ndcg@{RANKING_K}", monitor_mode: str = "max"):
+                 sparse_gradients: bool = True, optimizer: str = "sgd", monitor: str = f"val/ndcg@{RANKING_K}",
+                 monitor_mode: str = "max"):
         self.check_options(dict(k=k, init_std=init_std, learning_rate=learning_rate, lambda_w=lambda_w, lambda_b=lambda_b,
-                                step_batch_size=step_batch_size, positive_threshold=positive_threshold))
-        super().__init__(num_users, num_items, k, init_std=init_std, sparse_gradients=sparse_gradients)
+                                step_batch_size=step_batch_size, positive_threshold=positive_threshold, optimizer=optimizer))
+        super().__init__(num_users, num_items, k, init_std=init_std, sparse_gradients=sparse_gradients and optimizer == "adam")
         self.save_hyperparameters()
         self.automatic_optimization = False
+        if optimizer == "sgd":  # one compiled epoch per step: the datamodule serves every row as one batch
+            self.TRAINING_BATCHES = "whole"
 
     @classmethod
     def uses_image_features(cls, options: dict) -> bool:
         return False
+
+    @classmethod
+    def sparse_gradients_for(cls, options: dict) -> bool:
+        return options.get("optimizer", "sgd") == "adam" and bool(options.get("sparse_gradients", True))
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.optimizer == "sgd" and self.trainer is not None and self.trainer.world_size > 1:
+            raise ValueError("model.optimizer=sgd (per-sample SGD) trains in a single process; use model.optimizer=adam "
+                             "under DDP, or trainer=cpu / trainer=gpu")
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.hparams.optimizer == "sgd":
+            positives = self._positives(self.trainer.datamodule.tensors["train"])
+            order = torch.argsort(positives.users.cpu() * self.net.num_items + positives.items.cpu())
+            users, items = positives.users.cpu()[order], positives.items.cpu()[order]
+            counts = torch.bincount(users, minlength=self.net.num_users)
+            self._rows = (torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]).numpy(), items.long().numpy())
+            self._candidates = torch.nonzero(self.net.known_items.cpu()).squeeze(1).long().numpy()
+
+    def training_step(self, batch, batch_idx):
+        if self.hparams.optimizer == "adam":
+            return super().training_step(batch, batch_idx)
+        if batch_idx > 0:  # one batch per epoch ("whole")
+            return None
+        loss = self.optimizers().step()  # ClosedFormStep: one compiled SGD epoch
+        self._loss_sum += loss
+        self._triples += 1
+        return None
+
+    @torch.no_grad()
+    def _sgd_epoch(self) -> float:
+        from visrec.models.pairwise.sgd import bpr_sgd_epoch
+
+        hp, net = self.hparams, self.net
+        tables = [net.user_factors.weight, net.item_factors.weight, net.item_bias.weight]
+        arrays = [t.detach().cpu().numpy() for t in tables]  # views of CPU tables: updated in place
+        seed = int(torch.randint(2**31 - 1, (1,)))  # from the seeded torch stream: runs are reproducible
+        loss, _ = bpr_sgd_epoch(arrays[0], arrays[1], arrays[2].reshape(-1), *self._rows, self._candidates,
+                                hp.learning_rate, hp.lambda_w, hp.lambda_b, seed)
+        for table, array in zip(tables, arrays):
+            if table.device.type != "cpu":
+                table.copy_(torch.from_numpy(array))
+        return float(loss)
+
+    def configure_optimizers(self):
+        if self.hparams.optimizer == "sgd":
+            return ClosedFormStep(self.net.parameters(), self._sgd_epoch)
+        return super().configure_optimizers()
 
 
 class VBPR(_PairwiseTraining, VBPRScoring, FactorModel):
