@@ -15,7 +15,9 @@ Both libraries fit on visrec's training part of the split (its validation carve-
 fit too), for the same number of epochs with the same k, k2, learning rate and penalties (Cornac's names:
 lambda_w, lambda_b, lambda_e). visrec keeps the epoch with the best ``val/ndcg@10`` (early stopping is
 off: it runs every epoch); Cornac's last epoch is tested. Reported: NDCG@10 and Recall@10 of the segment,
-and seconds per epoch (visrec: fit_seconds / epochs, validation included; Cornac: fit seconds / epochs).
+and seconds per epoch (visrec: fit_seconds / epochs, validation after every epoch included, and "train s/epoch"
+from a second run of the same training without validation, test or evaluator; Cornac: fit seconds / epochs,
+which has no validation).
 Cornac's BPR is per-sample SGD in Cython (no batches; ``learning_rate`` is its SGD step), Cornac's VBPR Adam on
 mini-batches of ``batch_size`` (visrec's ``model.step_batch_size``); visrec's BPR and VBPR step Adam on
 mini-batches of ``batch_size``. Cornac comes with the ``bench`` extra (pip install -e '.[bench]').
@@ -57,7 +59,8 @@ def compose_cfg(overrides: list[str]):
         return compose("train", overrides=[*overrides, "logger=none", "trainer.enable_progress_bar=false"])
 
 
-def visrec_run(base: list[str], model: str, settings: dict, segment: str, out_dir: str, extra: list[str]) -> dict:
+def visrec_run(base: list[str], model: str, settings: dict, segment: str, out_dir: str, extra: list[str],
+               timing_only: bool = False) -> dict:
     s = settings
     overrides = [*base, f"model={model}", f"model.k={s['k']}", f"model.learning_rate={s['learning_rate']}",
                  f"model.lambda_w={s['lambda_w']}", f"model.lambda_b={s['lambda_b']}", f"model.step_batch_size={s['batch_size']}",
@@ -67,11 +70,17 @@ def visrec_run(base: list[str], model: str, settings: dict, segment: str, out_di
     cfg = compose_cfg(overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = out_dir
+    if timing_only:  # the same training without validation, test or evaluator: seconds per training epoch
+        with open_dict(cfg):
+            cfg.callbacks, cfg.test, cfg.evaluate = None, False, False
+            cfg.trainer.limit_val_batches = 0
+        metrics = train(cfg)
+        return {"train s/epoch": metrics["fit_seconds"] / max(metrics["epochs"], 1)}
     metrics = train(cfg)
     (report,) = Path(out_dir, "eval").glob("*/metrics.json")
     evaluated = json.loads(report.read_text())["metrics"]
     out = {name: evaluated.get(f"model/{segment}/{name}@10") for name in ("ndcg", "recall")}
-    out["s/epoch"] = metrics["fit_seconds"] / max(metrics["epochs"], 1)
+    out["s/epoch"] = metrics["fit_seconds"] / max(metrics["epochs"], 1)  # validation after every epoch included
     return out
 
 
@@ -135,7 +144,8 @@ def cornac_run(model: str, settings: dict, datamodule, features, segment: str, s
     known_users = torch.bincount(train_part.users, minlength=U) > 0
     report = evaluate([scorer], seen, parts["test"], U, N, ks=[10], known_users=known_users, known_items=known_items)
     values = report.results["model"][segment]
-    return {"ndcg": values.get("ndcg@10"), "recall": values.get("recall@10"), "s/epoch": seconds / s["epochs"]}
+    per_epoch = seconds / s["epochs"]
+    return {"ndcg": values.get("ndcg@10"), "recall": values.get("recall@10"), "s/epoch": per_epoch, "train s/epoch": per_epoch}
 
 
 def main() -> None:
@@ -161,17 +171,19 @@ def main() -> None:
         for seed in args.seeds:
             base = ["data=movielens_100k", f"data.root={args.root}", *task["split"], f"seed={seed}"]
             rows["visrec"].append(visrec_run(base, task["model"], settings, task["segment"], f"{tmp}/{seed}", args.visrec_overrides))
+            rows["visrec"][-1].update(visrec_run(base, task["model"], settings, task["segment"], f"{tmp}/{seed}_timing",
+                                                 args.visrec_overrides, timing_only=True))
             print(f"  seed {seed} visrec {task['model']}: {rows['visrec'][-1]}", flush=True)
             if not args.no_cornac:
                 datamodule, features = split_data(base)
                 rows["cornac"].append(cornac_run(task["model"], settings, datamodule, features, task["segment"], seed))
                 print(f"  seed {seed} cornac {task['model']}: {rows['cornac'][-1]}", flush=True)
     print(f"\n{args.task}: {task['segment']} segment, settings {settings}, seeds {args.seeds}")
-    print(f"{'library':<10}{'NDCG@10':>10}{'Recall@10':>11}{'s/epoch':>10}")
+    print(f"{'library':<10}{'NDCG@10':>10}{'Recall@10':>11}{'s/epoch':>10}{'train s/epoch':>15}")
     for name, values in rows.items():
         if values:
-            means = [statistics.mean(v[key] for v in values) for key in ("ndcg", "recall", "s/epoch")]
-            print(f"{name:<10}{means[0]:>10.4f}{means[1]:>11.4f}{means[2]:>10.2f}")
+            means = [statistics.mean(v[key] for v in values) for key in ("ndcg", "recall", "s/epoch", "train s/epoch")]
+            print(f"{name:<10}{means[0]:>10.4f}{means[1]:>11.4f}{means[2]:>10.3f}{means[3]:>15.4f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ L2 terms), x_uij = β_i − β_j + γ_u · (γ_i − γ_j), z = σ(−x_uij):
     γ_u += lr (z (γ_i − γ_j) − λ_w γ_u)   γ_i += lr (z γ_u − λ_w γ_i)   γ_j += lr (−z γ_u − λ_w γ_j)
 
 the update of Cornac's Cython BPR (which uses one λ for all). A sequential loop is what per-sample SGD is;
-compiled it costs O(S·K) per epoch with no per-step framework overhead (numba is imported on first use).
+compiled it costs O(S·K) per epoch with no per-step framework overhead (numba is imported on first use; the
+compiled kernel is cached beside this file, so a run after the first loads it instead of compiling).
 """
 from __future__ import annotations
 
@@ -22,20 +23,27 @@ _KERNEL = None
 def _compile():
     import numba
 
-    @numba.njit(cache=False, nogil=True, fastmath=True)
+    @numba.njit(cache=True, nogil=True, fastmath=True)
     def epoch(user_factors, item_factors, item_bias, indptr, indices, sample_users, candidates, lr, lambda_w, lambda_b,
               seed, max_redraws):
-        np.random.seed(seed)
+        # xorshift64* (Marsaglia 2003; Vigna 2016): a few integer operations per draw, seeded from torch's stream.
+        state = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1)
         samples = len(indices)
         k = user_factors.shape[1]
         lr, lambda_w, lambda_b = np.float32(lr), np.float32(lambda_w), np.float32(lambda_b)
         loss, steps = 0.0, 0
         for _ in range(samples):
-            row = np.random.randint(samples)
+            state ^= state >> np.uint64(12)
+            state ^= state << np.uint64(25)
+            state ^= state >> np.uint64(27)
+            row = ((state * np.uint64(0x2545F4914F6CDD1D)) >> np.uint64(33)) % np.uint64(samples)
             u, i = sample_users[row], indices[row]
             j, found = -1, False
             for _ in range(max_redraws):
-                j = candidates[np.random.randint(len(candidates))]
+                state ^= state >> np.uint64(12)
+                state ^= state << np.uint64(25)
+                state ^= state >> np.uint64(27)
+                j = candidates[((state * np.uint64(0x2545F4914F6CDD1D)) >> np.uint64(33)) % np.uint64(len(candidates))]
                 low, high = indptr[u], indptr[u + 1]  # binary search of j in u's sorted row
                 while low < high:
                     mid = (low + high) // 2
