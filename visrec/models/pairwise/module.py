@@ -38,8 +38,8 @@ from visrec.interactions import Interactions
 from visrec.models.closed_form import ClosedFormStep
 from visrec.models.contract import FactorModel
 from visrec.models.divergence import DivergedError
-from visrec.models.pairwise.sampling import NegativeSampler
 from visrec.models.ials.solver import CSR
+from visrec.models.pairwise.sampling import NegativeSampler
 from visrec.models.pairwise.scoring import COLD_SCORING, BPRScoring, VBPRScoring
 from visrec.models.ranking_validation import RANKING_K, RankingValidation
 from visrec.models.visual.ials_head import fit_ials_cold_head
@@ -73,9 +73,9 @@ def _check_pairwise_options(options: dict) -> None:
     steps = options.get("step_batch_size")
     if steps is not None and not (is_int(steps) and steps >= 1):
         raise bad("step_batch_size", "a positive number of triples per step (or null: one step per loader batch)")
-    if options.get("optimizer", "adam") not in OPTIMIZERS:
+    if "optimizer" in options and options["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"model.optimizer must be one of {OPTIMIZERS}, got {options.get('optimizer')!r}")
-    if options.get("cold_scoring", "visual") not in COLD_SCORING:
+    if "cold_scoring" in options and options["cold_scoring"] not in COLD_SCORING:
         raise ValueError(f"model.cold_scoring must be one of {COLD_SCORING}, got {options.get('cold_scoring')!r}")
     threshold = options.get("positive_threshold")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)):
@@ -120,7 +120,7 @@ class _PairwiseTraining(RankingValidation):
         self._loss_sum, self._triples = 0.0, 0
 
     # ---- the loss ----------------------------------------------------------------------------------
-    def _visual_terms(self, users, pos, neg, theta_u=None):
+    def _visual_terms(self, users, pos, neg):
         """(B,) θ_u·E(f̃_i − f̃_j) + β'·(f̃_i − f̃_j) and the penalty's visual rows; 0 for BPR."""
         return 0.0, 0.0, 0.0
 
@@ -270,8 +270,8 @@ class VBPR(_PairwiseTraining, VBPRScoring, FactorModel):
     MODEL_NAME = "vbpr"
     DATA_KEYS = ("num_users", "num_items", "feature_dim")
 
-    def __init__(self, num_users: int, num_items: int, k: int = 64, k2: int = 64, init_std: float = 0.1,
-                 feature_dim: int = 0, visual_pca_dim: int = 64, learning_rate: float = 0.005, lambda_w: float = 0.01,
+    def __init__(self, num_users: int, num_items: int, k: int = 32, k2: int = 32, init_std: float = 0.1,
+                 feature_dim: int = 0, visual_pca_dim: int = 8, learning_rate: float = 0.005, lambda_w: float = 0.01,
                  lambda_b: float = 0.01, lambda_e: float = 0.0, step_batch_size: int | None = None,
                  positive_threshold: float | None = None, val_relevance_threshold: float = 4.0,
                  sparse_gradients: bool = True, cold_scoring: str = "visual", monitor: str = f"val/ndcg@{RANKING_K}",

@@ -11,9 +11,9 @@ RMSE/MAE; a bundle says "preference"). Users without training interactions get z
 Cold items (no training interaction) with a picture: the paper and Cornac score them with γ_i = 0, β_i = 0,
 i.e. by the visual part θ_u · E f̃_i + β' · f̃_i alone. Two things make that unsafe. A pairwise loss fixes β_i
 and γ_i only up to a common shift, so 0 is not a neutral value; and E is trained jointly with the item
-vectors (unpenalized by default, λ_E = 0), so it can memorise items through their pictures: with pictures
-that carry no information, never-rated items scored by the visual part took the top 2 of half the users'
-lists. Here a cold item with a picture is scored as
+vectors (unpenalized by default, λ_E = 0), so it can memorise items through their pictures: a picture that
+carries no information still moves a cold item as far as a trained item's visual part moves it (with
+random pictures, 15 of 30 users of a small dense table had a never-rated item in their top 2). Here a cold item with a picture is scored as
 
     q_i = q_c + H f̃_i  (rows over [γ | θ]),   b_i = b_c + h · f̃_i
 
@@ -88,8 +88,8 @@ class VBPRScoring(BPRScoring):
 
     model_kind = "VBPR"
 
-    def __init__(self, num_users: int, num_items: int, k: int = 64, k2: int = 64, init_std: float = 0.1,
-                 feature_dim: int = 0, visual_pca_dim: int = 64, sparse_gradients: bool = True, cold_scoring: str = "visual"):
+    def __init__(self, num_users: int, num_items: int, k: int = 32, k2: int = 32, init_std: float = 0.1,
+                 feature_dim: int = 0, visual_pca_dim: int = 8, sparse_gradients: bool = True, cold_scoring: str = "visual"):
         super().__init__(num_users, num_items, k, init_std=init_std, sparse_gradients=sparse_gradients)
         if cold_scoring not in COLD_SCORING:
             raise ValueError(f"model.cold_scoring must be one of {COLD_SCORING}, got {cold_scoring!r}")
