@@ -1,7 +1,7 @@
 """Cold items scored from an uninformative picture stay on the trained items' scale (issue 27, kind of
 ../shared/bugcases/t3-head-cold-items-on-top): never-rated catalog items whose pictures carry no information
-(features=random) do not take the top of the users' lists, for every model that scores items from pictures
-through a closed-form head; and the typical candidate item matches its dense definition."""
+(features=random) do not take the top of the users' lists, for the preference models' closed-form heads (iALS
+``visual_mode=head``, VBPR ``cold_scoring=head``); and the typical candidate item matches its dense definition."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,10 +35,11 @@ def _catalog_with_unrated_items(folder: Path) -> list[str]:
             "features=random", "trainer.max_epochs=3", "export=true", "logger=none", "test=false", "evaluate=false"]
 
 
-@pytest.mark.parametrize("model", ["ials", "biased_mf"])
+@pytest.mark.parametrize("model", [["model=ials", "model.visual_mode=head"], ["model=vbpr", "model.cold_scoring=head"]],
+                         ids=["ials-head", "vbpr-head"])
 def test_never_rated_items_with_uninformative_pictures_do_not_top_the_lists(tmp_path, model):
     overrides = _catalog_with_unrated_items(tmp_path)
-    train(compose_train([*overrides, f"model={model}", "model.visual_mode=head"], tmp_path))
+    train(compose_train([*overrides, *model], tmp_path))
     rec = Recommender.load(tmp_path / "run" / "export")
     unrated = rec.item_index(["i25", "i26"])
     assert all(rec.scorable_items[unrated]) and not any(rec.known_items[unrated])  # scored from their picture

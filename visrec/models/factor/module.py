@@ -60,7 +60,6 @@ from visrec.models.divergence import DivergedError, non_finite_names
 from visrec.models.factor.scoring import RatingScoring
 from visrec.models.visual.prior import AUTO, VISUAL_MODES
 from visrec.models.visual.rating_head import ColdHeadFit, fit_cold_head
-from visrec.models.visual.typical import typical_candidate
 
 log = logging.getLogger(__name__)
 TRAIN_PARTS = ("loss", "mse", "align", "align_bias")  # the objective's parts logged per epoch as train/<part>
@@ -229,10 +228,7 @@ class RatingModule(RatingScoring, FactorModel):
         rows = visual.has_image[train_items]  # (R,)
         users, items = train.users.to(rows.device)[rows], train_items[rows]
         targets = train.ratings.to(rows.device)[rows] - net.global_mean - net.user_bias.weight[users, 0]  # (R,) y = r − μ − b_u
-        # The typical candidate item (visrec.models.visual.typical): the fixed intercepts e = q_c, c = b_c.
-        typical_item, typical_bias = typical_candidate(net.user_factors.weight, net.item_factors.weight, net.item_bias.weight[:, 0],
-                                                       net.known_items, train.users, train.items)
-        fit = fit_cold_head(users, items, targets, net.user_factors.weight, visual.features, typical_bias, typical_item, **options)
+        fit = fit_cold_head(users, items, targets, net.user_factors.weight, visual.features, **options)
         visual.set_head(*(t.to(rows.device) for t in (fit.projection, fit.vector_intercept, fit.bias_weights)), fit.intercept)
         return fit
 

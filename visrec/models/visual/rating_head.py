@@ -9,19 +9,12 @@ of items that have an image, treating every item as if it were cold:
     minimize  Σ_(u,i,r) (r − μ − b_u − x_ui · θ)² + λ_w ‖w‖² + λ_E ‖E‖²_F,
     x_ui = [g_i, vec(p_u g_iᵀ)],  θ = [c, w, vec([e | E])]   (dimension (1 + P)(1 + K); c, e not shrunk).
 Each rating counts once, as in the test RMSE, which is dominated by the ratings of popular items.
-The intercepts are *fixed* at the typical candidate item, c = b_c and e = q_c (the mean bias and the scaled
-mean vector of the items users have not rated, :mod:`visrec.models.visual.typical`, passed in by the
-model), and only w and E are fitted: fitted intercepts extrapolate (the trained q_i are shrunk by L2 while
-an unshrunk e fits every user's average taste at full scale, so an uninformative picture put a never-rated
-item above the trained ones for most users). With them fixed, an uninformative picture (w and E dropped or
-shrunk by the CV) scores as a typical candidate does.
 
 The normal equations are accumulated per user (vectorized, no per-rating outer products):
 with S_u = Σ g_i g_iᵀ and T_u = Σ y g_i over user u's rows (y = r − μ − b_u),
     XᵀX = [[Σ S_u, Σ p_uᵀ ⊗ S_u], [·, Σ (p_u p_uᵀ) ⊗ S_u]],   Xᵀy = [Σ T_u, Σ p_u ⊗ T_u].
 The number of leading components used (P' ≤ P), λ_w and λ_E (or no E term at all) are chosen by
-K-fold cross-validation over *items* with the one-standard-error rule (the simplest setting within one
-standard error of the best CV error) (each fold's items are held out with all their ratings, as in
+K-fold cross-validation over *items* (each fold's items are held out with all their ratings, as in
 a cold-item split), in two stages: (P', λ_w) with the E term off, then λ_E. A fold's held-out error
 comes from its own Gram matrix, SSE_f = y_fᵀy_f − 2 θᵀ X_fᵀy_f + θᵀ X_fᵀX_f θ, so no fold needs a
 pass over the ratings. The MF's b_u and p_u were fitted with the held-out items' ratings in them;
@@ -40,9 +33,9 @@ DEFAULT_PENALTIES = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 class ColdHeadFit:
     """The chosen head and how it was chosen."""
 
-    intercept: float  # c = b̄, as given
+    intercept: float  # c
     bias_weights: torch.Tensor  # w: (P,), zero beyond the components used
-    vector_intercept: torch.Tensor  # e = q̄: (K,), as given
+    vector_intercept: torch.Tensor  # e: (K,)
     projection: torch.Tensor  # E: (K, P), zero beyond the components used
     components: int  # P' used
     bias_penalty: float  # λ_w
@@ -91,38 +84,19 @@ def _columns(K: int, P: int, used: int, user_terms: bool = True) -> torch.Tensor
 
 
 def _penalty(K: int, used: int, bias_penalty: float, factor_penalty: float | None) -> torch.Tensor:
-    """Ridge penalty per column of _columns(K, P, used, factor_penalty is not None); the entries of c and e
-    are unused (they are fixed, :func:`_fixed`)."""
+    """Ridge penalty per column of _columns(K, P, used, factor_penalty is not None): c and e are not shrunk
+    (they get 1e-6 only, so a fold without ratings, or an all-zero column, still has a unique solution)."""
     w = torch.cat([torch.zeros(1), torch.full((used,), bias_penalty)])
     per_user = [0.0] if factor_penalty is None else [0.0] + [factor_penalty] * used
     return (torch.cat([w, torch.tensor(per_user).repeat(K)]).double()).clamp(min=1e-6)
 
 
-def _fixed(K: int, used: int, user_terms: bool = True) -> torch.Tensor:
-    """(D,) bool over the columns of :func:`_columns`: True at c and at e's K entries (the fixed intercepts)."""
-    per_user = torch.zeros(1 + used if user_terms else 1, dtype=torch.bool)
-    per_user[0] = True
-    return torch.cat([torch.arange(1 + used) == 0, per_user.repeat(K)])
-
-
-def _solve_free(G: torch.Tensor, b: torch.Tensor, penalty: torch.Tensor, fixed: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """θ (D,) minimising θᵀGθ − 2bᵀθ + Σ penalty·θ² over the free columns, with θ[fixed] = values."""
-    free = ~fixed
-    theta = torch.zeros(len(b), dtype=G.dtype, device=G.device)
-    theta[fixed] = values
-    A = G[free][:, free] + torch.diag(penalty[free])
-    theta[free] = torch.linalg.solve(A, b[free] - G[free][:, fixed] @ values)
-    return theta
-
-
 def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, user_factors: torch.Tensor,
-                  item_features: torch.Tensor, typical_bias: float, typical_item: torch.Tensor,
-                  component_choices=(2, 4, 8, 16, 32), penalties=DEFAULT_PENALTIES, folds: int = 5,
-                  seed: int = 0) -> ColdHeadFit:
-    """Ridge-fit (w, E) for ratings (R,) of ``users``/``items`` with ``targets`` y = r − μ − b_u,
-    ``user_factors`` P_u (U, K) and whitened ``item_features`` (N, P), with c = ``typical_bias`` (b̄) and
-    e = ``typical_item`` (q̄, (K,)) fixed, choosing P', λ_w, λ_E by item-fold cross-validation (see module
-    docstring). Raises ValueError when there is no rating to fit on."""
+                  item_features: torch.Tensor, component_choices=(2, 4, 8, 16, 32),
+                  penalties=DEFAULT_PENALTIES, folds: int = 5, seed: int = 0) -> ColdHeadFit:
+    """Ridge-fit (c, w, e, E) for ratings (R,) of ``users``/``items`` with ``targets`` y = r − μ − b_u,
+    ``user_factors`` P_u (U, K) and whitened ``item_features`` (N, P), choosing P', λ_w, λ_E by
+    item-fold cross-validation (see module docstring)."""
     if len(targets) == 0:
         raise ValueError("fit_cold_head: no training ratings of items with an image to fit the head on")
     device = user_factors.device
@@ -137,7 +111,6 @@ def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
     fold_of_item = torch.full((len(item_features),), -1, dtype=torch.long, device=device)
     fold_of_item[rated] = (torch.randperm(len(rated), generator=generator) % folds).to(device)
     fold_of_row = fold_of_item[items]  # (R,)
-    fold_row_counts = fold_of_row.cpu()
     parts = []
     for f in range(folds):
         rows = fold_of_row == f
@@ -145,46 +118,27 @@ def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
     G = sum(part[0] for part in parts)
     b = sum(part[1] for part in parts)
 
-    intercepts = torch.cat([torch.tensor([float(typical_bias)]), typical_item.detach().cpu().float().reshape(K)]).double().to(device)
-
-    def fit(G_: torch.Tensor, b_: torch.Tensor, used: int, lam_w: float, lam_e: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """θ over _columns(K, width, used, lam_e is not None) with c, e fixed; and those columns."""
-        cols = _columns(K, width, used, lam_e is not None)
-        fixed = _fixed(K, used, lam_e is not None).to(device)
-        return _solve_free(G_[cols][:, cols], b_[cols], _penalty(K, used, lam_w, lam_e).to(device), fixed, intercepts), cols
-
-    def cv_errors(used: int, lam_w: float, lam_e: float | None) -> torch.Tensor:
-        """(F,) held-out squared errors per fold."""
-        errors = []
+    def cv_rmse(cols: torch.Tensor, penalty: torch.Tensor) -> float:
+        sse = 0.0
+        G_all, b_all = G[cols][:, cols] + torch.diag(penalty.to(device)), b[cols]
         for G_f, b_f, yy_f in parts:
-            theta, cols = fit(G - G_f, b - b_f, used, lam_w, lam_e)
-            errors.append(yy_f - 2 * theta @ b_f[cols] + theta @ G_f[cols][:, cols] @ theta)
-        return torch.stack([torch.as_tensor(e, dtype=torch.float64) for e in errors]).cpu()
-
-    fold_ratings = torch.bincount(fold_row_counts, minlength=folds).double().clamp(min=1)  # (F,)
-
-    def one_standard_error(rows: list, simplest) -> tuple:
-        """The simplest row whose CV mean squared error is within one standard error of the best one's
-        (the one-standard-error rule: Breiman et al. 1984; glmnet's lambda.1se): with few items the CV
-        differences are mostly noise, and the simplest head extrapolates least."""
-        best = min(rows, key=lambda row: float(row[-1].sum()))
-        per_fold = best[-1] / fold_ratings  # (F,) each fold's MSE
-        threshold = float(best[-1].sum()) / len(targets) + float(per_fold.std()) / len(per_fold) ** 0.5
-        return min((row for row in rows if float(row[-1].sum()) / len(targets) <= threshold), key=simplest)
+            G_ff, b_ff = G_f[cols][:, cols], b_f[cols]
+            theta = torch.linalg.solve(G_all - G_ff, b_all - b_ff)
+            sse += yy_f - 2 * theta @ b_ff + theta @ G_ff @ theta
+        return float(sse / len(targets)) ** 0.5
 
     # Stage 1: components and λ_w with the item-independent user term p_u · e only; stage 2: λ_E
-    # (None = no p_u · E f̃ term). Both by item-fold CV, each with the one-standard-error rule.
-    stage1 = [(used, lam_w, None, cv_errors(used, lam_w, None)) for used in choices for lam_w in penalties]
-    used, lam_w, _, errors = one_standard_error(stage1, lambda row: (row[0], -row[1]))
-    stage2 = [(used, lam_w, None, errors)] + [(used, lam_w, lam_e, cv_errors(used, lam_w, lam_e)) for lam_e in penalties]
-    used, lam_w, lam_e, errors = one_standard_error(stage2, lambda row: (row[2] is not None, -(row[2] or 0.0)))
-    rmse = lambda errors: float(errors.sum() / len(targets)) ** 0.5  # noqa: E731
-    best = rmse(errors)
-    grid = [(u, lw, le, rmse(e)) for u, lw, le, e in stage1 + stage2[1:]]
-    intercept_only = rmse(cv_errors(0, 0.0, None))
+    # (None = no p_u · E f̃ term). Both by item-fold CV.
+    grid = [(used, lam_w, None, cv_rmse(_columns(K, width, used, False), _penalty(K, used, lam_w, None)))
+            for used in choices for lam_w in penalties]
+    used, lam_w, _, _ = min(grid, key=lambda row: row[3])
+    grid += [(used, lam_w, lam_e, cv_rmse(_columns(K, width, used), _penalty(K, used, lam_w, lam_e))) for lam_e in penalties]
+    used, lam_w, lam_e, best = min(grid, key=lambda row: row[3])
+    intercept_only = cv_rmse(_columns(K, width, 0, False), _penalty(K, 0, 0.0, None))
 
-    theta, _ = fit(G, b, used, lam_w, lam_e)
-    theta = theta.float().cpu()
+    cols = _columns(K, width, used, lam_e is not None)
+    theta = torch.linalg.solve(G[cols][:, cols] + torch.diag(_penalty(K, used, lam_w, lam_e).to(device)), b[cols]).float()
+    theta = theta.cpu()
     bias_weights = torch.zeros(P)
     bias_weights[:used] = theta[1:1 + used]
     factors = theta[1 + used:].reshape(K, -1)  # [e | E_:used] or [e]
