@@ -11,6 +11,7 @@ Built from (class-level, before any data is read):
                                         a subset of :class:`DataSummary`'s fields, each an ``__init__`` argument
     ``VALIDATION_METRICS``              what validation logs (what ``monitor`` may name)
     ``single_process``                  True: refused under DDP before processes are launched
+    ``single_process_reason(options)``  the same for some option values only (BPR's per-sample SGD)
     ``sparse_gradients_for(options)``   whether training produces sparse gradients (DDP needs gloo then)
     ``TRAINING_BATCHES``                "ratings": shuffled batches of ``data.batch_size`` observed
                                         (user, item, rating) rows; "whole": one batch per epoch holding
@@ -90,6 +91,12 @@ class RecommenderModel(ScoringModel, pl.LightningModule):
     def uses_image_features(cls, options: dict) -> bool:
         """Whether a model with these options needs the catalog's frozen image features."""
         return False
+
+    @classmethod
+    def single_process_reason(cls, options: dict) -> str | None:
+        """Why a model with these options cannot train under DDP (a message naming what to change), or None.
+        The pipeline refuses DDP with it before any process is launched. Default: ``single_process``."""
+        return f"{cls.__name__} trains in a single process" if cls.single_process else None
 
     @classmethod
     def sparse_gradients_for(cls, options: dict) -> bool:

@@ -102,8 +102,9 @@ def check_options(cfg: DictConfig) -> None:
         raise ValueError(f"monitor_mode must be min or max, got {mode!r}")
     check_trainer_options(cfg)
     strategy = str(cfg.trainer.get("strategy") or "")
-    if cls.single_process and ("ddp" in strategy or int(cfg.trainer.get("num_nodes") or 1) > 1):
-        raise ValueError(f"{cls.__name__} trains in a single process; trainer.strategy={strategy or None}, "
+    reason = cls.single_process_reason(model_options(cfg))
+    if reason and ("ddp" in strategy or int(cfg.trainer.get("num_nodes") or 1) > 1):
+        raise ValueError(f"{reason}; trainer.strategy={strategy or None}, "
                          f"trainer.num_nodes={cfg.trainer.get('num_nodes', 1)} would run several: use trainer=cpu or trainer=gpu")
     accelerator = str(cfg.trainer.get("accelerator") or "")
     on_gpus = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())

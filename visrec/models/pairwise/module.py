@@ -217,10 +217,16 @@ class BPR(_PairwiseTraining, BPRScoring, FactorModel):
     def sparse_gradients_for(cls, options: dict) -> bool:
         return options.get("optimizer", "sgd") == "adam" and bool(options.get("sparse_gradients", True))
 
+    @classmethod
+    def single_process_reason(cls, options: dict) -> str | None:
+        if options.get("optimizer", "sgd") == "sgd":
+            return "model.optimizer=sgd (per-sample SGD) trains in a single process (use model.optimizer=adam under DDP)"
+        return None
+
     def setup(self, stage: str) -> None:
-        if self.hparams.optimizer == "sgd" and self.trainer is not None and self.trainer.world_size > 1:
-            raise ValueError("model.optimizer=sgd (per-sample SGD) trains in a single process; use model.optimizer=adam "
-                             "under DDP, or trainer=cpu / trainer=gpu")
+        reason = self.single_process_reason(dict(self.hparams))
+        if reason and self.trainer is not None and self.trainer.world_size > 1:  # built directly, not through the pipeline
+            raise ValueError(reason)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
