@@ -90,16 +90,18 @@ def protocol_name(protocol: dict) -> str:
 def evaluate(scorers: Sequence[Scorer], train: Interactions, test: Interactions, num_users: int, num_items: int,
              ks: Sequence[int] = DEFAULT_KS, threshold: float = 4.0, exclude_train: str = "all",
              max_batch_elements: int = DEFAULT_BATCH_ELEMENTS, known_users: torch.Tensor | None = None,
-             known_items: torch.Tensor | None = None) -> EvaluationReport:
+             known_items: torch.Tensor | None = None, activity_edges: Sequence[int] = ()) -> EvaluationReport:
     """Rating metrics (scorers that predict ratings) and ranking metrics for each segment of ``test``.
 
     ``train`` is all the data the model could see (train and validation parts). ``known_users`` (U,) /
     ``known_items`` (N,) bool: the model's warm users and items (default: those with a rating in
-    ``train``; see :mod:`visrec.evaluation.segments`)."""
+    ``train``; see :mod:`visrec.evaluation.segments`); ``activity_edges``: the warm items' activity (long-tail)
+    segments, by interactions in ``train``."""
     ks = sorted({int(k) for k in ks})
-    segments = build_segments(train, test, num_users, num_items, threshold, exclude_train, known_users, known_items)
+    segments = build_segments(train, test, num_users, num_items, threshold, exclude_train, known_users, known_items,
+                              activity_edges)
     report = EvaluationReport({"threshold": float(threshold), "exclude_train": exclude_train, "ks": ks,
-                               "num_users": num_users, "num_items": num_items})
+                               "num_users": num_users, "num_items": num_items, "activity_edges": [int(e) for e in activity_edges]})
     for scorer in scorers:
         by_segment: dict[str, dict[str, float]] = {}
         for name, segment in segments.items():

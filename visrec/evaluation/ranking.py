@@ -26,13 +26,15 @@ class RankingTask:
     users:      (E,) user indices to evaluate (each with >= 1 relevant item);
     candidates: (N,) bool, the item universe of this task;
     excluded:   E rows of items removed from that user's candidates (subset of the candidates);
-    relevant:   E rows of relevant test items (subset of the candidates, disjoint from excluded).
+    relevant:   E rows of relevant test items (subset of the candidates, disjoint from excluded);
+    coverage_items: (N,) bool or None, the items coverage@K counts (default: the candidates).
     """
 
     users: torch.Tensor
     candidates: torch.Tensor
     excluded: UserItems
     relevant: UserItems
+    coverage_items: torch.Tensor | None = None
 
     @property
     def num_candidates(self) -> torch.Tensor:
@@ -43,7 +45,7 @@ class RankingTask:
 @dataclass
 class RankingResult:
     per_user: dict[str, torch.Tensor]  # "precision@10" -> (E,) float64
-    coverage: dict[int, float]  # K -> distinct recommended items / candidates
+    coverage: dict[int, float]  # K -> distinct recommended items / candidates (or of the task's coverage_items)
     num_users: int
 
     def means(self) -> dict[str, float]:
@@ -95,6 +97,7 @@ def evaluate_ranking(score_users: ScoreUsers, task: RankingTask, ks: Sequence[in
             for name, values in ranking_metrics(hits, num_relevant[start:stop], k).items():
                 per_user[f"{name}@{k}"][start:stop] = values
             recommended[k][top[:, :k][valid[:, :k]]] = True
-    catalog = max(int(task.candidates.sum()), 1)
-    coverage = {k: float(recommended[k].sum()) / catalog for k in ks}
+    counted = task.candidates if task.coverage_items is None else task.coverage_items  # (N,)
+    catalog = max(int(counted.sum()), 1)
+    coverage = {k: float((recommended[k] & counted).sum()) / catalog for k in ks}
     return RankingResult(per_user, coverage, num_users)

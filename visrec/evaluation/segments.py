@@ -14,6 +14,12 @@ Segments (present when the split has test ratings in them):
                 without training ratings (nothing to exclude).
     cold_users  user with no training ratings. Rating metrics over all their test ratings; ranking
                 against all known items (nothing to exclude).
+    warm_items_<lo>-<hi>, warm_items_<lo>+   (``activity_edges``, e.g. (5, 20): 1-5, 6-20, 21+) the warm
+                test ratings whose item has that many interactions in ``train`` (long-tail segments).
+                Ranking: the warm segment's candidates (every known item minus the user's training
+                items: the full list a user would see), relevant = the segment's items only, so
+                recall@K is how much of a user's relevant tail a full top-K list retrieves; coverage@K
+                = the segment's items recommended to anyone / the segment's items.
 A user is ranked in a segment when they have at least one relevant test item (rating >= threshold)
 in it; users with test ratings there but none relevant are counted as skipped. Test ratings whose
 user or item is unknown are left out of the warm segment and counted (``test_ratings_not_warm``).
@@ -21,6 +27,7 @@ user or item is unknown are left out of the warm segment and counted (``test_rat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -58,12 +65,27 @@ def _rank_task(test: Interactions, candidates: torch.Tensor, excluded: Interacti
     return RankingTask(users, candidates, excluded_rows, relevant_rows), skipped
 
 
+def activity_buckets(edges: Sequence[int]) -> list[tuple[int, int | None]]:
+    """(low, high) interaction counts of each activity segment, high None = no upper end: edges (5, 20) ->
+    [(1, 5), (6, 20), (21, None)]. Raises ValueError unless the edges are increasing positive integers."""
+    edges = list(edges)
+    if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in edges) or edges != sorted(set(edges)):
+        raise ValueError(f"activity edges must be increasing positive integers, got {edges}")
+    lows = [1] + [e + 1 for e in edges]
+    return list(zip(lows, [*edges, None]))
+
+
+def activity_name(low: int, high: int | None) -> str:
+    return f"warm_items_{low}+" if high is None else f"warm_items_{low}-{high}"
+
+
 def build_segments(train: Interactions, test: Interactions, num_users: int, num_items: int,
                    threshold: float = 4.0, exclude_train: str = "all", known_users: torch.Tensor | None = None,
-                   known_items: torch.Tensor | None = None) -> dict[str, Segment]:
+                   known_items: torch.Tensor | None = None, activity_edges: Sequence[int] = ()) -> dict[str, Segment]:
     """Segments of ``test`` given the training data ``train`` (train + validation parts of the run).
 
-    ``known_users`` (U,) / ``known_items`` (N,) bool: who is warm (default: has a rating in ``train``)."""
+    ``known_users`` (U,) / ``known_items`` (N,) bool: who is warm (default: has a rating in ``train``);
+    ``activity_edges``: the warm items' activity segments by interactions in ``train`` (module docstring)."""
     if exclude_train not in PROTOCOLS:
         raise ValueError(f"exclude_train must be one of {PROTOCOLS}, got {exclude_train!r}")
     overlap = torch.isin(test.users * num_items + test.items, train.users * num_items + train.items)  # (R,)
@@ -88,6 +110,17 @@ def build_segments(train: Interactions, test: Interactions, num_users: int, num_
     if len(warm):
         task, skipped = _rank_task(warm, known_item, excluded, num_users, threshold)
         segments["warm"] = Segment("warm", warm, task, skipped, {"test_ratings_not_warm": len(test) - len(warm)})
+        activity = torch.bincount(train.items, minlength=num_items)  # (N,) interactions per item in train
+        for low, high in activity_buckets(activity_edges):
+            in_bucket = known_item & (activity >= low) & (activity <= (high if high is not None else activity.max()))  # (N,)
+            part = warm.subset(in_bucket[warm.items])
+            if len(part) == 0:
+                continue
+            task, skipped = _rank_task(part, known_item, excluded, num_users, threshold)
+            if task is not None:
+                task.coverage_items = in_bucket
+            name = activity_name(low, high)
+            segments[name] = Segment(name, part, task, skipped, {"items": int(in_bucket.sum())})
 
     cold_items = test.subset(test_known_user & ~test_known_item)
     if len(cold_items):

@@ -155,6 +155,23 @@ def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictCo
     return model.eval(), features
 
 
+# The warm items' activity (long-tail) segments by default: 1-5, 6-20 and 21+ training interactions.
+DEFAULT_ACTIVITY_EDGES = (5, 20)
+
+
+def checked_activity_edges(edges, key: str) -> list[int]:
+    """``edges`` as a list of increasing positive integers; ValueError naming the config ``key`` otherwise."""
+    from visrec.evaluation.segments import activity_buckets
+
+    edges = list(edges or [])
+    try:
+        activity_buckets(edges)
+    except ValueError:
+        raise ValueError(f"{key} must be a list of increasing positive integers (interaction counts where the warm items' "
+                         f"activity segments end, e.g. [5, 20]; [] for none), got {edges}") from None
+    return edges
+
+
 def model_scorer(model: ScoringModel, name: str = "model"):
     """The model's evaluator scorer (model contract: ``scorer``)."""
     return model.scorer(name)
@@ -162,8 +179,10 @@ def model_scorer(model: ScoringModel, name: str = "model"):
 
 def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_users: int, num_items: int,
                    ks, threshold: float, exclude_train: str, baselines=("popularity",),
-                   max_batch_elements: int = DEFAULT_BATCH_ELEMENTS, part: str = "test") -> EvaluationReport:
-    """The model and the baselines on one part of the split (training data = train + val)."""
+                   max_batch_elements: int = DEFAULT_BATCH_ELEMENTS, part: str = "test",
+                   activity_edges=()) -> EvaluationReport:
+    """The model and the baselines on one part of the split (training data = train + val); ``activity_edges``:
+    the warm items' long-tail segments (:mod:`visrec.evaluation.segments`)."""
     check_finite_model(model, "evaluation")
     seen = Interactions.concat(parts["train"], parts["val"]) if part == "test" else parts["train"]
     scorers = [model_scorer(model)]
@@ -175,7 +194,7 @@ def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_u
     # evaluator's warm segment is exactly trainer.test's test/rmse set and the bundle's known items.
     return evaluate(scorers, seen, parts[part], num_users, num_items, ks=ks, threshold=threshold,
                     exclude_train=exclude_train, max_batch_elements=max_batch_elements,
-                    known_users=model.known_users, known_items=model.known_items)
+                    known_users=model.known_users, known_items=model.known_items, activity_edges=activity_edges)
 
 
 def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = None) -> None:
@@ -199,7 +218,8 @@ def evaluate_run(cfg: DictConfig) -> EvaluationReport:
                         "or ckpt=best for the validated model")
     report = run_evaluation(model, data.parts, len(data.user_map), len(data.item_map), ks=list(cfg.ks),
                             threshold=float(cfg.relevance_threshold), exclude_train=cfg.exclude_train,
-                            baselines=list(cfg.baselines), max_batch_elements=int(cfg.max_batch_elements), part=cfg.part)
+                            baselines=list(cfg.baselines), max_batch_elements=int(cfg.max_batch_elements), part=cfg.part,
+                            activity_edges=checked_activity_edges(cfg.get("activity_edges", DEFAULT_ACTIVITY_EDGES), "activity_edges"))
     out_dir = run_dir / "eval" / f"{ckpt_path.stem}_{cfg.part}_{cfg.exclude_train}"
     write_report(report, out_dir, {"checkpoint": str(ckpt_path), "part": cfg.part})
     if cfg.get("log_to_run_logger", True):

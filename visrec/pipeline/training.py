@@ -279,7 +279,11 @@ def _eval_protocol(eval_cfg: DictConfig | None) -> dict:
     unknown = [b for b in baselines if b != "popularity"]
     if unknown:
         raise ValueError(f"eval.baselines: unknown baseline(s) {unknown}; available: popularity")
-    return {"ks": ks, "threshold": float(threshold), "exclude_train": exclude_train, "baselines": baselines}
+    from visrec.pipeline.evaluation import DEFAULT_ACTIVITY_EDGES, checked_activity_edges
+
+    activity_edges = checked_activity_edges(eval_cfg.get("activity_edges", DEFAULT_ACTIVITY_EDGES), "eval.activity_edges")
+    return {"ks": ks, "threshold": float(threshold), "exclude_train": exclude_train, "baselines": baselines,
+            "activity_edges": activity_edges}
 
 
 def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataModule, out_dir: Path, checkpoint: str | None,
@@ -290,7 +294,8 @@ def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataM
     model.eval()
     protocol = _eval_protocol(eval_cfg)
     report = run_evaluation(model, datamodule.tensors, datamodule.num_users, datamodule.num_items, ks=protocol["ks"],
-                            threshold=protocol["threshold"], exclude_train=protocol["exclude_train"], baselines=protocol["baselines"])
+                            threshold=protocol["threshold"], exclude_train=protocol["exclude_train"], baselines=protocol["baselines"],
+                            activity_edges=protocol["activity_edges"])
     stem = Path(checkpoint).stem if checkpoint else "final"
     write_report(report, out_dir / "eval" / f"{stem}_test_{protocol['exclude_train']}", {"checkpoint": checkpoint, "part": "test"})
     print(report.format())
