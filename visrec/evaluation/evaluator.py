@@ -27,6 +27,24 @@ class EvaluationReport:
 
     protocol: dict
     results: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # per_user[scorer][segment] = (users (E,) indices, {"ndcg@10": (E,) float64, ...}): the values the
+    # ranking metrics average, for paired tests between scorers or runs over the same users.
+    per_user: dict[str, dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]] = field(default_factory=dict)
+
+    def per_user_rows(self, user_ids=None) -> dict[str, list]:
+        """Columns scorer, segment, user (``user_ids[index]`` when given, else the index) and one per ranking
+        metric@K: one row per (scorer, segment, ranked user)."""
+        columns: dict[str, list] = {"scorer": [], "segment": [], "user": []}
+        names = sorted({m for segs in self.per_user.values() for _, values in segs.values() for m in values})
+        columns.update({name: [] for name in names})
+        for scorer, segs in self.per_user.items():
+            for segment, (users, values) in segs.items():
+                columns["scorer"] += [scorer] * len(users)
+                columns["segment"] += [segment] * len(users)
+                columns["user"] += [user_ids[i] for i in users.tolist()] if user_ids is not None else users.tolist()
+                for name in names:
+                    columns[name] += values[name].tolist() if name in values else [float("nan")] * len(users)
+        return columns
 
     def flat(self) -> dict[str, float]:
         """``{scorer}/{segment}/{metric}`` -> value, e.g. ``model/warm/ndcg@10``."""
@@ -116,6 +134,7 @@ def evaluate(scorers: Sequence[Scorer], train: Interactions, test: Interactions,
                 started = time.perf_counter()
                 result = evaluate_ranking(scorer.score_users, segment.task, ks, max_batch_elements)
                 values.update(_ordered(result.means(), ks))
+                report.per_user.setdefault(scorer.name, {})[name] = (segment.task.users.cpu(), result.per_user)
                 values["ranking_seconds"] = round(time.perf_counter() - started, 4)
             by_segment[name] = values
         report.results[scorer.name] = by_segment

@@ -197,14 +197,18 @@ def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_u
                     known_users=model.known_users, known_items=model.known_items, activity_edges=activity_edges)
 
 
-def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = None) -> None:
-    """metrics.json (protocol + flat metrics), metrics.csv (one row per metric), report.txt."""
+def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = None, user_ids=None) -> None:
+    """metrics.json (protocol + flat metrics), metrics.csv (one row per metric), report.txt and
+    per_user.parquet (scorer, segment, user — the raw id when ``user_ids`` (U,) is given — and each ranking
+    metric@K of every ranked user: what paired tests between models need)."""
     # A metric over an empty set (e.g. no rankable user in a segment) is NaN in the report: JSON null.
     metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in report.flat().items()}
     write_json_atomic(out_dir / "metrics.json", {"protocol": report.protocol, **(extra or {}), "metrics": metrics})
     with atomic_path(out_dir / "metrics.csv") as tmp:
         pd.DataFrame(report.rows()).to_csv(tmp, index=False)
     write_text_atomic(out_dir / "report.txt", report.format() + "\n")
+    with atomic_path(out_dir / "per_user.parquet") as tmp:
+        pd.DataFrame(report.per_user_rows(user_ids)).to_parquet(tmp, index=False)
 
 
 def evaluate_run(cfg: DictConfig) -> EvaluationReport:
@@ -221,7 +225,7 @@ def evaluate_run(cfg: DictConfig) -> EvaluationReport:
                             baselines=list(cfg.baselines), max_batch_elements=int(cfg.max_batch_elements), part=cfg.part,
                             activity_edges=checked_activity_edges(cfg.get("activity_edges", DEFAULT_ACTIVITY_EDGES), "activity_edges"))
     out_dir = run_dir / "eval" / f"{ckpt_path.stem}_{cfg.part}_{cfg.exclude_train}"
-    write_report(report, out_dir, {"checkpoint": str(ckpt_path), "part": cfg.part})
+    write_report(report, out_dir, {"checkpoint": str(ckpt_path), "part": cfg.part}, user_ids=list(data.user_map.raw_ids))
     if cfg.get("log_to_run_logger", True):
         log_to_loggers(data.config.get("logger"), report, run_dir)
     print(report.format())

@@ -297,7 +297,8 @@ def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataM
                             threshold=protocol["threshold"], exclude_train=protocol["exclude_train"], baselines=protocol["baselines"],
                             activity_edges=protocol["activity_edges"])
     stem = Path(checkpoint).stem if checkpoint else "final"
-    write_report(report, out_dir / "eval" / f"{stem}_test_{protocol['exclude_train']}", {"checkpoint": checkpoint, "part": "test"})
+    write_report(report, out_dir / "eval" / f"{stem}_test_{protocol['exclude_train']}", {"checkpoint": checkpoint, "part": "test"},
+                 user_ids=list(datamodule.user_map.raw_ids))
     print(report.format())
     return report
 
