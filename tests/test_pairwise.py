@@ -29,7 +29,7 @@ def test_negatives_are_candidates_the_user_has_not_interacted_with():
     assert bool(valid.all())
     assert set(negatives[batch == 0].tolist()) == {3, 4}  # never its own items 0-2, never item 5
     assert set(negatives[batch == 1].tolist()) == {0, 1, 2, 4}
-    # User 2 has interacted with items 0-3 and ... 4 is left; a user who has seen every candidate gets no triple.
+    # A user who has interacted with every candidate gets no triple (valid False), never one of their own items.
     sampler = NegativeSampler(torch.tensor([3, 3]), torch.tensor([0, 1]), 2, torch.tensor([True, True]))
     _, valid = sampler.sample(torch.tensor([3, 3, 3]))
     assert not bool(valid.any())

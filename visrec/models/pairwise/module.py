@@ -116,7 +116,8 @@ class _PairwiseTraining(RankingValidation):
         tensors = self.trainer.datamodule.tensors
         self.check_training_data(tensors["train"], tensors["val"])
         positives = self._positives(tensors["train"])
-        self._sampler = NegativeSampler(positives.users, positives.items, self.net.num_items, self.net.known_items.cpu())
+        if self.hparams.get("optimizer", "adam") == "adam":  # BPR's SGD epoch draws its own negatives (sgd.py)
+            self._sampler = NegativeSampler(positives.users, positives.items, self.net.num_items, self.net.known_items.cpu())
         self._loss_sum, self._triples = 0.0, 0
 
     # ---- the loss ----------------------------------------------------------------------------------
