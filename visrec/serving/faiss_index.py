@@ -11,6 +11,11 @@ Seen items are removed after the search, so the index fetches k + (most items se
 batch) and then filters; an approximate index may therefore return fewer than k items (padding as in
 ``recommend``). Build the index with the same ``include_cold`` you will recommend with: items left
 out of the index are never returned.
+
+An unknown user (``on_unknown="fallback"``) of a preference bundle (iALS: scores p_u·q_i, no biases) is
+ranked by popularity, as on the exact path, not searched: the all-zero query [0, 1] would score every
+item b_i = 0 and return the lowest item indices. Unknown users of rating bundles are searched: their
+query [0, 1] scores b_i, which ranks as μ + b_i does.
 """
 from __future__ import annotations
 
@@ -76,4 +81,24 @@ class FaissIndex:
             width = chosen_items.shape[1]
             out_items[start:start + len(batch), :width] = chosen_items
             out_scores[start:start + len(batch), :width] = np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), chosen_scores, -np.inf)
+        self._popularity_rows(recommender, users, k, candidates, out_items, out_scores)
         return recommender._as_ids(out_items, out_scores, k)
+
+    def _popularity_rows(self, recommender, users: np.ndarray, k: int, candidates: np.ndarray,
+                         out_items: np.ndarray, out_scores: np.ndarray) -> None:
+        """Overwrite the rows of unknown users (index -1) of a preference bundle with the exact path's
+        popularity ranking over the indexed candidates (they have seen nothing, so nothing is excluded)."""
+        unknown = np.flatnonzero(users < 0)
+        if recommender.score_kind != "preference" or not len(unknown):
+            return
+        from visrec.serving.topk import top_k
+
+        allowed = np.zeros(len(candidates), dtype=bool)
+        allowed[self.item_rows] = True
+        allowed &= candidates
+        scores = recommender.score_indices(users[unknown[:1]])  # (1, N): the same popularity row for every unknown user
+        scores[:, ~allowed] = -np.inf
+        chosen = top_k(scores, k)  # (1, min(k, N))
+        width = chosen.shape[1]
+        out_items[unknown, :width] = chosen[0]
+        out_scores[unknown, :width] = np.take_along_axis(scores, chosen, axis=1)[0]
