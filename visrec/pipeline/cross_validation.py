@@ -23,6 +23,16 @@ for that checkpoint (``eval/<checkpoint>_test_<protocol>/metrics.json``: P/R/F1/
 popularity baseline beside it). ``python -m visrec.pipeline.cross_validation <sweep dir>`` writes the same
 files again, e.g. after a job was re-run by hand.
 
+**Paired tests against a reference group.** Name one group as the reference (``--reference model=ials`` on
+the command line, or ``'hydra.callbacks.cv_summary.reference="model=ials"'`` on a multirun) and every other
+group gets, per segment and ranking metric at 10, a paired t-test and a Wilcoxon signed-rank test over users
+against it (:mod:`visrec.evaluation.significance`): the evaluator's ``per_user.parquet`` of the tested
+checkpoint, users paired within the same fold / seed (matched by the fold and seed overrides) and pooled over
+folds. ``cv_summary.json`` holds them under each group's ``significance`` (p-values, mean difference,
+Cohen's d_z and the rank-biserial r), ``cv_summary.csv`` in the columns ``p_ttest``, ``p_wilcoxon``,
+``effect_size`` and ``n_pairs`` of the rows ``model/<segment>/<metric>``, and the printed table beside each
+model metric.
+
 sd is the sample standard deviation (ddof = 1), as papers report ± over folds; note that Surprise's
 ``cross_validate`` prints the population sd (``numpy.std``, ddof = 0), which is smaller by √((n−1)/n).
 A job without ``metrics.json`` (failed or still running) is listed under ``failed`` and left out.
@@ -48,6 +58,8 @@ SUMMARY_CSV = "cv_summary.csv"
 # What the printed table shows (all metrics are in the files).
 HEADLINE = ("test/rmse", "test/mae", "model/warm/precision@10", "model/warm/recall@10", "model/warm/f1@10",
             "model/warm/ndcg@10", "popularity/warm/ndcg@10")
+# What the paired tests cover (per segment of the evaluator's report): the ranking metrics at 10.
+TESTED_METRICS = ("precision@10", "recall@10", "f1@10", "ndcg@10")
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class Job:
     run_dir: Path
     overrides: tuple[str, ...]
     metrics: dict[str, float] | None
+    per_user_files: tuple[Path, ...] = ()  # the tested checkpoint's test reports' per_user.parquet
 
 
 def _override_key(override: str) -> str:
@@ -81,10 +94,13 @@ def read_job(run_dir: Path) -> Job:
     metrics = {k: float(v) for k, v in run_metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tested = run_metrics.get("tested_checkpoint")
     stem = Path(tested).stem if tested else "final"
+    per_user = []
     for report_file in sorted((run_dir / "eval").glob(f"{stem}_test_*/metrics.json")):
         report = json.loads(report_file.read_text()).get("metrics", {})
         metrics.update({k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    return Job(int(run_dir.name), run_dir, tuple(overrides), metrics)
+        if (report_file.parent / "per_user.parquet").is_file():
+            per_user.append(report_file.parent / "per_user.parquet")
+    return Job(int(run_dir.name), run_dir, tuple(overrides), metrics, tuple(per_user))
 
 
 def read_sweep(sweep_dir: str | Path) -> list[Job]:
@@ -104,10 +120,64 @@ def _stats(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "sd": sd, "n": n, "values": values}
 
 
-def summarize(jobs: list[Job], fold_keys: tuple[str, ...] = FOLD_KEYS) -> dict:
+def _fold_label(job: Job, fold_keys: tuple[str, ...]) -> str:
+    return " ".join(o for o in job.overrides if _override_key(o) in fold_keys) or str(job.number)
+
+
+def _per_user_rows(jobs: list[Job], fold_keys: tuple[str, ...]) -> "pd.DataFrame":
+    """The model scorer's per-user rows of ``jobs`` with a ``fold`` column (the job's fold / seed overrides).
+    Raises ValueError naming a job whose per_user.parquet is missing (made before visrec wrote them)."""
+    import pandas as pd
+
+    frames = []
+    for job in jobs:
+        if not job.per_user_files:
+            raise ValueError(f"{job.run_dir}: no eval/*_test_*/per_user.parquet (evaluated before visrec wrote per-user "
+                             "metrics): re-evaluate it with evaluate.py run_dir=... to test it")
+        rows = pd.concat([pd.read_parquet(f) for f in job.per_user_files], ignore_index=True)
+        rows = rows[rows["scorer"] == "model"].drop_duplicates(["segment", "user"], keep="last")
+        frames.append(rows.assign(fold=_fold_label(job, fold_keys), user=rows["user"].astype(str)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def find_reference(groups: list[dict], reference: str) -> dict:
+    """The group named by ``reference``: its label exactly (its overrides, space-separated), else the one group
+    whose overrides include every override of ``reference``. Raises ValueError listing the groups otherwise."""
+    exact = [g for g in groups if group_label(g) == reference]
+    wanted = set(reference.split())
+    matches = exact or [g for g in groups if wanted <= set(g["overrides"])]
+    if len(matches) != 1:
+        labels = "; ".join(group_label(g) for g in groups)
+        raise ValueError(f"reference {reference!r} names {len(matches)} groups of the sweep; name one of: {labels}")
+    return matches[0]
+
+
+def add_significance(summary: dict, jobs: list[Job], reference: str, fold_keys: tuple[str, ...] = FOLD_KEYS,
+                     metrics: tuple[str, ...] = TESTED_METRICS) -> dict:
+    """Add to every group of ``summary`` but the reference a ``significance`` entry: per
+    ``model/<segment>/<metric>``, the paired tests over users of the group against the ``reference`` group
+    (:func:`visrec.evaluation.significance.compare_per_user`, pooled over the folds both groups ran).
+    Raises ValueError when the reference names no single group or a job has no per-user metrics."""
+    from visrec.evaluation.significance import compare_per_user
+
+    by_number = {job.number: job for job in jobs}
+    ref_group = find_reference(summary["groups"], reference)
+    ref_rows = _per_user_rows([by_number[n] for n in ref_group["jobs"]], fold_keys)
+    summary["reference"] = group_label(ref_group)
+    for group in summary["groups"]:
+        if group is ref_group:
+            continue
+        rows = _per_user_rows([by_number[n] for n in group["jobs"]], fold_keys)
+        tests = compare_per_user(ref_rows, rows, metrics)
+        group["significance"] = {"reference": group_label(ref_group), "tests": {f"model/{k}": v for k, v in tests.items()}}
+    return summary
+
+
+def summarize(jobs: list[Job], fold_keys: tuple[str, ...] = FOLD_KEYS, reference: str | None = None) -> dict:
     """Group ``jobs`` by their overrides minus ``fold_keys`` and give, per group and metric, mean, sample
     sd (None for one value), n and the per-job values. Metrics missing in some jobs of a group are
-    summarized over the jobs that have them (n says how many)."""
+    summarized over the jobs that have them (n says how many). With ``reference`` (a group's overrides),
+    paired tests of every other group against it (:func:`add_significance`)."""
     groups: dict[tuple[str, ...], list[Job]] = {}
     for job in jobs:
         if job.metrics is not None:
@@ -116,13 +186,16 @@ def summarize(jobs: list[Job], fold_keys: tuple[str, ...] = FOLD_KEYS) -> dict:
     out = []
     for key, members in groups.items():
         names = sorted({name for job in members for name in job.metrics})
-        folds = [" ".join(o for o in job.overrides if _override_key(o) in fold_keys) or str(job.number) for job in members]
+        folds = [_fold_label(job, fold_keys) for job in members]
         metrics = {}
         for name in names:
             values = [job.metrics[name] for job in members if name in job.metrics]
             metrics[name] = _stats(values)
         out.append({"overrides": list(key), "jobs": [job.number for job in members], "folds": folds, "metrics": metrics})
-    return {"fold_keys": list(fold_keys), "groups": out, "failed": [job.number for job in jobs if job.metrics is None]}
+    summary = {"fold_keys": list(fold_keys), "groups": out, "failed": [job.number for job in jobs if job.metrics is None]}
+    if reference is not None:
+        add_significance(summary, jobs, reference, fold_keys)
+    return summary
 
 
 def group_label(group: dict) -> str:
@@ -137,23 +210,34 @@ def write_summary(sweep_dir: str | Path, summary: dict) -> tuple[Path, Path]:
     width = max((len(g["folds"]) for g in summary["groups"]), default=0)
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["group", "metric", "mean", "sd", "n", *(f"fold_{i}" for i in range(width))])
+        writer.writerow(["group", "metric", "mean", "sd", "n", "p_ttest", "p_wilcoxon", "effect_size", "n_pairs",
+                         *(f"fold_{i}" for i in range(width))])
         for group in summary["groups"]:
+            tests = group.get("significance", {}).get("tests", {})
             for name, s in group["metrics"].items():
-                writer.writerow([group_label(group), name, s["mean"], "" if s["sd"] is None else s["sd"], s["n"], *s["values"]])
+                t = tests.get(name, {})
+                paired = ["" if t.get(k) is None else t[k] for k in ("p_ttest", "p_wilcoxon", "effect_size", "n")]
+                writer.writerow([group_label(group), name, s["mean"], "" if s["sd"] is None else s["sd"], s["n"], *paired,
+                                 *s["values"]])
     return json_path, csv_path
 
 
 def format_summary(summary: dict, metrics: tuple[str, ...] = HEADLINE) -> str:
-    """A plain-text table: one row per group, ``mean ± sd`` of each headline metric a group has."""
+    """A plain-text table: one row per group, ``mean ± sd`` of each headline metric a group has, and the
+    Wilcoxon p-value against the reference group where paired tests were run."""
     shown = [m for m in metrics if any(m in g["metrics"] for g in summary["groups"])]
     lines = [" | ".join(["group", "n", *shown])]
     for group in summary["groups"]:
         cells = []
+        tests = group.get("significance", {}).get("tests", {})
         for name in shown:
             s = group["metrics"].get(name)
-            cells.append("—" if s is None else f"{s['mean']:.4f}" + ("" if s["sd"] is None else f" ± {s['sd']:.4f}"))
+            cell = "—" if s is None else f"{s['mean']:.4f}" + ("" if s["sd"] is None else f" ± {s['sd']:.4f}")
+            p = tests.get(name, {}).get("p_wilcoxon")
+            cells.append(cell + ("" if p is None else f" (p={p:.2g})"))
         lines.append(" | ".join([group_label(group), str(len(group["jobs"])), *cells]))
+    if "reference" in summary:
+        lines.append(f"p: Wilcoxon signed-rank over users, paired with the reference group {summary['reference']!r}")
     if summary["failed"]:
         lines.append(f"jobs without metrics (left out): {summary['failed']}")
     return "\n".join(lines)
@@ -173,6 +257,10 @@ def log_summary_to_wandb(summary: dict, wandb_options: dict, group: str, save_di
         run = wandb.init(project=wandb_options.get("project", "visrec"), entity=wandb_options.get("entity"), group=group,
                          job_type="cv_summary", name=f"{group} cv {index}", dir=str(save_dir), mode=mode,
                          config={"overrides": entry["overrides"], "jobs": entry["jobs"], "folds": entry["folds"]})
+        for name, t in entry.get("significance", {}).get("tests", {}).items():
+            for key in ("p_ttest", "p_wilcoxon", "effect_size"):
+                if t[key] is not None:
+                    run.summary[f"{name}/{key}"] = t[key]
         for name, s in entry["metrics"].items():
             run.summary[f"{name}/mean"] = s["mean"]
             run.summary[f"{name}/n"] = s["n"]
@@ -184,11 +272,19 @@ def log_summary_to_wandb(summary: dict, wandb_options: dict, group: str, save_di
         finish_wandb_run(run)
 
 
-def summarize_sweep(sweep_dir: str | Path, wandb_options: dict | None = None) -> dict:
-    """Read, summarize, write and print the sweep in ``sweep_dir``; log to W&B with ``wandb_options``
-    (the ``logger.wandb`` config node) when given. Returns the summary."""
+def summarize_sweep(sweep_dir: str | Path, wandb_options: dict | None = None, reference: str | None = None) -> dict:
+    """Read, summarize, write and print the sweep in ``sweep_dir``; paired tests against the ``reference``
+    group when given; log to W&B with ``wandb_options`` (the ``logger.wandb`` config node) when given.
+    Returns the summary."""
     sweep_dir = Path(sweep_dir)
-    summary = summarize(read_sweep(sweep_dir))
+    jobs = read_sweep(sweep_dir)
+    summary = summarize(jobs)
+    if reference is not None:
+        try:
+            add_significance(summary, jobs, reference)
+        except ValueError as error:  # the means and sds are still written; say why the tests are not
+            summary["significance_error"] = str(error)
+            print(f"error: paired tests not run: {error}")
     json_path, csv_path = write_summary(sweep_dir, summary)
     print(format_summary(summary))
     print(f"Cross-validation summary: {json_path} and {csv_path}")
@@ -204,7 +300,11 @@ except ImportError:  # pragma: no cover - hydra-core is a dependency
 
 
 class SweepSummary(Callback):
-    """Hydra callback: at the end of every multirun, :func:`summarize_sweep` on its sweep directory."""
+    """Hydra callback: at the end of every multirun, :func:`summarize_sweep` on its sweep directory, with paired
+    tests against the group named by ``reference`` (``hydra.callbacks.cv_summary.reference``) when set."""
+
+    def __init__(self, reference: str | None = None) -> None:
+        self.reference = reference
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -219,17 +319,22 @@ class SweepSummary(Callback):
 
             options = {k: v for k, v in OmegaConf.to_container(wandb_node, resolve=False).items()
                        if k in ("project", "entity", "mode")}
-        summarize_sweep(sweep_dir, options)
+        summarize_sweep(sweep_dir, options, reference=self.reference)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write cv_summary.json / .csv for a finished multirun.")
     parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--reference", default=None,
+                        help="the group the others are tested against (its overrides, e.g. 'model=ials'): paired "
+                             "Wilcoxon and t-tests over users, pooled over folds / seeds")
     args = parser.parse_args(argv)
     try:
-        summarize_sweep(args.sweep_dir)
+        summary = summarize_sweep(args.sweep_dir, reference=args.reference)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
+    if "significance_error" in summary:
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":
