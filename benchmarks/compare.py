@@ -22,6 +22,11 @@ also see the validation part through early stopping) and tested on its test rows
 Columns: RMSE, MAE (warm test ratings) and P/R/F1/NDCG@10 (warm users, ``model/warm/*``: see the
 README's metric definitions), each mean ± sample sd over the folds (Surprise's own ``cross_validate``
 prints the population sd, smaller by √((n−1)/n)).
+
+With ``--reference MODEL`` (one of ``--models``), every other visrec row gets the p-values of paired tests
+over users against it (Wilcoxon signed-rank and paired t-test on warm NDCG@10 and F1@10; users paired within
+a fold, pooled over the folds: :mod:`visrec.evaluation.significance`), from the evaluator's
+``per_user.parquet`` of each job. Surprise and popularity rows have no per-user values here and get none.
 """
 from __future__ import annotations
 
@@ -136,6 +141,23 @@ def surprise_fold(algorithm: str, split_file: Path) -> dict[str, float]:
     return out
 
 
+def paired_columns(sweeps: dict[str, Path], reference: str) -> dict[str, dict[str, str]]:
+    """Per visrec row but the reference: "p NDCG@10" / "p F1@10" cells (Wilcoxon p; paired t p) of paired tests
+    over users against the ``reference`` row's sweep, warm segment, pooled over folds."""
+    from visrec.evaluation.significance import compare_per_user
+    from visrec.pipeline.cross_validation import FOLD_KEYS, per_user_rows, read_sweep
+
+    ref = per_user_rows(read_sweep(sweeps[reference]), FOLD_KEYS)
+    out = {}
+    for name, sweep in sweeps.items():
+        if name == reference:
+            continue
+        tests = compare_per_user(ref, per_user_rows(read_sweep(sweep), FOLD_KEYS), ["ndcg@10", "f1@10"])
+        out[name] = {f"p {metric.upper()}": f"{t['p_wilcoxon']:.2g}; {t['p_ttest']:.2g}"
+                     for metric, t in ((m, tests[f"warm/{m}"]) for m in ("ndcg@10", "f1@10")) if t["p_wilcoxon"] is not None}
+    return out
+
+
 def cell(values: list[float] | None) -> str:
     if not values:
         return "—"
@@ -153,12 +175,17 @@ def main() -> None:
     parser.add_argument("--surprise", nargs="*", default=list(SURPRISE), choices=list(SURPRISE))
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "compare")
     parser.add_argument("--extra", nargs="*", default=[], help="Hydra overrides added to every visrec sweep")
+    parser.add_argument("--reference", default=None, choices=list(MODELS),
+                        help="paired tests over users of every other visrec row against this one (p: Wilcoxon; paired t)")
     args = parser.parse_args()
+    if args.reference is not None and args.reference not in args.models:
+        raise SystemExit(f"--reference {args.reference} is not one of --models {args.models}")
     extra = [f"data.root={args.root}", *args.extra]
     rows: dict[str, dict] = {}
+    sweeps: dict[str, Path] = {}
     first_sweep = None
     for name in [m for m in args.models if m != "popularity"]:
-        sweep = run_sweep(name, MODELS[name], args.folds, args.out, extra)
+        sweep = sweeps[name] = run_sweep(name, MODELS[name], args.folds, args.out, extra)
         first_sweep = first_sweep or sweep
         rows[name], popularity = visrec_rows(sweep)
         if "popularity" in args.models and "popularity" not in rows:
@@ -179,10 +206,15 @@ def main() -> None:
         print(f"  Surprise {algorithm}: {len(jobs)} folds in {time.perf_counter() - started:.0f} s", flush=True)
     print(f"\nML-100K folds {', '.join(args.folds)}: mean ± sd over folds (warm test ratings; ranking: warm users, "
           "all non-training items ranked, relevant = rating ≥ 4)\n")
-    print("| model | " + " | ".join(COLUMNS) + " |")
-    print("| --- |" + " --- |" * len(COLUMNS))
+    paired = paired_columns(sweeps, args.reference) if args.reference else {}
+    extra_columns = [f"p NDCG@10 vs {args.reference}", f"p F1@10 vs {args.reference}"] if args.reference else []
+    print("| model | " + " | ".join([*COLUMNS, *extra_columns]) + " |")
+    print("| --- |" + " --- |" * (len(COLUMNS) + len(extra_columns)))
     for name, metrics in rows.items():
-        print(f"| {name} | " + " | ".join(cell(metrics.get(col)) for col in COLUMNS) + " |")
+        p_cells = [paired.get(name, {}).get(key, "—") for key in ("p NDCG@10", "p F1@10")] if args.reference else []
+        print(f"| {name} | " + " | ".join([*(cell(metrics.get(col)) for col in COLUMNS), *p_cells]) + " |")
+    if args.reference:
+        print(f"\np: Wilcoxon signed-rank; paired t-test, over (fold, user) pairs of the warm users, against {args.reference}")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def _fold_label(job: Job, fold_keys: tuple[str, ...]) -> str:
     return " ".join(o for o in job.overrides if _override_key(o) in fold_keys) or str(job.number)
 
 
-def _per_user_rows(jobs: list[Job], fold_keys: tuple[str, ...]) -> "pd.DataFrame":
+def per_user_rows(jobs: list[Job], fold_keys: tuple[str, ...]) -> "pd.DataFrame":
     """The model scorer's per-user rows of ``jobs`` with a ``fold`` column (the job's fold / seed overrides).
     Raises ValueError naming a job whose per_user.parquet is missing (made before visrec wrote them)."""
     import pandas as pd
@@ -162,12 +162,12 @@ def add_significance(summary: dict, jobs: list[Job], reference: str, fold_keys: 
 
     by_number = {job.number: job for job in jobs}
     ref_group = find_reference(summary["groups"], reference)
-    ref_rows = _per_user_rows([by_number[n] for n in ref_group["jobs"]], fold_keys)
+    ref_rows = per_user_rows([by_number[n] for n in ref_group["jobs"]], fold_keys)
     summary["reference"] = group_label(ref_group)
     for group in summary["groups"]:
         if group is ref_group:
             continue
-        rows = _per_user_rows([by_number[n] for n in group["jobs"]], fold_keys)
+        rows = per_user_rows([by_number[n] for n in group["jobs"]], fold_keys)
         tests = compare_per_user(ref_rows, rows, metrics)
         group["significance"] = {"reference": group_label(ref_group), "tests": {f"model/{k}": v for k, v in tests.items()}}
     return summary
