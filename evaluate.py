@@ -6,13 +6,14 @@ from omegaconf import DictConfig
 
 from visrec.data.errors import DataError
 from visrec.pipeline.evaluation import evaluate_run
+from visrec.utils.atomic import WriteError
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     try:
         evaluate_run(cfg)
-    except DataError as error:
+    except (DataError, WriteError) as error:  # bad input, or a report that could not be written: one line
         print(f"evaluate.py: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -13,10 +13,11 @@ def main() -> None:
     args = parser.parse_args()
     from visrec.export import ExportError
     from visrec.pipeline.exporting import export_run
+    from visrec.utils.atomic import WriteError
 
     try:
         print(f"bundle written to {export_run(args.run_dir, args.ckpt, args.out)}")
-    except (DataError, ExportError) as error:
+    except (DataError, ExportError, WriteError) as error:  # WriteError: a full disk, a quota, an unwritable folder
         print(f"export: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -16,6 +16,8 @@ Layout (format version 1; no pickle anywhere — arrays are saved and loaded wit
 
 The bundle is written into a temporary directory beside the target and renamed into place, so a crash
 never leaves half a bundle; an existing bundle at the target is replaced only once the new one is complete.
+A file that cannot be written (full disk, quota, file-size limit, unwritable folder) raises
+:class:`~visrec.utils.atomic.WriteError` naming it; the target is then as it was.
 Non-finite factors (a diverged model) are refused with :class:`ExportError` before anything is written,
 and manifest.json is strict JSON (non-finite metrics are written as null).
 """
@@ -24,9 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 
 from visrec.data.idmap import IdMap
 from visrec.interactions import Interactions
+from visrec.utils.atomic import atomic_dir, writing
 from visrec.utils.checksums import sha256_file
 
 FORMAT_VERSION = 1
@@ -112,34 +112,31 @@ def write_bundle(out_dir: str | Path, arrays: dict[str, np.ndarray], user_map: I
     """Write arrays, maps and manifest (with checksums) to a temporary directory, then rename it to ``out_dir``.
 
     Raises ExportError naming ``source`` (before writing anything) if an array or a manifest number
-    (global_mean, ...) is not finite."""
+    (global_mean, ...) is not finite, and WriteError naming the file that could not be written (the
+    bundle at ``out_dir``, if any, is then unchanged)."""
     check_finite(arrays, {key: value for key, value in manifest.items() if key in ("global_mean", "visual_bias_intercept")},
                  source)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-        user_map.save(tmp / "user_map.parquet")
-        item_map.save(tmp / "item_map.parquet")
-        files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
-        full = {"format_version": FORMAT_VERSION, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                **manifest, "files": files}
-        text = json.dumps(_strict_json(full), indent=2, sort_keys=True, default=str, allow_nan=False)
-        (tmp / MANIFEST).write_text(text + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with atomic_dir(out_dir, "bundle") as tmp:
+        _write_files(tmp, out_dir, arrays, user_map, item_map, manifest)
     return out_dir
+
+
+def _write_files(tmp: Path, out_dir: Path, arrays: dict[str, np.ndarray], user_map: IdMap, item_map: IdMap, manifest: dict) -> None:
+    """The bundle's files in the folder ``tmp`` (renamed to ``out_dir`` once complete); a file that cannot
+    be written raises WriteError naming it as ``out_dir/<file>``."""
+    for name, array in arrays.items():
+        with writing(out_dir / f"{name}.npy"):
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+    for name, id_map in (("user_map.parquet", user_map), ("item_map.parquet", item_map)):
+        with writing(out_dir / name):
+            id_map.save(tmp / name)
+    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
+    full = {"format_version": FORMAT_VERSION, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **manifest, "files": files}
+    text = json.dumps(_strict_json(full), indent=2, sort_keys=True, default=str, allow_nan=False)
+    with writing(out_dir / MANIFEST):
+        (tmp / MANIFEST).write_text(text + "\n", encoding="utf-8")
 
 
 def export_model(model, user_map: IdMap, item_map: IdMap, seen: Interactions, out_dir: str | Path,

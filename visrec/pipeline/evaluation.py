@@ -30,7 +30,7 @@ from visrec.models.divergence import check_finite_model
 from visrec.models.registry import build_scoring
 from visrec.models.scoring import ScoringModel
 from visrec.pipeline.setup import extract_features, model_class, model_options
-from visrec.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+from visrec.utils.atomic import atomic_dir, strict_json_text, writing
 from visrec.utils.parquet import read_parquet_frame
 
 log = logging.getLogger(__name__)
@@ -200,15 +200,22 @@ def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_u
 def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = None, user_ids=None) -> None:
     """metrics.json (protocol + flat metrics), metrics.csv (one row per metric), report.txt and
     per_user.parquet (scorer, segment, user — the raw id when ``user_ids`` (U,) is given — and each ranking
-    metric@K of every ranked user: what paired tests between models need)."""
+    metric@K of every ranked user: what paired tests between models need).
+
+    The folder is written whole or not at all (:func:`~visrec.utils.atomic.atomic_dir`): a file that cannot
+    be written raises WriteError naming it, and ``out_dir`` (an earlier report, or none) stays as it was."""
     # A metric over an empty set (e.g. no rankable user in a segment) is NaN in the report: JSON null.
     metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in report.flat().items()}
-    write_json_atomic(out_dir / "metrics.json", {"protocol": report.protocol, **(extra or {}), "metrics": metrics})
-    with atomic_path(out_dir / "metrics.csv") as tmp:
-        pd.DataFrame(report.rows()).to_csv(tmp, index=False)
-    write_text_atomic(out_dir / "report.txt", report.format() + "\n")
-    with atomic_path(out_dir / "per_user.parquet") as tmp:
-        pd.DataFrame(report.per_user_rows(user_ids)).to_parquet(tmp, index=False)
+    metrics_text = strict_json_text(out_dir / "metrics.json", {"protocol": report.protocol, **(extra or {}), "metrics": metrics})
+    with atomic_dir(out_dir, "report") as tmp:
+        with writing(out_dir / "metrics.json"):
+            (tmp / "metrics.json").write_text(metrics_text, encoding="utf-8")
+        with writing(out_dir / "metrics.csv"):
+            pd.DataFrame(report.rows()).to_csv(tmp / "metrics.csv", index=False)
+        with writing(out_dir / "report.txt"):
+            (tmp / "report.txt").write_text(report.format() + "\n", encoding="utf-8")
+        with writing(out_dir / "per_user.parquet"):
+            pd.DataFrame(report.per_user_rows(user_ids)).to_parquet(tmp / "per_user.parquet", index=False)
 
 
 def evaluate_run(cfg: DictConfig) -> EvaluationReport:
