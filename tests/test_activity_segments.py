@@ -1,6 +1,6 @@
 """Long-tail segments of the evaluator (issue 28, part 1): warm items split by their training interactions
-(eval.activity_edges), each ranked against the full warm candidate list with its own items as the relevant
-ones, and coverage@K over the segment's items."""
+(eval.activity_edges), each ranking its users against the segment's own items (as cold_items does), and
+coverage@K over the segment's items."""
 from __future__ import annotations
 
 import pytest
@@ -34,7 +34,7 @@ def test_buckets_follow_the_edges():
             activity_buckets(bad)
 
 
-def test_each_segment_holds_the_warm_test_ratings_of_its_items_and_ranks_them_in_the_full_list():
+def test_each_segment_holds_the_warm_test_ratings_of_its_items_and_ranks_them_among_themselves():
     train, test = _split()
     segments = build_segments(train, test, 6, 6, activity_edges=[2, 4])
     assert set(segments) == {"warm", "warm_items_1-2", "warm_items_3-4"}  # no test rating of items 4, 5: no 5+ segment
@@ -42,17 +42,17 @@ def test_each_segment_holds_the_warm_test_ratings_of_its_items_and_ranks_them_in
     assert segments["warm_items_3-4"].ratings.items.tolist() == [2]
     assert segments["warm_items_1-2"].notes == {"items": 2}
     task = segments["warm_items_1-2"].task
-    assert bool(task.candidates.all())  # the full warm list, not the segment's items only
+    assert task.candidates.tolist() == [True, True, False, False, False, False]  # the segment's items only
     assert task.users.tolist() == [2, 5] and segments["warm_items_1-2"].users_skipped == 1  # user 1's 2.0 is not relevant
 
-    # Every user ranks items by index, highest first: user 5 sees 4, 3, 2, 1, 0 (item 5 is its training item),
-    # user 2 sees 1, 0.
+    # Every user ranks items by index, highest first; within the segment both users see 1, 0 (ranked in the
+    # full list, user 5 would see 4, 3, 2 first and find nothing in a top 1).
     scorer = FactorScorer(torch.ones(6, 1), torch.zeros(6), torch.arange(6.0)[:, None], torch.zeros(6), 0.0, name="model",
                           predicts_ratings=False)
     report = evaluate([scorer], train, test, 6, 6, ks=[1, 6], activity_edges=[2, 4])
     tail = report.results["model"]["warm_items_1-2"]
     assert tail["users_evaluated"] == 2
-    assert tail["recall@1"] == 0.5 and tail["recall@6"] == 1.0  # user 2 finds item 1 first; user 5 only in its top 6
+    assert tail["recall@1"] == 0.75 and tail["recall@6"] == 1.0  # user 2 finds its item 1 first; user 5 one of its two
     assert tail["coverage@1"] == 0.5 and tail["coverage@6"] == 1.0  # of the segment's 2 items, not the catalog's 6
     assert report.protocol["activity_edges"] == [2, 4]
 

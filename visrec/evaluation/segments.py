@@ -16,10 +16,11 @@ Segments (present when the split has test ratings in them):
                 against all known items (nothing to exclude).
     warm_items_<lo>-<hi>, warm_items_<lo>+   (``activity_edges``, e.g. (5, 20): 1-5, 6-20, 21+) the warm
                 test ratings whose item has that many interactions in ``train`` (long-tail segments).
-                Ranking: the warm segment's candidates (every known item minus the user's training
-                items: the full list a user would see), relevant = the segment's items only, so
-                recall@K is how much of a user's relevant tail a full top-K list retrieves; coverage@K
-                = the segment's items recommended to anyone / the segment's items.
+                Ranking: candidates = the segment's items minus the user's training items (as
+                ``cold_items`` ranks the cold items among themselves), relevant = the segment's test items
+                rated >= threshold: how well a model orders the tail, which a full list cannot show (on
+                ML-100K no model puts an item with <= 5 interactions in a top 10: NDCG@10 0 for all);
+                coverage@K = the segment's items recommended to anyone / the segment's items.
 A user is ranked in a segment when they have at least one relevant test item (rating >= threshold)
 in it; users with test ratings there but none relevant are counted as skipped. Test ratings whose
 user or item is unknown are left out of the warm segment and counted (``test_ratings_not_warm``).
@@ -116,7 +117,7 @@ def build_segments(train: Interactions, test: Interactions, num_users: int, num_
             part = warm.subset(in_bucket[warm.items])
             if len(part) == 0:
                 continue
-            task, skipped = _rank_task(part, known_item, excluded, num_users, threshold)
+            task, skipped = _rank_task(part, in_bucket, excluded, num_users, threshold)
             if task is not None:
                 task.coverage_items = in_bucket
             name = activity_name(low, high)
