@@ -67,7 +67,7 @@ def test_non_numeric_or_nan_rating(tmp_path, value):
 @pytest.mark.parametrize("old, new, expect", [
     ("u2,i3,1,", "u2,i3,7,", r"line 5, field 'rating': rating outside the configured range \[1.0, 5.0\]"),
     ("u2,i3,", ",i3,", r"line 5, field 'user': missing id"),
-    (",103", ",yesterday", r"line 5, field 'timestamp': timestamp is not an integer"),
+    (",103", ",yesterday", r"line 5, field 'ts': timestamp is not an integer or an ISO 8601 date-time"),  # the file's column
 ])
 def test_bad_value_names_line_and_field(tmp_path, old, new, expect):
     with pytest.raises(DataError, match=r"r\.csv, " + expect):

@@ -63,7 +63,7 @@ def test_timestamps_beyond_int64_never_wrap(tmp_path, stamp):
     line = 2 + BODY[:40].count("\n")
     with pytest.raises(DataError) as err:
         RatingsFile(path, timestamp_col="ts").load()
-    assert (err.value.line, err.value.field) == (line, "timestamp") and "64-bit" in str(err.value)
+    assert (err.value.line, err.value.field) == (line, "ts") and "64-bit" in str(err.value)  # the file's column
 
 
 def test_large_timestamps_that_fit_are_exact(tmp_path):

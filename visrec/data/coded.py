@@ -111,12 +111,13 @@ def compact(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.nd
 @dataclass
 class Converted:
     """One file's columns converted, not yet checked: user / item codes, ratings as (values, index) (see
-    :func:`~visrec.data.columns.ratings`), timestamps as (values, not-an-integer, out-of-range) or None."""
+    :func:`~visrec.data.columns.ratings`), timestamps as (values, bad, out-of-range, the bad rows' problem)
+    or None (see :func:`~visrec.data.columns.timestamps`)."""
 
     user: Codes
     item: Codes
     rating: tuple[np.ndarray, np.ndarray | None]
-    timestamp: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    timestamp: tuple[np.ndarray, np.ndarray, np.ndarray, str] | None
 
 
 def convert(raw: RawTable, pool: Executor, ids: Callable[[RawTable, str], Codes] = id_codes) -> Converted:
@@ -136,13 +137,16 @@ def validate(raw: RawTable, converted: Converted, rating_range: tuple[float, flo
 
     Raises :class:`DataError` for a missing id, a non-numeric, NaN, infinite or too large rating
     (``|rating| > MAX_ABS_RATING``), a rating outside ``rating_range`` (inclusive), or a timestamp that is
-    not an integer or does not fit int64 -- each naming the first such row and how many there are.
+    neither an integer nor a date-time, or does not fit int64 -- each naming the first such row, how many
+    there are, and the field by the file's own column name (``data.source_args.timestamp_col=ts``: 'ts').
     """
 
-    def fail(mask: np.ndarray, field_name: str, problem: str, value_of):
+    def fail(mask: np.ndarray, name: str, problem: str, value_of):
+        """Raise for the first row of ``mask``, naming the file's own column of field ``name``."""
         rows = np.flatnonzero(mask)
         row = int(rows[0])
-        raise DataError(raw.file, f"{problem} (value {show(value_of(row))}; {len(rows)} such row(s))", line=raw.lines(row), field=field_name)
+        raise DataError(raw.file, f"{problem} (value {show(value_of(row))}; {len(rows)} such row(s))", line=raw.lines(row),
+                        field=raw.fields.get(name, name))
 
     user, item = converted.user, converted.item
     for col, codes in (("user", user), ("item", item)):
@@ -172,9 +176,9 @@ def validate(raw: RawTable, converted: Converted, rating_range: tuple[float, flo
     rating = values.astype(np.float32) if index is None else values.astype(np.float32)[index]  # (R,)
     columns = {"user": user.codes, "item": item.codes, "rating": rating}
     if converted.timestamp is not None:
-        ts, bad, over = converted.timestamp
+        ts, bad, over, problem = converted.timestamp
         if bad.any():
-            fail(bad, "timestamp", "timestamp is not an integer", raw_value("timestamp"))
+            fail(bad, "timestamp", problem, raw_value("timestamp"))
         if over.any():
             fail(over, "timestamp", f"timestamp does not fit a 64-bit integer exactly (|t| <= {INT64_MAX}, or < 2**53 if written as a float)",
                  raw_value("timestamp"))
@@ -182,6 +186,46 @@ def validate(raw: RawTable, converted: Converted, rating_range: tuple[float, flo
     if "image" in raw.fields:
         columns["image"] = raw.pandas_column("image").array
     return Part(columns, user.ids, item.ids, raw.file, raw.lines)
+
+
+# Text that is an integer, perhaps with leading zeros, a sign or a zero fraction: "007", "+7", "7.0" are 7.
+_INTEGER_TEXT = r"[+-]?\d+(?:\.0*)?"
+
+
+def _numbers(ids: pd.Index) -> pd.Series:
+    """The string ids in ``ids`` that are integers written as text, indexed by the integer's plain
+    spelling ("007" -> "7"); the first id of each number."""
+    text = pd.Series(np.asarray(ids, dtype=object), dtype="string")
+    numeric = text[text.str.fullmatch(_INTEGER_TEXT).to_numpy(dtype=bool, na_value=False)]
+    plain = numeric.str.split(".").str[0].str.lstrip("+").str.replace(r"^(-?)0+(?=\d)", r"\1", regex=True).str.replace(r"^-0$", "0", regex=True)
+    return pd.Series(numeric.to_numpy(dtype=object), index=plain.to_numpy(dtype=object)).groupby(level=0).first()
+
+
+def check_same_spelling(part: Part, col: str, reference: pd.Index, reference_file, field_name: str) -> None:
+    """Refuse an id of ``part`` (column ``col``: user or item) that ``reference`` (the ids of another file)
+    lacks as written but holds written another way -- ``'7'`` here and ``'07'`` or ``'7.0'`` there. Ids
+    are text and matched as written ("007" may be a real code), so two spellings of one number are
+    neither silently two ids nor silently one: raise DataError naming the first such row of ``part``
+    (file, line, ``field_name``) and ``reference_file``. Integer ids have one spelling: nothing to check."""
+    ids = part.users if col == "user" else part.items
+    if ids.dtype.kind in "iuf" or pd.Index(reference).dtype.kind in "iuf":
+        return
+    absent = ids[pd.Index(reference).get_indexer(ids) < 0]  # distinct ids this file has and the other lacks
+    ours = _numbers(absent)
+    if not len(ours):
+        return
+    theirs = _numbers(pd.Index(reference))
+    common = ours.index.intersection(theirs.index)
+    if not len(common):
+        return
+    clash = pd.Index(ids).get_indexer(ours[common].to_numpy())  # (C,) codes of this file's ids that clash
+    rows = np.flatnonzero(np.isin(part.columns[col], clash))
+    row = int(rows[0])
+    mine = ids[part.columns[col][row]]
+    other = theirs[_numbers(pd.Index([mine])).index[0]]
+    raise DataError(part.file, f"{col} id {show(mine)} is not in {reference_file}, which has {show(other)}: the same number "
+                               f"written another way ({len(rows)} such row(s)). Ids are text and matched as written; write "
+                               "each id the same way in every file", line=part.line(row), field=field_name)
 
 
 def check_known(part: Part, col: str, catalog: np.ndarray, catalog_name: str) -> None:

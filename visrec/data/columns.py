@@ -9,6 +9,7 @@ every value is judged, and every error worded, as before.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 
 from visrec.data.csv_files import RowLines
 from visrec.data.errors import DataError, show
-from visrec.data.table import FLOAT_EXACT_INT, INT64_MAX, parse_int64
+from visrec.data.table import FLOAT_EXACT_INT, INT64_MAX, datetime_micros, parse_int64
 
 
 @dataclass
@@ -213,16 +214,25 @@ def ratings(raw: RawTable) -> tuple[np.ndarray, np.ndarray | None]:
     return pd.to_numeric(raw.pandas_column("rating"), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan), None
 
 
-def timestamps(raw: RawTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(int64 values, not-an-integer mask, out-of-range mask), each (R,), as :func:`parse_int64` gives
-    them. Integer columns and text that is only ``-?[0-9]+`` are converted in C; anything else (spaces,
-    ``+``, ``17.0``, empty cells, values beyond int64) by :func:`parse_int64`."""
+NOT_A_TIMESTAMP = "timestamp is not an integer or an ISO 8601 date-time"
+# An ISO 8601 date-time: a date (YYYY-MM-DD), then perhaps a time, then perhaps a UTC offset (Z, +09:00, -0500).
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_OFFSET = r"[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def timestamps(raw: RawTable) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(int64 values, bad mask, out-of-range mask, what is wrong with the bad rows), each mask (R,).
+
+    Integers as :func:`parse_int64` gives them: integer columns and text that is only ``-?[0-9]+`` are
+    converted in C; anything else (spaces, ``+``, ``17.0``, empty cells, values beyond int64) by
+    :func:`parse_int64`. Date-times are instants in microseconds since 1970-01-01 UTC: Parquet datetime
+    columns (naive = UTC, or time-zone aware) and text in ISO 8601 (see :func:`iso_instants`)."""
     column = raw.columns.get("timestamp") if "timestamp" in raw.plain else None
     kind = None if column is None else column.type
     clean = np.zeros(raw.num_rows, dtype=bool)
     if column is not None and pa.types.is_signed_integer(kind) and column.null_count == 0:
         values = column.to_numpy()  # (R,) a copy when the column has several chunks: then no second one
-        return (values if values.dtype == np.int64 and values.flags.owndata else values.astype(np.int64)), clean, clean
+        return (values if values.dtype == np.int64 and values.flags.owndata else values.astype(np.int64)), clean, clean, NOT_A_TIMESTAMP
     if column is not None and _is_string(kind) and column.null_count == 0 and _only_digits_and_minus(column):
         values = np.empty(raw.num_rows, dtype=np.int64)  # (R,) filled a chunk at a time
         start = 0
@@ -233,8 +243,36 @@ def timestamps(raw: RawTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         except (pa.ArrowInvalid, OverflowError):
             values = None  # a misplaced "-", or beyond int64: parse_int64 says which
         if values is not None and not (values == np.iinfo(np.int64).min).any():  # parse_int64 refuses -2**63
-            return values, clean, clean
-    return parse_int64(raw.pandas_column("timestamp"))
+            return values, clean, clean, NOT_A_TIMESTAMP
+    column = raw.pandas_column("timestamp")
+    instants = iso_instants(column)
+    return instants if instants is not None else (*parse_int64(column), NOT_A_TIMESTAMP)
+
+
+def iso_instants(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
+    """A text column of ISO 8601 date-times (its first non-empty value starts with YYYY-MM-DD) as
+    (int64 microseconds since 1970-01-01 UTC, bad mask, out-of-range mask, problem); None for any other
+    column. Values with a UTC offset (``2021-03-01T09:00:00+09:00``, ``...Z``) are instants, so their
+    order is the true order whatever the offsets; values without one are read as UTC, like a naive Parquet
+    datetime. A column mixing the two is refused (a local time of unknown zone has no instant), as are
+    empty cells and text that is not an ISO 8601 date-time."""
+    if values.dtype.kind in "biufcmM":
+        return None
+    text = values.astype("string").str.strip()  # (R,) missing cells stay <NA>
+    present = (text.notna() & (text != "")).to_numpy(dtype=bool, na_value=False)
+    first = np.flatnonzero(present)
+    if not len(first) or not _ISO_DATE.match(text.iloc[first[0]]):
+        return None
+    dated = text.str.match(_ISO_DATE.pattern).to_numpy(dtype=bool, na_value=False)
+    zoned = text.str.contains(_ISO_OFFSET, regex=True).to_numpy(dtype=bool, na_value=False)
+    micros = np.zeros(len(text), dtype=np.int64)
+    fine = np.zeros(len(text), dtype=bool)
+    if zoned.any() and (dated & ~zoned).any():
+        return micros, dated & ~zoned, fine, "timestamp has no UTC offset while other rows have one (a local time of unknown zone)"
+    stamps = pd.to_datetime(text.where(present), utc=True, format="ISO8601", errors="coerce")
+    bad = stamps.isna().to_numpy()
+    micros[~bad] = datetime_micros(stamps[~bad])
+    return micros, bad, fine, NOT_A_TIMESTAMP
 
 
 def _only_digits_and_minus(column: pa.ChunkedArray) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from visrec.data.coded import Part, check_known, check_no_shared_pairs, convert, repeated_pairs, resolve_duplicates, unify, validate
+from visrec.data.coded import Part, check_known, check_no_shared_pairs, check_same_spelling, convert, repeated_pairs, resolve_duplicates, unify, validate
 from visrec.data.columns import Codes, RawTable, id_codes
 from visrec.data.csv_files import RowLines, read_csv_columns
 from visrec.data.errors import DataError, show
@@ -268,6 +268,7 @@ class RatingsFile:
             part = validate(raw, converted, self.rating_range)
             if catalog is not None:
                 _check_same_id_type(self.items_path, catalog, path, part.items, "item")
+                check_same_spelling(part, "item", catalog, self.items_path, self.columns["item"])
                 check_known(part, "item", catalog, str(self.items_path))
             part = resolve_duplicates(part, self.duplicates, key=self.option_key("duplicates"), repeated=repeated.result())
             part.orders = {name: order.result() for name, order in orders.items()}  # ids unchanged by the checks
@@ -299,6 +300,7 @@ class RatingsFile:
             parts.append(self._read_ratings(self.test_path, catalog))
             for col in ("users", "items"):
                 _check_same_id_type(self.path, getattr(parts[0], col), self.test_path, getattr(parts[1], col), col[:-1])
+                check_same_spelling(parts[1], col[:-1], getattr(parts[0], col), self.path, self.columns[col[:-1]])
         parts = _shared_index(parts, catalog=catalog)
         if len(parts) == 2:
             check_no_shared_pairs(parts[0], parts[1])

@@ -146,11 +146,21 @@ def read_delimited(path: Path, sep: str, num_fields: int, names: list[str], enco
     return parts
 
 
+def datetime_micros(values: pd.Series) -> np.ndarray:
+    """(R,) int64 microseconds of a datetime column (no NaT): since 1970-01-01 UTC -- a time-zone-aware
+    column is converted to UTC first, so it reads as the same instants as the naive UTC column -- or of
+    a duration column."""
+    if getattr(values.dtype, "tz", None) is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values.dt.as_unit("us").to_numpy().astype(np.int64)
+
+
 def parse_int64(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integers from a column of strings or numbers, exactly: (int64 values, not-an-integer mask,
     out-of-range mask). Integer text is parsed without going through float; other text and floats are
     accepted when integral and surely exact (|x| < 2**53). Nothing wraps around: a value beyond int64 is
-    flagged ``out of range``."""
+    flagged ``out of range``. Datetimes (naive = UTC, or time-zone aware) become microseconds since
+    1970-01-01 UTC (:func:`datetime_micros`)."""
     n = len(values)
     out = np.zeros(n, dtype=np.int64)
     kind = values.dtype.kind
@@ -161,9 +171,9 @@ def parse_int64(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return out, np.zeros(n, dtype=bool), over
     if kind == "b":
         return out, np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
-    if kind in "mM":  # Parquet datetimes / durations: their int64 ticks keep the order; NaT is not an integer
+    if kind in "mM":  # Parquet datetimes / durations: microseconds (instants since 1970 UTC); NaT is not an integer
         missing = values.isna().to_numpy()
-        out[~missing] = values[~missing].to_numpy().astype(np.int64)
+        out[~missing] = datetime_micros(values[~missing])
         return out, missing, np.zeros(n, dtype=bool)
     if kind == "f":
         text = None

@@ -1,7 +1,7 @@
 """On-disk feature cache.
 
 One file per backbone key (name + weights digest + preprocessing): ``<cache_dir>/<key>.npz`` with
-    digests  (M,)   sha256 of each image file's bytes
+    digests  (M,)   sha256 of each image file's bytes (salted when its EXIF orientation turns it: see file_digest)
     features (M, D) float32 pooled features of those images
     failed   (F,)   digests of files that could not be decoded (so they are not retried)
     checksum ()     sha256 over the three arrays: a truncated or altered file is detected and rebuilt
@@ -12,6 +12,7 @@ temporary name and renamed.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from pathlib import Path
 
@@ -23,7 +24,31 @@ log = logging.getLogger(__name__)
 
 
 def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """sha256 of the picture's bytes; for a picture whose EXIF orientation turns it (2..8) the digest is
+    salted, because its features are now those of the upright picture: features cached by a version that
+    fed it to the CNN sideways are not reused."""
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data)
+    if _turned(data):
+        digest.update(b"\0exif-upright")
+    return digest.hexdigest()
+
+
+def _turned(data: bytes) -> bool:
+    """Whether the picture in ``data`` has an EXIF orientation that turns it (reads the header only)."""
+    if data.startswith(b"\xff\xd8") and b"Exif" not in data[:1 << 16]:  # a JPEG keeps EXIF in APP1, near the start
+        return False
+    if data.startswith(b"\x89PNG") and b"eXIf" not in data:
+        return False
+    from PIL import Image
+
+    from visrec.features.images import exif_turned
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return exif_turned(img)
+    except Exception:  # noqa: BLE001 - not an image: the decoder will say so
+        return False
 
 
 def _checksum(digests: np.ndarray, features: np.ndarray, failed: np.ndarray) -> str:

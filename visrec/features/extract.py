@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from visrec.features.backbone import Backbone
 from visrec.features.cache import FeatureCache, file_digest
-from visrec.features.images import MISSING, load_rgb
+from visrec.features.images import MISSING, image_file_exists, load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,16 @@ def extract_item_features(
     digests: list[str | None] = [None] * n
     reasons: dict[int, str] = {}
     for i, path in enumerate(image_paths):
-        if path is None or not Path(path).is_file():
+        if not image_file_exists(path):  # no path, no file, or a path that cannot be looked up (name too long)
             reasons[i] = MISSING
-        else:
+            continue
+        try:
             digests[i] = file_digest(path)
-            if digests[i] in cache.failed:
-                reasons[i] = "unreadable (cached)"
+        except OSError as err:  # there, but cannot be read (permissions, a folder named like a picture)
+            reasons[i] = f"unreadable: {err.strerror or err}"
+            continue
+        if digests[i] in cache.failed:
+            reasons[i] = "unreadable (cached)"
 
     report.from_cache = sum(1 for i, d in enumerate(digests) if d is not None and i not in reasons and cache.get(d) is not None)
     # Each distinct uncached content goes through the CNN once.

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from visrec.features.images import image_file_exists
 from visrec.tracking import media
 
 __all__ = ["image_paths", "example_users", "poster_rows", "poster_grid", "item_vector_map"]
@@ -69,5 +70,5 @@ def item_vector_map(run_dir: str | Path, recommender, size: int = 480) -> Image.
     """:func:`visrec.tracking.media.item_map` of the bundle's item vectors, coloured by whether the item
     has an image file (``item_images.parquet``; a path whose file is gone counts as none)."""
     paths = image_paths(run_dir)
-    has_image = np.array([paths.get(item) is not None and Path(paths[item]).is_file() for item in recommender.item_ids], dtype=bool)
+    has_image = np.array([image_file_exists(paths.get(item)) for item in recommender.item_ids], dtype=bool)
     return media.item_map(recommender.item_factors, has_image, size=size)

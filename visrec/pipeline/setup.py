@@ -45,7 +45,9 @@ def model_options(cfg: DictConfig) -> dict:
 
 def _first_found(image_paths: list) -> int | None:
     """Index of the first item whose image path names an existing file (None: no picture at all)."""
-    return next((i for i, path in enumerate(image_paths) if path is not None and Path(path).is_file()), None)
+    from visrec.features.images import image_file_exists
+
+    return next((i for i, path in enumerate(image_paths) if image_file_exists(path)), None)
 
 
 def _no_images(image_paths: list) -> str:
