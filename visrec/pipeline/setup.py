@@ -14,6 +14,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.features import BackboneSpec, ItemFeatures, create_backbone, extract_item_features
+from visrec.features.images import image_file_exists
 from visrec.models.visual.prior import AUTO, AUTO_WITH_IMAGES
 from visrec.pipeline.config import instantiate_node
 from visrec.utils.atomic import atomic_path
@@ -45,8 +46,6 @@ def model_options(cfg: DictConfig) -> dict:
 
 def _first_found(image_paths: list) -> int | None:
     """Index of the first item whose image path names an existing file (None: no picture at all)."""
-    from visrec.features.images import image_file_exists
-
     return next((i for i, path in enumerate(image_paths) if image_file_exists(path)), None)
 
 
