@@ -109,6 +109,24 @@ def test_optuna_search_runs_four_trials(tmp_path, search, best_of, key):
     assert best["best_value"] == pytest.approx(best_of(values))
 
 
+def test_an_optuna_search_with_sqlite_storage_resumes_its_study(tmp_path):
+    """hydra.sweeper.storage (issue 29, t3-optuna-storage): a second launch with the same storage and study name
+    loads the study and adds its trials to the first launch's (optuna 2.10 needs SQLAlchemy < 2: pyproject)."""
+    import optuna
+
+    tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    for launch in range(2):
+        command = [sys.executable, str(REPO / "train.py"), "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=1",
+                   f"hydra.sweeper.storage={storage}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                   "model.visual_mode=none", "logger=none", "evaluate=false", f"paths.data_dir={tmp_path / 'data'}",
+                   f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={tmp_path / f'sweep{launch}'}", *tiny]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="visrec", storage=storage)
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 2
+
+
 def test_ddp_on_two_cpu_processes_matches_a_single_process(tmp_path):
     """Two gloo processes, each with half the batch, take the same steps as one process with the whole
     batch (the rows of a step are the same; gradients are averaged), so the metrics agree up to float
