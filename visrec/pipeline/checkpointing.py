@@ -34,3 +34,45 @@ class LeanModelCheckpoint(ModelCheckpoint):
             super()._save_checkpoint(trainer, filepath)
         finally:
             self.save_weights_only = False
+
+
+EPOCH_METRICS_FILE = "last_epoch_metrics.json"
+
+
+class LastEpochMetrics(pl.Callback):
+    """Beside the checkpoints, ``last_epoch_metrics.json``: the ``train/`` and ``val/`` metrics of the last
+    finished epoch (``{"epoch": e, "metrics": {...}}``, written atomically by rank 0 when training ends — the
+    epoch-level values exist only then: at ``on_train_epoch_end`` Lightning has not aggregated them yet).
+
+    A run interrupted after its last epoch's ``last.ckpt`` but before ``metrics.json`` trains nothing when
+    resumed, so Lightning has no train / validation metric to report; :func:`recorded_epoch_metrics` gives them
+    back, so the resumed run's ``metrics.json`` has the keys and values of an uninterrupted one."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from visrec.utils.atomic import write_json_atomic
+
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+        if folder is None or not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        if not metrics:  # a resume that trained nothing: keep what the finished run recorded
+            return
+        os.makedirs(folder, exist_ok=True)
+        write_json_atomic(os.path.join(folder, EPOCH_METRICS_FILE), {"epoch": int(trainer.current_epoch) - 1, "metrics": metrics})
+
+
+def recorded_epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The metrics :class:`LastEpochMetrics` recorded for the trainer's last finished epoch
+    (``trainer.current_epoch − 1``); {} when there is no such file, it is unreadable, or it holds another epoch."""
+    import json
+
+    folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+    if folder is None:
+        return {}
+    try:
+        recorded = json.loads(open(os.path.join(folder, EPOCH_METRICS_FILE), encoding="utf-8").read())
+        if recorded.get("epoch") != trainer.current_epoch - 1:
+            return {}
+        return {str(k): float(v) for k, v in recorded["metrics"].items() if str(k).startswith(("train/", "val/"))}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}

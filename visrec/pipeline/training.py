@@ -27,6 +27,7 @@ from visrec.evaluation import DEFAULT_KS
 from visrec.interactions import Interactions
 from visrec.models.rating_metrics import COUNT_METRICS
 from visrec.features import ItemFeatures
+from visrec.pipeline.checkpointing import LastEpochMetrics, recorded_epoch_metrics
 from visrec.pipeline.config import instantiate_node
 from visrec.pipeline.setup import _instantiate_all, build_model, item_features, load_weights, model_class, model_options, store_weights
 from visrec.pipeline.refit import LearningRateHistory, best_epoch_count, refit
@@ -185,7 +186,7 @@ def train(cfg: DictConfig) -> dict:
     loggers = make_loggers(cfg, out_dir)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     lr_history = LearningRateHistory()
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history], logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history, LastEpochMetrics()], logger=loggers or False)
     if trainer.world_size > 1 and model.single_process:  # before any process is launched
         raise ValueError(f"{type(model).__name__} trains in a single process; trainer={cfg.trainer.get('strategy', 'this trainer')} "
                          f"would run {trainer.world_size}: use trainer=cpu or trainer=gpu")
@@ -197,6 +198,8 @@ def train(cfg: DictConfig) -> dict:
 
     metrics: dict = {"fit_seconds": round(fit_seconds, 3), "epochs": trainer.current_epoch,
                      **{f"split/{key}": value for key, value in split_counts.items()}}
+    if cfg.get("ckpt_path"):  # resumed: a run resumed after its last epoch trains nothing and logs nothing
+        metrics.update({k: _metric_value(k, v) for k, v in recorded_epoch_metrics(trainer).items()})
     metrics.update({k: _metric_value(k, v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))})
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_path:
