@@ -79,3 +79,23 @@ def test_a_multirun_over_seeds_writes_mean_and_sd_and_one_wandb_summary_run(tmp_
     (cv,) = [r for r in runs if r.job_type == "cv_summary"]
     assert {r.group for r in runs} == {sweep.name}
     assert cv.summary["test/rmse/mean"] == pytest.approx(statistics.mean(per_job))
+
+
+def test_a_failed_job_is_left_out_and_the_sweep_goes_on(tmp_path):
+    """t3-multirun-failed-job (issue 29, kind 2): a DataError in the middle job (fold 7 of 5) and a ValueError
+    from a model option: the other jobs run, the summary of the finished ones is written with the failures
+    and their errors, and the multirun's exit status says that jobs failed."""
+    tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
+    command = [sys.executable, str(REPO / "train.py"), "-m", "model=biased_mf", "data/split=kfold", "data.split.fold=0,7,1",
+               "model.k=4,-1", "logger=none", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "evaluate=false",
+               "model.visual_mode=none", f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *tiny]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "sweep" / "cv_summary.json").read_text())
+    (group,) = summary["groups"]  # model.k=4 on folds 0 and 1
+    assert "model.k=4" in group["overrides"] and len(group["jobs"]) == 2
+    assert len(summary["failed"]) == 4  # fold 7 with k=4, and every job with k=-1
+    errors = {(f["overrides"][2], f["overrides"][3]): f["error"] for f in summary["failures"]}
+    assert "data.split.fold" in errors[("data.split.fold=7", "model.k=4")]
+    assert "model.k" in errors[("data.split.fold=1", "model.k=-1")]
+    assert "4 of 6 jobs failed" in done.stderr

@@ -35,7 +35,11 @@ model metric.
 
 sd is the sample standard deviation (ddof = 1), as papers report ± over folds; note that Surprise's
 ``cross_validate`` prints the population sd (``numpy.std``, ddof = 0), which is smaller by √((n−1)/n).
-A job without ``metrics.json`` (failed or still running) is listed under ``failed`` and left out.
+A job without ``metrics.json`` (failed or still running) is listed under ``failed`` and left out. A job that
+failed in a multirun — whatever its error — does not end the sweep: ``train.py`` prints the error, records it in
+the job's ``failed.json`` (:func:`record_job_failure`) and returns, the next jobs run, the summary of the jobs
+that finished is written with the failures listed (``failures``: job, overrides, error), and then the multirun
+exits with status 1 so that scripts see it.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ import argparse
 import csv
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +60,7 @@ from visrec.utils.atomic import atomic_path, write_json_atomic
 FOLD_KEYS = ("data.fold", "data.split.fold", "seed")
 SUMMARY_JSON = "cv_summary.json"
 SUMMARY_CSV = "cv_summary.csv"
+FAILURE_FILE = "failed.json"
 # What the printed table shows (all metrics are in the files).
 HEADLINE = ("test/rmse", "test/mae", "model/warm/precision@10", "model/warm/recall@10", "model/warm/f1@10",
             "model/warm/ndcg@10", "popularity/warm/ndcg@10")
@@ -71,6 +77,22 @@ class Job:
     overrides: tuple[str, ...]
     metrics: dict[str, float] | None
     per_user_files: tuple[Path, ...] = ()  # the tested checkpoint's test reports' per_user.parquet
+    error: str | None = None  # failed.json's message when the job failed
+
+
+def record_job_failure(run_dir: str | Path, kind: str, message: str) -> None:
+    """Write ``<run_dir>/failed.json`` ({"error": kind, "message": message}) atomically: why a multirun job
+    ended without metrics.json (read by :func:`read_job`)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(run_dir) / FAILURE_FILE, {"error": kind, "message": message})
+
+
+def _failure_message(run_dir: Path) -> str | None:
+    try:
+        recorded = json.loads((run_dir / FAILURE_FILE).read_text())
+        return str(recorded.get("message") or recorded.get("error"))
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _override_key(override: str) -> str:
@@ -89,7 +111,8 @@ def read_job(run_dir: Path) -> Job:
         raise ValueError(f"{overrides_file}: expected a list of override strings")
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
-        return Job(int(run_dir.name), run_dir, tuple(overrides), None)
+        return Job(int(run_dir.name), run_dir, tuple(overrides), None,
+                   error=_failure_message(run_dir) or "no metrics.json (failed before recording why, or still running)")
     run_metrics = json.loads(metrics_file.read_text())
     metrics = {k: float(v) for k, v in run_metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tested = run_metrics.get("tested_checkpoint")
@@ -192,7 +215,9 @@ def summarize(jobs: list[Job], fold_keys: tuple[str, ...] = FOLD_KEYS, reference
             values = [job.metrics[name] for job in members if name in job.metrics]
             metrics[name] = _stats(values)
         out.append({"overrides": list(key), "jobs": [job.number for job in members], "folds": folds, "metrics": metrics})
-    summary = {"fold_keys": list(fold_keys), "groups": out, "failed": [job.number for job in jobs if job.metrics is None]}
+    failed = [job for job in jobs if job.metrics is None]
+    summary = {"fold_keys": list(fold_keys), "groups": out, "failed": [job.number for job in failed],
+               "failures": [{"job": job.number, "overrides": list(job.overrides), "error": job.error} for job in failed]}
     if reference is not None:
         add_significance(summary, jobs, reference, fold_keys)
     return summary
@@ -240,6 +265,8 @@ def format_summary(summary: dict, metrics: tuple[str, ...] = HEADLINE) -> str:
         lines.append(f"p: Wilcoxon signed-rank over users, paired with the reference group {summary['reference']!r}")
     if summary["failed"]:
         lines.append(f"jobs without metrics (left out): {summary['failed']}")
+        for failure in summary.get("failures", []):
+            lines.append(f"  job {failure['job']} ({' '.join(failure['overrides'])}): {failure['error']}")
     return "\n".join(lines)
 
 
@@ -319,7 +346,11 @@ class SweepSummary(Callback):
 
             options = {k: v for k, v in OmegaConf.to_container(wandb_node, resolve=False).items()
                        if k in ("project", "entity", "mode")}
-        summarize_sweep(sweep_dir, options, reference=self.reference)
+        summary = summarize_sweep(sweep_dir, options, reference=self.reference)
+        if summary["failed"]:  # the summary of the finished jobs is written; the multirun still reports failure
+            print(f"{len(summary['failed'])} of {len(summary['failed']) + sum(len(g['jobs']) for g in summary['groups'])} "
+                  f"jobs failed: {summary['failed']} (see above and {sweep_dir / SUMMARY_JSON})", file=sys.stderr)
+            raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
