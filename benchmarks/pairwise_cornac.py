@@ -93,8 +93,8 @@ def split_data(base: list[str]):
     return datamodule, features
 
 
-def cornac_run(model: str, settings: dict, datamodule, features, segment: str, seed: int) -> dict:
-    """Fit Cornac's model on visrec's training part; score with its factor tables through visrec's evaluator."""
+def cornac_scorer(model: str, settings: dict, datamodule, features, seed: int) -> tuple[FactorScorer, float]:
+    """Fit Cornac's model on visrec's training part; (a visrec scorer over its factor tables, fit seconds)."""
     import cornac
     from cornac.data import Dataset, ImageModality
 
@@ -138,7 +138,14 @@ def cornac_run(model: str, settings: dict, datamodule, features, segment: str, s
         Q[items] = torch.from_numpy(recommender.i_factors).float()
         bias = torch.zeros(N)
         bias[items] = torch.from_numpy(np.asarray(recommender.i_biases)).float().reshape(-1)
-    scorer = FactorScorer(P, torch.zeros(U), Q, bias, 0.0, name="model", predicts_ratings=False)
+    return FactorScorer(P, torch.zeros(U), Q, bias, 0.0, name="model", predicts_ratings=False), seconds
+
+
+def cornac_run(model: str, settings: dict, datamodule, features, segment: str, seed: int) -> dict:
+    """Cornac's model (:func:`cornac_scorer`) through visrec's evaluator on the split's test part."""
+    scorer, seconds = cornac_scorer(model, settings, datamodule, features, seed)
+    parts, s = datamodule.tensors, settings
+    train_part, U, N = parts["train"], datamodule.num_users, datamodule.num_items
     seen = Interactions.concat(parts["train"], parts["val"])
     known_items = torch.bincount(train_part.items, minlength=N) > 0
     known_users = torch.bincount(train_part.users, minlength=U) > 0

@@ -177,6 +177,9 @@ def train(cfg: DictConfig) -> dict:
     print(f"Split {datamodule.split.describe()}: {datamodule.counts_line(split_counts)}")
     check_validation_needs(cfg, datamodule)
     features = item_features(cfg, datamodule.image_paths, list(datamodule.item_map.raw_ids))
+    # Seeded again: building a backbone to extract features draws from the global generator (and a cached run
+    # builds none), so without this the initial weights would depend on whether pictures were read.
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg, datamodule, features)
     if features is not None:
         write_json_atomic(out_dir / "features_report.json", {"backbone_key": features.backbone_key, **vars(features.report)})

@@ -24,6 +24,19 @@ Visual prior, ``visual_mode``:
           for: the all-cells iALS loss of training items as if they were cold, given the trained user
           vectors, with the number of components and the ridge penalty chosen by item-fold
           cross-validation (:mod:`visrec.models.visual.ials_head`; called by :meth:`IALSModule.finish_training`).
+    offset visual iALS: q_i = E f̃_i + v_i with the item penalty on the offset, λ_i ‖v_i‖² = λ_i ‖q_i − E f̃_i‖²,
+          in place of plain iALS's λ_i ‖q_i‖² (the same λ_i; items without a picture keep λ_i ‖q_i‖²), and
+          λ_E ‖E‖² (``reg_projection``). The item vector of collaborative topic regression (Wang & Blei,
+          KDD 2011: v_j = θ_j + ε_j) and of regression-based latent factors (Agarwal & Chen, KDD 2009), with
+          the picture's projection in place of topics / attributes. Each sweep solves users, then items
+          (the prior mean moves the right-hand side only), then E in closed form: with Q fixed the joint
+          objective in E is the weighted ridge regression Σ_i λ_i ‖q_i − E f̃_i‖² + λ_E ‖E‖² (exact block
+          coordinate descent on the joint loss, the same minimisers as solving E against iALS's loss
+          with v fixed). No intercept: with pictures that say nothing E → 0 and the model is plain iALS.
+          An item with few interactions borrows from its picture; a popular one keeps what its interactions
+          say (its data term outweighs λ_i). After training, the cold-item head is fitted as in ``head``
+          (``offset_cold_scoring=head``, default) or cold items keep the joint E f̃_i
+          (``offset_cold_scoring=projection``).
 Items without interactions but with an image are scored with q_i = E f̃_i + e (cold start); others with
 a zero vector. Single process only: refused under DDP.
 """
@@ -42,8 +55,38 @@ from visrec.models.visual.ials_head import IALSColdHeadFit, fit_ials_cold_head
 from visrec.models.visual.prior import AUTO
 from visrec.models.visual.typical import typical_candidate
 
-VISUAL_MODES = ("none", "reg", "head")
+VISUAL_MODES = ("none", "reg", "head", "offset")
 SOLVERS = ("cholesky", "cg")
+OFFSET_COLD_SCORING = ("head", "projection")
+
+
+# λ_E candidates of offset_penalty=auto, in units of tr(F̃ᵀΛF̃) / P (the data term's scale per direction).
+OFFSET_PENALTY_GRID = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, math.inf)
+
+
+def ridge_leave_one_out(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+                        grid: tuple[float, ...] = OFFSET_PENALTY_GRID) -> tuple[float, list]:
+    """λ_E of the weighted ridge regression min Σ_i w_i ‖y_i − E x_i‖² + λ_E ‖E‖² (x (M, P), y (M, K), w (M,))
+    that predicts left-out rows best: the exact leave-one-out error Σ_i w_i ‖r_i‖² / (1 − h_ii)² of each
+    candidate (the hat-matrix identity for linear smoothers; Hastie, Tibshirani & Friedman, ESL eq. 7.52),
+    λ_E = grid value × tr(XᵀWX) / P. ``inf``: E = 0, error Σ_i w_i ‖y_i‖². Returns (λ_E, [(λ_E, error)])."""
+    xw = x * weight.sqrt()[:, None]  # (M, P)
+    yw = y * weight.sqrt()[:, None]  # (M, K)
+    gram = xw.T @ xw  # (P, P)
+    unit = float(torch.trace(gram)) / x.shape[1]
+    tried = []
+    for factor in grid:
+        if not math.isfinite(factor):
+            tried.append((math.inf, float(yw.pow(2).sum())))
+            continue
+        penalty = factor * unit
+        inverse = torch.linalg.inv(gram + penalty * torch.eye(x.shape[1], dtype=gram.dtype))  # (P, P)
+        coef = inverse @ (xw.T @ yw)  # (P, K)
+        leverage = ((xw @ inverse) * xw).sum(-1)  # (M,) h_ii
+        residual = (yw - xw @ coef) / (1.0 - leverage).clamp(min=1e-6)[:, None]  # (M, K)
+        tried.append((penalty, float(residual.pow(2).sum())))
+    best = min(tried, key=lambda t: t[1])
+    return best[0], tried
 
 
 class ALSSweep(torch.optim.Optimizer):
@@ -95,12 +138,15 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
         visual_pca_dim: int = 64,
         solver: str = "cholesky",
         cg_steps: int = 3,
+        offset_cold_scoring: str = "head",
+        offset_penalty: float | str = "auto",
         monitor: str = f"val/ndcg@{RANKING_K}",
         monitor_mode: str = "max",
     ):
         self.check_options(dict(k=k, init_std=init_std, reg=reg, reg_exponent=reg_exponent, unobserved_weight=unobserved_weight,
                                 alpha=alpha, visual_mode=visual_mode, reg_visual=reg_visual, reg_projection=reg_projection,
-                                visual_pca_dim=visual_pca_dim, solver=solver, cg_steps=cg_steps))
+                                visual_pca_dim=visual_pca_dim, solver=solver, cg_steps=cg_steps,
+                                offset_cold_scoring=offset_cold_scoring, offset_penalty=offset_penalty))
         super().__init__(num_users, num_items, k, init_std=init_std, visual_mode=visual_mode, feature_dim=feature_dim,
                          visual_pca_dim=visual_pca_dim)
         self.save_hyperparameters()
@@ -135,6 +181,12 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
             raise bad("positive_threshold", "a finite rating (or null: every rating is an interaction)")
         if options.get("visual_mode", "none") not in (*VISUAL_MODES, AUTO):
             raise ValueError(f"model.visual_mode must be one of {(*VISUAL_MODES, AUTO)} for model=ials, got {options.get('visual_mode')!r}")
+        if options.get("offset_cold_scoring", "head") not in OFFSET_COLD_SCORING:
+            raise ValueError(f"model.offset_cold_scoring must be one of {OFFSET_COLD_SCORING}, got {options.get('offset_cold_scoring')!r}")
+        offset_penalty = options.get("offset_penalty", "auto")
+        if offset_penalty != "auto" and (isinstance(offset_penalty, bool) or not isinstance(offset_penalty, (int, float))
+                                         or not offset_penalty >= 0):
+            raise bad("offset_penalty", "auto or a number >= 0 (λ_E; inf: no picture term)")
         pca = options.get("visual_pca_dim", 64)
         if options.get("visual_mode", "none") != "none" and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
             raise bad("visual_pca_dim", "a positive number of components")
@@ -195,18 +247,53 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
         else:
             users = solve_rows_cg(csr, items, user_penalty, alpha0, net.user_factors.weight.detach().cpu(), hp.cg_steps)
         prior_mean = prior_weight = None
-        if self.visual_mode == "reg":  # mode head: the images never touch training
+        zero_mean_penalty = item_penalty  # (N,) λ_i of λ_i ‖q_i‖²
+        if self.visual_mode in ("reg", "offset"):  # mode head: the images never touch training
             prior_mean = self.visual.item_vectors(torch.arange(N, device=self.visual.features.device)).cpu()  # (N, K)
-            prior_weight = hp.reg_visual * item_penalty * self.visual.has_image.cpu().float()  # (N,)
+            with_image = self.visual.has_image.cpu().float()  # (N,)
+            if self.visual_mode == "reg":
+                prior_weight = hp.reg_visual * item_penalty * with_image  # (N,) added to λ_i
+            else:  # offset: λ_i ‖q_i − E f̃_i‖² replaces λ_i ‖q_i‖² for items with a picture
+                prior_weight = item_penalty * with_image
+                zero_mean_penalty = item_penalty * (1.0 - with_image)
         if exact:
-            items = solve_rows(users_t, users, item_penalty, alpha0, prior_mean, prior_weight)  # (N, K)
+            items = solve_rows(users_t, users, zero_mean_penalty, alpha0, prior_mean, prior_weight)  # (N, K)
         else:
-            items = solve_rows_cg(users_t, users, item_penalty, alpha0, items, hp.cg_steps, prior_mean, prior_weight)
+            items = solve_rows_cg(users_t, users, zero_mean_penalty, alpha0, items, hp.cg_steps, prior_mean, prior_weight)
         net.user_factors.weight.copy_(users.to(device))
         net.item_factors.weight.copy_(items.to(device))
         if self.visual_mode == "reg":
             self._fit_projection(items)
+        if self.visual_mode == "offset":
+            self._fit_offset_projection(items, item_penalty)
+            offsets = items - self.visual.item_vectors(torch.arange(N, device=self.visual.features.device)).cpu()  # (N, K) v_i
+            return weighted_loss(csr, users, items, alpha0, user_penalty, zero_mean_penalty) + float(
+                (prior_weight * offsets.pow(2).sum(-1)).sum() + hp.reg_projection * self.visual.projection.weight.pow(2).sum().cpu())
         return weighted_loss(csr, users, items, alpha0, user_penalty, item_penalty)
+
+    def _fit_offset_projection(self, items: torch.Tensor, item_penalty: torch.Tensor) -> None:
+        """Mode offset: E = argmin Σ_i λ_i ‖q_i − E f̃_i‖² + λ_E ‖E‖² over trained items with a picture, given
+        their vectors (M, K) and penalties λ_i (M,): (F̃ᵀ Λ F̃ + λ_E I) Eᵀ = F̃ᵀ Λ Q, a P×P solve. No intercept.
+        λ_E = ``offset_penalty``, or with ``auto`` the value of a grid that predicts held-out items' vectors best
+        (:func:`ridge_leave_one_out`); ``inf`` in the grid is E = 0 (plain iALS)."""
+        rows = (self.net.known_items & self.visual.has_image).cpu()  # (N,)
+        if int(rows.sum()) == 0:
+            return
+        x = self.visual.features.cpu()[rows].double()  # (M, P)
+        weight = item_penalty[rows].double()  # (M,)
+        y = items[rows].double()  # (M, K)
+        penalty = self.hparams.offset_penalty
+        if penalty == "auto":
+            penalty, self.offset_cv = ridge_leave_one_out(x, y, weight)
+        device = self.visual.features.device
+        if not math.isfinite(float(penalty)):
+            coef = torch.zeros(x.shape[1], y.shape[1])
+        else:
+            system = x.T @ (weight[:, None] * x) + (float(penalty) + 1e-9) * torch.eye(x.shape[1], dtype=torch.float64)
+            coef = torch.linalg.solve(system, x.T @ (weight[:, None] * y)).float()  # (P, K)
+        self.offset_penalty_used = float(penalty)
+        self.visual.set_head(coef.T.contiguous().to(device), torch.zeros(coef.shape[1], device=device),
+                             torch.zeros(x.shape[1], device=device), 0.0)
 
     def _fit_projection(self, items: torch.Tensor) -> None:
         """(E, e) = ridge regression of trained items' vectors (M, K) on their whitened features (M, P).
@@ -250,7 +337,9 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
         """Mode ``head`` (model contract): fit the cold-item head after training and report how it was
         chosen; the pipeline then stores the weights in the tested checkpoint. Other modes: nothing.
         With no training item that has an image the head stays zero (said, not an error)."""
-        if self.visual_mode != "head":
+        if self.visual_mode == "offset" and self.hparams.offset_cold_scoring == "projection":
+            return {}
+        if self.visual_mode not in ("head", "offset"):
             return {}
         if not bool((self.net.known_items & self.visual.has_image).any()):
             print("iALS cold-start head not fitted: no training item has an image; cold items keep a zero vector")

@@ -1,0 +1,204 @@
+"""The visual paper table: every model that uses the posters beside the non-visual ones, MovieLens-100K,
+cold-item split with its warm part, several seeds, mean ± sd, paired p-values against plain iALS.
+
+    .venv/bin/python benchmarks/visual_table.py [--root ../shared/datasets/ml-100k] [--seeds 0 1 2 3 4]
+        [--pooling final|stages] [--rows NAME ...] [--no-cornac] [--out table.json]
+
+Split: ``data=movielens_100k data/split=cold_item seed=S`` — 20 % of the items held out with all their ratings
+(the ``cold_items`` segment: candidates = every item without training interactions), and 10 % of each user's
+ratings of the other items (``warm``: candidates = every trained item minus the user's training items; and its
+long-tail segment ``warm_items_1-5``: items with 1–5 training interactions, ranked among themselves). Relevant =
+rating >= 4. Each seed draws its own held-out items.
+
+Rows (all scored by visrec's evaluator on the same split and the same image features):
+    popularity              the evaluator's baseline (training counts; on cold items a tie: an artefact)
+    random order            the exact expected metrics of a uniformly random order of each user's candidates
+    iALS                    ``experiment=ml100k_u1_ials`` (cold items: zero vectors, a tie)
+    iALS + head             ``model.visual_mode=head``: cold items from the picture, warm training untouched
+    visual iALS             ``model.visual_mode=offset``: q_i = E f̃_i + v_i in training, cold head after it
+    BPR, VBPR               ``model=bpr`` / ``model=vbpr`` at the settings of Cornac's side (below)
+    Cornac BPR, Cornac VBPR Cornac 3 (``bench`` extra) fitted on visrec's training part with the same settings
+                            and features (benchmarks/pairwise_cornac.py), its factor tables scored by visrec
+    visual_knn              ``model=visual_knn`` (item kNN over picture similarity)
+    ..., permuted           the same with ``features.permute_seed=1``: every item gets another item's features;
+                            a gain that survives it does not come from the pictures
+Columns: NDCG@10 and Recall@10 per segment, mean ± sample sd over the seeds (each seed's segment mean), and
+the Wilcoxon signed-rank p-value of NDCG@10 against iALS over (seed, user) pairs
+(:mod:`visrec.evaluation.significance`; the random row's per-user values are its exact expectations).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import open_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pairwise_cornac import TASKS, compose_cfg, cornac_scorer, split_data  # noqa: E402
+
+from visrec.evaluation import evaluate  # noqa: E402
+from visrec.evaluation.segments import build_segments  # noqa: E402
+from visrec.evaluation.significance import compare_per_user  # noqa: E402
+from visrec.interactions import Interactions  # noqa: E402
+from visrec.pipeline.config import instantiate_node  # noqa: E402
+from visrec.pipeline.training import train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PERMUTED = "features.permute_seed=1"
+SEGMENTS = ("warm", "warm_items_1-5", "cold_items")
+REFERENCE = "iALS"
+
+
+def pairwise_overrides(model: str) -> list[str]:
+    """visrec's BPR / VBPR at the settings Cornac's rows use (benchmarks/pairwise_cornac.py's tasks)."""
+    s = TASKS["vbpr_cold" if model == "vbpr" else "bpr_u1"]["settings"]
+    out = [f"model={model}", f"model.k={s['k']}", f"model.learning_rate={s['learning_rate']}", f"model.lambda_w={s['lambda_w']}",
+           f"model.lambda_b={s['lambda_b']}", f"model.step_batch_size={s['batch_size']}", f"trainer.max_epochs={s['epochs']}",
+           f"callbacks.early_stopping.patience={s['epochs'] + 1}"]
+    return out + ([f"model.k2={s['k2']}", f"model.lambda_e={s['lambda_e']}"] if model == "vbpr" else [])
+
+
+IALS = ["experiment=ml100k_u1_ials"]
+ROWS = {
+    "iALS": ("visrec", [*IALS, "model.visual_mode=none"]),
+    "iALS + head": ("visrec", [*IALS, "model.visual_mode=head"]),
+    "iALS + head, permuted": ("visrec", [*IALS, "model.visual_mode=head", PERMUTED]),
+    "visual iALS": ("visrec", [*IALS, "model.visual_mode=offset"]),
+    "visual iALS, permuted": ("visrec", [*IALS, "model.visual_mode=offset", PERMUTED]),
+    "BPR": ("visrec", pairwise_overrides("bpr")),
+    "VBPR": ("visrec", pairwise_overrides("vbpr")),
+    "VBPR, permuted": ("visrec", [*pairwise_overrides("vbpr"), PERMUTED]),
+    "Cornac BPR": ("cornac", ["bpr"]),
+    "Cornac VBPR": ("cornac", ["vbpr"]),
+    "Cornac VBPR, permuted": ("cornac", ["vbpr", PERMUTED]),
+    "visual_knn": ("visrec", ["model=visual_knn"]),
+    "visual_knn, permuted": ("visrec", ["model=visual_knn", PERMUTED]),
+}
+
+
+def visrec_row(base: list[str], overrides: list[str], out_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and evaluate one row: (model's per-user rows, popularity's per-user rows)."""
+    cfg = compose_cfg([*base, *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = out_dir
+        cfg.eval.ks = [10]
+    train(cfg)
+    (per_user,) = Path(out_dir, "eval").glob("*/per_user.parquet")
+    rows = pd.read_parquet(per_user)
+    return rows[rows.scorer == "model"], rows[rows.scorer == "popularity"]
+
+
+def cornac_row(base: list[str], spec: list[str], seed: int) -> pd.DataFrame:
+    """Cornac's BPR / VBPR on visrec's training part, scored by visrec's evaluator (per-user rows)."""
+    model, *extra = spec
+    datamodule, features = split_data([*base, *extra])
+    settings = TASKS["vbpr_cold" if model == "vbpr" else "bpr_u1"]["settings"]
+    scorer, _ = cornac_scorer(model, settings, datamodule, features, seed)
+    parts, U, N = datamodule.tensors, datamodule.num_users, datamodule.num_items
+    seen = Interactions.concat(parts["train"], parts["val"])
+    known_items = torch.bincount(parts["train"].items, minlength=N) > 0
+    known_users = torch.bincount(parts["train"].users, minlength=U) > 0
+    report = evaluate([scorer], seen, parts["test"], U, N, ks=[10], known_users=known_users, known_items=known_items,
+                      activity_edges=[5, 20])
+    return pd.DataFrame(report.per_user_rows(list(datamodule.user_map.raw_ids)))
+
+
+def random_rows(base: list[str], k: int = 10) -> pd.DataFrame:
+    """Per user and segment, the exact expected NDCG@k and Recall@k of a uniformly random order of the
+    user's candidates: with n candidates and r relevant, E[DCG@k] = (r/n) Σ_{j ≤ min(k, n)} 1/log2(j+1),
+    E[hits@k] = r·min(k, n)/n, over the ideal DCG and r as the evaluator divides."""
+    cfg = compose_cfg([*base, "model=ials"])
+    datamodule = instantiate_node(cfg.data)
+    datamodule.setup("fit")
+    parts = datamodule.tensors
+    seen = Interactions.concat(parts["train"], parts["val"])
+    known_items = torch.bincount(parts["train"].items, minlength=datamodule.num_items) > 0
+    known_users = torch.bincount(parts["train"].users, minlength=datamodule.num_users) > 0
+    segments = build_segments(seen, parts["test"], datamodule.num_users, datamodule.num_items, cfg.eval.relevance_threshold,
+                              cfg.eval.exclude_train, known_users, known_items, activity_edges=[5, 20])
+    discount = torch.cat([torch.zeros(1, dtype=torch.float64), (1.0 / torch.log2(torch.arange(2, k + 2).double())).cumsum(0)])
+    raw_users = list(datamodule.user_map.raw_ids)
+    frames = []
+    for name in SEGMENTS:
+        task = segments[name].task
+        n = int(task.candidates.sum()) - task.excluded.counts().double()  # (E,) candidates per user
+        r = task.relevant.counts().double()  # (E,) relevant items per user
+        shown = n.clamp(max=k)
+        ndcg = (r / n) * discount[shown.long()] / discount[r.clamp(max=k).long()]
+        frames.append(pd.DataFrame({"scorer": "random", "segment": name, "user": [raw_users[u] for u in task.users.tolist()],
+                                    "ndcg@10": ndcg.numpy(), "recall@10": (shown / n).numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def table(per_user: dict[str, list[pd.DataFrame]], seeds: list[int]) -> tuple[str, dict]:
+    """Markdown table and its numbers: per row and segment, mean ± sd over seeds, p against iALS."""
+    pooled = {name: pd.concat([f.assign(fold=str(seed), user=f["user"].astype(str)) for seed, f in zip(seeds, frames)], ignore_index=True)
+              for name, frames in per_user.items()}
+    header = ["model"] + [f"{seg} {m}" for seg in SEGMENTS for m in ("NDCG@10", "R@10", "p")]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    numbers = {}
+    for name, frames in per_user.items():
+        tests = compare_per_user(pooled[REFERENCE], pooled[name], ["ndcg@10"]) if name != REFERENCE else {}
+        cells, numbers[name] = [], {}
+        for seg in SEGMENTS:
+            for metric in ("ndcg@10", "recall@10"):
+                values = [float(f.loc[f.segment == seg, metric].mean()) for f in frames]
+                numbers[name][f"{seg}/{metric}"] = values
+                sd = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.4f} ± {sd:.4f}")
+            test = tests.get(f"{seg}/ndcg@10")
+            p = None if test is None else test["p_wilcoxon"]
+            numbers[name][f"{seg}/p_wilcoxon"] = p
+            cells.append("—" if p is None else f"{p:.2g}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), numbers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=str(REPO.parent / "shared" / "datasets" / "ml-100k"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--pooling", choices=["final", "stages"], default="final", help="features.backbone.pooling")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--no-cornac", action="store_true")
+    parser.add_argument("--data-dir", default=str(REPO / "data"), help="paths.data_dir (the image-feature cache)")
+    parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")
+    args = parser.parse_args()
+    rows = [r for r in args.rows if not (args.no_cornac and ROWS[r][0] == "cornac")]
+    if REFERENCE not in rows:
+        rows.insert(0, REFERENCE)
+    per_user: dict[str, list[pd.DataFrame]] = {"popularity": [], "random order": [], **{r: [] for r in rows}}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            base = ["data=movielens_100k", f"data.root={args.root}", "data/split=cold_item", f"seed={seed}",
+                    f"features.backbone.pooling={args.pooling}", f"paths.data_dir={args.data_dir}"]
+            per_user["random order"].append(random_rows(base))
+            for name in rows:
+                kind, spec = ROWS[name]
+                if kind == "cornac":
+                    frame = cornac_row(base, spec, seed)
+                else:
+                    frame, popularity = visrec_row(base, spec, f"{tmp}/{seed}_{len(per_user[name])}_{name.replace(' ', '_')}")
+                    if name == REFERENCE:
+                        per_user["popularity"].append(popularity)
+                per_user[name].append(frame[frame.scorer == "model"] if "scorer" in frame else frame)
+                print(f"  seed {seed} {name}: " + ", ".join(f"{seg} {per_user[name][-1].loc[per_user[name][-1].segment == seg, 'ndcg@10'].mean():.4f}"
+                                                             for seg in SEGMENTS) + f" ({time.perf_counter() - started:.0f} s)", flush=True)
+    text, numbers = table(per_user, args.seeds)
+    print(f"\nML-100K cold-item split with its warm part, seeds {args.seeds}, features.backbone.pooling={args.pooling}; "
+          f"mean ± sd over seeds; p: Wilcoxon signed-rank of NDCG@10 against {REFERENCE} over (seed, user) pairs\n")
+    print(text)
+    if args.out:
+        args.out.write_text(json.dumps({"seeds": args.seeds, "pooling": args.pooling, "rows": numbers}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
