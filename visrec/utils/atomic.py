@@ -27,15 +27,24 @@ _HINTS = {errno.ENOSPC: _SPACE, errno.EFBIG: _SPACE, getattr(errno, "EDQUOT", -1
 SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
-class WriteError(Exception):
+class WriteError(OSError):
     """Output that could not be written: ``cannot write <path>: <reason> (<hint>)[; <note>]``.
 
     ``path`` is the file (or folder) the user would look for; ``note`` says what was left as it was
-    (e.g. "nothing written; the bundle at <folder> is unchanged")."""
+    (e.g. "nothing written; the bundle at <folder> is unchanged"). An OSError still (code that catches
+    those keeps working), with the ``errno`` of the write that failed."""
 
     def __init__(self, path: str | os.PathLike, error: OSError, note: str = ""):
         self.path, self.error, self.note = str(path), error, note
-        super().__init__(f"cannot write {self.path}: {describe_os_error(error)}" + (f"; {note}" if note else ""))
+        self.message = f"cannot write {self.path}: {describe_os_error(error)}" + (f"; {note}" if note else "")
+        super().__init__(self.message)
+        self.errno, self.strerror, self.filename = error.errno, error.strerror, self.path
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):
+        return type(self), (self.path, self.error, self.note)
 
 
 def describe_os_error(error: OSError) -> str:
