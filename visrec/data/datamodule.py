@@ -106,6 +106,14 @@ def _int_option(value, key: str, minimum: int) -> int:
     return number
 
 
+def _relative(path: str, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` (None when there is no relative path, e.g. another drive)."""
+    try:
+        return os.path.relpath(path, os.path.abspath(folder))
+    except ValueError:
+        return None
+
+
 class RatingsDataModule(pl.LightningDataModule):
     """Splits a ratings source into train / validation / test and serves index tensors.
 
@@ -344,14 +352,22 @@ class RatingsDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     # ---- persistence ----------------------------------------------------------------------------
-    def save(self, folder: str | Path) -> None:
-        """Write ``user_map.parquet``, ``item_map.parquet``, ``item_images.parquet`` (item, image_path;
-        null when the item has none) and ``split.parquet`` (user, item, rating, part), all with raw ids."""
+    def save(self, folder: str | Path, image_digests: list | None = None) -> None:
+        """Write ``user_map.parquet``, ``item_map.parquet``, ``item_images.parquet`` and ``split.parquet`` (user,
+        item, rating, part), all with raw ids. ``item_images.parquet``: item, image_path (absolute; null when the
+        item has none), image_path_from_run (the same path relative to ``folder``, so a project folder that
+        moves with its run and pictures still finds them) and, with ``image_digests`` (N,), image_sha256: the
+        digest of the picture the run's features came from (null: the run used no picture for the item)."""
         folder = Path(folder)
         self.user_map.save(folder / "user_map.parquet")
         self.item_map.save(folder / "item_map.parquet")
+        absolute = [None if p is None else os.path.abspath(p) for p in self.image_paths]
         images = pd.DataFrame({"item": self.item_map.raw_ids,
-                               "image_path": pd.array([None if p is None else os.path.abspath(p) for p in self.image_paths], dtype="string")})
+                               "image_path": pd.array(absolute, dtype="string"),
+                               "image_path_from_run": pd.array([None if p is None else _relative(p, folder) for p in absolute],
+                                                               dtype="string")})
+        if image_digests is not None:
+            images["image_sha256"] = pd.array(list(image_digests), dtype="string")
         with atomic_path(folder / "item_images.parquet") as tmp:
             images.to_parquet(tmp, index=False)
         split = pd.concat(

@@ -68,6 +68,9 @@ class ItemFeatures:
     report: ExtractionReport
     backbone_key: str
     backbone: dict = field(default_factory=dict)  # name, weights, path, weights_digest, data_config, key
+    # (N,) sha256 of the picture each item's features come from (None where has_image is False): what a run
+    # records in item_images.parquet, so evaluation and export can check they see the same pictures.
+    digests: list = field(default_factory=list)
 
     @property
     def feature_dim(self) -> int:
@@ -78,7 +81,8 @@ class ItemFeatures:
         random order drawn from ``seed``. The features keep their distribution but no longer describe
         their item, so any gain a model still shows comes from something other than the pictures."""
         order = torch.randperm(len(self.features), generator=torch.Generator().manual_seed(int(seed)))  # (N,)
-        return replace(self, features=self.features[order], has_image=self.has_image[order])
+        digests = [self.digests[i] for i in order.tolist()] if self.digests else self.digests
+        return replace(self, features=self.features[order], has_image=self.has_image[order], digests=digests)
 
 
 def _plain(value):
@@ -195,4 +199,5 @@ def extract_item_features(
     report.found = report.with_path - report.missing
     report.seconds = time.perf_counter() - started
     log.debug(report.summary())  # the pipeline prints it once per run (visrec.pipeline.setup.extract_features)
-    return ItemFeatures(torch.from_numpy(features), torch.from_numpy(has_image), report, backbone.key, backbone.describe())
+    used = [digest if has_image[i] else None for i, digest in enumerate(digests)]
+    return ItemFeatures(torch.from_numpy(features), torch.from_numpy(has_image), report, backbone.key, backbone.describe(), used)

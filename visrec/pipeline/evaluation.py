@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +26,9 @@ from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
 from visrec.evaluation import EvaluationReport, Interactions, PopularityScorer, evaluate
 from visrec.evaluation.ranking import DEFAULT_BATCH_ELEMENTS
+from visrec.features import ItemFeatures
+from visrec.features.cache import FeatureCache
+from visrec.features.images import image_file_exists
 from visrec.models.divergence import check_finite_model
 from visrec.models.registry import build_scoring
 from visrec.models.scoring import ScoringModel
@@ -47,6 +50,10 @@ class RunData:
     item_map: IdMap
     parts: dict[str, Interactions]  # train, val, test
     image_paths: list  # (N,) path or None
+    # (N,) sha256 of the picture each item's training features came from (None: no picture used); None for a
+    # run written before visrec recorded them (nothing to check against)
+    image_digests: list | None = None
+    run_dir: Path | None = None
 
 
 def _require(path: Path, what: str) -> Path:
@@ -85,14 +92,70 @@ def load_run_data(run_dir: str | Path) -> RunData:
     if unknown_parts:
         raise DataError(split_path, f"unknown part name(s) {unknown_parts}; expected train, val, test", field="part")
     image_paths: list = [None] * len(item_map)
+    image_digests: list | None = None
     images_file = run_dir / "item_images.parquet"
     if images_file.exists():
         images = read_parquet_frame(images_file)
         rows = item_map.lookup(images["item"].to_numpy())
-        for row, path in zip(rows, images["image_path"]):
-            if row >= 0 and not pd.isna(path):
-                image_paths[row] = str(path)
-    return RunData(config, user_map, item_map, parts, image_paths)
+        from_run = images["image_path_from_run"] if "image_path_from_run" in images else [None] * len(images)
+        for row, path, relative in zip(rows, images["image_path"], from_run):
+            if row >= 0:
+                image_paths[row] = _picture_path(run_dir, path, relative)
+        if "image_sha256" in images:
+            image_digests = [None] * len(item_map)
+            for row, digest in zip(rows, images["image_sha256"]):
+                if row >= 0 and not pd.isna(digest):
+                    image_digests[row] = str(digest)
+    return RunData(config, user_map, item_map, parts, image_paths, image_digests, run_dir)
+
+
+def _picture_path(run_dir: Path, absolute, relative) -> str | None:
+    """Where an item's picture is now: the path recorded relative to the run directory when a file is there
+    (the project folder moved with its run), else the absolute path recorded at training (None: no picture)."""
+    if not pd.isna(relative):
+        moved = run_dir / str(relative)
+        if image_file_exists(moved):
+            return str(moved)
+    return None if pd.isna(absolute) else str(absolute)
+
+
+def match_training_pictures(data: RunData, features: ItemFeatures, cache_dir: str | Path) -> ItemFeatures:
+    """The features the run was trained with, or a DataError.
+
+    Items the run used no picture for stay imageless (a picture added since then is ignored, as the model never
+    saw it). A picture that is missing now or whose content changed (its sha256 differs from
+    ``item_images.parquet``'s ``image_sha256``) gets its training features back from the feature cache, which
+    is keyed by content digest; when the cache no longer has them either, DataError naming item_images.parquet,
+    how many pictures are missing or changed and a few of them — never features the checkpoint was not
+    trained with. Runs that recorded no digests are returned as they are."""
+    recorded = data.image_digests
+    if recorded is None:
+        return features
+    now = features.digests or [None] * len(recorded)
+    vectors, has_image = features.features.clone(), features.has_image.clone()  # (N, D), (N,)
+    unused = torch.tensor([d is None for d in recorded])
+    vectors[unused], has_image[unused] = 0.0, False
+    differ = [i for i, digest in enumerate(recorded) if digest is not None and now[i] != digest]
+    if differ:
+        cache = FeatureCache(cache_dir, features.backbone_key, features.feature_dim)
+        rows = {i: cache.get(recorded[i]) for i in differ}
+        lost = [i for i in differ if rows[i] is None]
+        if lost:
+            missing = [i for i in lost if now[i] is None]
+            changed = [i for i in lost if now[i] is not None]
+            used = sum(d is not None for d in recorded)
+            examples = ", ".join(f"{data.item_map.raw_ids[i]!r} ({data.image_paths[i]})" for i in lost[:3])
+            images_file = None if data.run_dir is None else data.run_dir / "item_images.parquet"
+            raise DataError(images_file, f"{len(missing)} of the {used} pictures the model was trained with are missing now and "
+                            f"{len(changed)} changed (e.g. {examples}), and the feature cache ({cache.path}) no longer holds "
+                            "their training features: this checkpoint would be scored with features it was never trained "
+                            "with. Restore the pictures (item_images.parquet in the run directory records their paths and "
+                            "sha256 digests) or the feature cache")
+        for i in differ:
+            vectors[i], has_image[i] = torch.from_numpy(rows[i]), True
+        print(f"{len(differ)} of the run's pictures are missing or changed since training; their training features "
+              f"were taken from the feature cache by content digest")
+    return replace(features, features=vectors, has_image=has_image, digests=list(recorded))
 
 
 def resolve_checkpoint(run_dir: str | Path, ckpt: str) -> Path:
@@ -151,6 +214,7 @@ def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictCo
         if features_cfg is not None:
             with_features.features = features_cfg
         features = extract_features(with_features, data.image_paths, list(data.item_map.raw_ids), announce=False)
+        features = match_training_pictures(data, features, with_features.features.cache_dir)
         model.attach_features(features.features, features.has_image, fit=False)
     return model.eval(), features
 

@@ -184,7 +184,7 @@ def train(cfg: DictConfig) -> dict:
     if features is not None:
         write_json_atomic(out_dir / "features_report.json", {"backbone_key": features.backbone_key, **vars(features.report)})
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    datamodule.save(out_dir)
+    datamodule.save(out_dir, image_digests=None if features is None else features.digests)
 
     loggers = make_loggers(cfg, out_dir)
     callbacks = _instantiate_all(cfg.get("callbacks"))
