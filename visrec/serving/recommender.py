@@ -15,7 +15,7 @@ What the numbers are depends on the bundle's ``score_kind`` (manifest ``score``)
 Unknown raw ids raise :class:`UnknownIdError` naming them, unless ``on_unknown="fallback"``: an
 unknown user is then scored like a user without training ratings: for a rating model r̂ = μ + b_i
 (items ranked by their bias); for a preference model (iALS, whose μ and biases are 0) the item's number
-of training interactions (popularity: the evaluator's baseline), since p_u·q_i has no user to use.
+of interactions in the train and validation parts (popularity: the evaluator's baseline), since p_u·q_i has no user to use.
 Unknown items in :meth:`score` get NaN. Query ids are matched to the bundle's id
 dtype by the rule of :mod:`visrec.serving.ids` ("196" finds user 196 of an integer-id bundle, 196
 finds "196" of a string-id bundle); a known id in another form ("0196", 196.0) is refused, never
