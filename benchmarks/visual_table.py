@@ -2,7 +2,11 @@
 cold-item split with its warm part, several seeds, mean ± sd, paired p-values against plain iALS.
 
     .venv/bin/python benchmarks/visual_table.py [--root ../shared/datasets/ml-100k] [--seeds 0 1 2 3 4]
-        [--pooling final|stages] [--rows NAME ...] [--no-cornac] [--out table.json]
+        [--pooling final|stages] [--rows NAME ...] [--no-cornac] [--out table.json] [--work-dir DIR]
+
+Each (seed, row)'s per-user values are kept in ``--work-dir`` (``<pooling>/seed<S>/<row>.parquet``) as soon as
+they are measured, and a rerun with the same directory skips what is there: a long table survives an
+interruption, and rows can be added to it later.
 
 Split: ``data=movielens_100k data/split=cold_item seed=S`` — 20 % of the items held out with all their ratings
 (the ``cold_items`` segment: candidates = every item without training interactions), and 10 % of each user's
@@ -62,7 +66,9 @@ def pairwise_overrides(model: str) -> list[str]:
     out = [f"model={model}", f"model.k={s['k']}", f"model.learning_rate={s['learning_rate']}", f"model.lambda_w={s['lambda_w']}",
            f"model.lambda_b={s['lambda_b']}", f"model.step_batch_size={s['batch_size']}", f"trainer.max_epochs={s['epochs']}",
            f"callbacks.early_stopping.patience={s['epochs'] + 1}"]
-    return out + ([f"model.k2={s['k2']}", f"model.lambda_e={s['lambda_e']}"] if model == "vbpr" else [])
+    # 200 epochs of BPR: validated every 10th (the best of those is tested), not every one.
+    return out + ([f"model.k2={s['k2']}", f"model.lambda_e={s['lambda_e']}"] if model == "vbpr" else
+                  ["trainer.check_val_every_n_epoch=10"])
 
 
 IALS = ["experiment=ml100k_u1_ials"]
@@ -170,6 +176,8 @@ def main() -> None:
     parser.add_argument("--no-cornac", action="store_true")
     parser.add_argument("--data-dir", default=str(REPO / "data"), help="paths.data_dir (the image-feature cache)")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "visual_table",
+                        help="per-(seed, row) per-user values, reused by a rerun")
     args = parser.parse_args()
     rows = [r for r in args.rows if not (args.no_cornac and ROWS[r][0] == "cornac")]
     if REFERENCE not in rows:
@@ -180,17 +188,32 @@ def main() -> None:
         for seed in args.seeds:
             base = ["data=movielens_100k", f"data.root={args.root}", "data/split=cold_item", f"seed={seed}",
                     f"features.backbone.pooling={args.pooling}", f"paths.data_dir={args.data_dir}"]
-            per_user["random order"].append(random_rows(base))
-            for name in rows:
-                kind, spec = ROWS[name]
-                if kind == "cornac":
+            kept = args.work_dir / args.pooling / f"seed{seed}"
+            kept.mkdir(parents=True, exist_ok=True)
+            for name in ["random order", *rows]:
+                stored = kept / f"{name.replace(' ', '_').replace(',', '').replace('+', 'plus')}.parquet"
+                popularity_file = kept / "popularity.parquet"
+                if stored.is_file() and (name != REFERENCE or popularity_file.is_file()):
+                    per_user[name].append(pd.read_parquet(stored))
+                    if name == REFERENCE:
+                        per_user["popularity"].append(pd.read_parquet(popularity_file))
+                    continue
+                kind, spec = ROWS.get(name, ("random", []))
+                if kind == "random":
+                    frame = random_rows(base)
+                elif kind == "cornac":
                     frame = cornac_row(base, spec, seed)
                 else:
-                    frame, popularity = visrec_row(base, spec, f"{tmp}/{seed}_{len(per_user[name])}_{name.replace(' ', '_')}")
+                    frame, popularity = visrec_row(base, spec, f"{tmp}/{seed}_{name.replace(' ', '_')}")
                     if name == REFERENCE:
+                        popularity.to_parquet(popularity_file, index=False)
                         per_user["popularity"].append(popularity)
-                per_user[name].append(frame[frame.scorer == "model"] if "scorer" in frame else frame)
-                print(f"  seed {seed} {name}: " + ", ".join(f"{seg} {per_user[name][-1].loc[per_user[name][-1].segment == seg, 'ndcg@10'].mean():.4f}"
+                frame = frame[frame.scorer != "popularity"] if "scorer" in frame else frame
+                frame = frame[[c for c in frame.columns if c in ("scorer", "segment", "user", "ndcg@10", "recall@10")]]
+                frame = frame.assign(user=frame["user"].astype(str))
+                frame.to_parquet(stored, index=False)
+                per_user[name].append(frame)
+                print(f"  seed {seed} {name}: " + ", ".join(f"{seg} {frame.loc[frame.segment == seg, 'ndcg@10'].mean():.4f}"
                                                              for seg in SEGMENTS) + f" ({time.perf_counter() - started:.0f} s)", flush=True)
     text, numbers = table(per_user, args.seeds)
     print(f"\nML-100K cold-item split with its warm part, seeds {args.seeds}, features.backbone.pooling={args.pooling}; "
