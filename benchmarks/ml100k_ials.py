@@ -42,7 +42,7 @@ def run(overrides: list[str], out_dir: str) -> tuple[object, float]:
         cfg.paths.output_dir = out_dir
     metrics = train(cfg)
     data = load_run_data(out_dir)
-    model = load_model(data, resolve_checkpoint(out_dir, "tested"), cfg.features)
+    model = load_model(data, resolve_checkpoint(out_dir, "tested"), cfg.features.cache_dir)
     return (data, model), float(metrics["fit_seconds"])
 
 

@@ -51,6 +51,7 @@ def test_a_moved_project_evaluates_and_exports_as_before(project, tmp_path):
     shutil.move(str(project), str(moved))
     shutil.rmtree(moved / "data" / "feature_cache")  # nothing to fall back on: the pictures must be found again
     assert cold_metrics(moved / "run") == pytest.approx(before)
+    assert not project.exists()  # nothing written at the run's old place (config.yaml's cache folder is gone)
     bundle = export_run(moved / "run", out_dir=tmp_path / "bundle")
     from visrec.serving import Recommender
 

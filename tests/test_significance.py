@@ -127,3 +127,15 @@ def test_a_multirun_with_a_reference_writes_paired_tests(tmp_path):
     (other,) = [g for g in summary["groups"] if "model=bpr" in g["overrides"]]
     test = other["significance"]["tests"]["model/warm/ndcg@10"]
     assert test["n"] > 0 and 0 <= test["p_wilcoxon"] <= 1 and "(p=" in done.stdout
+
+
+def test_one_run_per_group_pairs_with_the_other_groups_run(tmp_path):
+    """A multirun over models only (no fold or seed override): each group's single run pairs with the others'."""
+    users = [f"u{i}" for i in range(30)]
+    for number, (model, shift) in enumerate((("ials", 0.0), ("bpr", 0.1))):
+        values = np.linspace(0, 0.5, 30) + shift
+        fake_job(tmp_path, number, [f"model={model}"], {"test/rmse": 1.0}, {"model/warm/ndcg@10": float(values.mean())})
+        write_per_user(tmp_path, number, per_user(users, values))
+    summary = summarize(read_sweep(tmp_path), reference="model=ials")
+    (bpr,) = [g for g in summary["groups"] if g["overrides"] == ["model=bpr"]]
+    assert bpr["significance"]["tests"]["model/warm/ndcg@10"]["n"] == 30

@@ -144,7 +144,13 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def _fold_label(job: Job, fold_keys: tuple[str, ...]) -> str:
-    return " ".join(o for o in job.overrides if _override_key(o) in fold_keys) or str(job.number)
+    return _fold_overrides(job, fold_keys) or str(job.number)
+
+
+def _fold_overrides(job: Job, fold_keys: tuple[str, ...]) -> str:
+    """The job's fold / seed overrides ('' when it has none: one run per group, which pairs with the other
+    groups' single runs)."""
+    return " ".join(o for o in job.overrides if _override_key(o) in fold_keys)
 
 
 def per_user_rows(jobs: list[Job], fold_keys: tuple[str, ...]) -> "pd.DataFrame":
@@ -159,7 +165,7 @@ def per_user_rows(jobs: list[Job], fold_keys: tuple[str, ...]) -> "pd.DataFrame"
                              "metrics): re-evaluate it with evaluate.py run_dir=... to test it")
         rows = pd.concat([pd.read_parquet(f) for f in job.per_user_files], ignore_index=True)
         rows = rows[rows["scorer"] == "model"].drop_duplicates(["segment", "user"], keep="last")
-        frames.append(rows.assign(fold=_fold_label(job, fold_keys), user=rows["user"].astype(str)))
+        frames.append(rows.assign(fold=_fold_overrides(job, fold_keys), user=rows["user"].astype(str)))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
@@ -119,6 +121,18 @@ def _picture_path(run_dir: Path, absolute, relative) -> str | None:
     return None if pd.isna(absolute) else str(absolute)
 
 
+@contextmanager
+def _usable_cache_dir(cache_dir: str):
+    """``cache_dir`` when that folder exists; else a temporary folder, removed afterwards (said in one line)."""
+    if Path(cache_dir).expanduser().is_dir():
+        yield cache_dir
+        return
+    print(f"feature cache {cache_dir} not found (a run moved to another place or machine?): the pictures go through the "
+          "CNN without a cache; evaluate.py feature_cache_dir=<folder> names another")
+    with tempfile.TemporaryDirectory(prefix="visrec-features-") as temporary:
+        yield temporary
+
+
 def match_training_pictures(data: RunData, features: ItemFeatures, cache_dir: str | Path) -> ItemFeatures:
     """The features the run was trained with, or a DataError.
 
@@ -171,10 +185,10 @@ def resolve_checkpoint(run_dir: str | Path, ckpt: str) -> Path:
     return path
 
 
-def load_model(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None = None) -> ScoringModel:
+def load_model(data: RunData, ckpt_path: Path, feature_cache_dir: str | None = None) -> ScoringModel:
     """The run's model with the checkpoint's weights (``weights_only=True``), checked against the split:
     a built-in model's scoring half (:mod:`visrec.models.registry`), or the class ``model._target_`` names."""
-    return load_model_and_features(data, ckpt_path, features_cfg)[0]
+    return load_model_and_features(data, ckpt_path, feature_cache_dir)[0]
 
 
 def new_model(cfg: DictConfig) -> ScoringModel:
@@ -187,8 +201,11 @@ def new_model(cfg: DictConfig) -> ScoringModel:
     return model
 
 
-def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictConfig | None = None):
-    """(model, ItemFeatures or None): :func:`load_model` plus the image features it was given."""
+def load_model_and_features(data: RunData, ckpt_path: Path, feature_cache_dir: str | None = None):
+    """(model, ItemFeatures or None): :func:`load_model` plus the image features it was given (the run's
+    features config; the cache in ``feature_cache_dir`` when given, else the one config.yaml names — when that
+    folder does not exist, e.g. the run moved to another machine, the pictures go through the CNN without a
+    cache and nothing is written outside the run)."""
     cfg = data.config
     model = new_model(cfg)
     try:
@@ -211,10 +228,12 @@ def load_model_and_features(data: RunData, ckpt_path: Path, features_cfg: DictCo
     features = None
     if model.has_image_prior:
         with_features = cfg.copy()
-        if features_cfg is not None:
-            with_features.features = features_cfg
-        features = extract_features(with_features, data.image_paths, list(data.item_map.raw_ids), announce=False)
-        features = match_training_pictures(data, features, with_features.features.cache_dir)
+        cache_dir = str(feature_cache_dir or with_features.features.cache_dir)
+        with _usable_cache_dir(cache_dir) as usable:
+            with open_dict(with_features):
+                with_features.features.cache_dir = usable
+            features = extract_features(with_features, data.image_paths, list(data.item_map.raw_ids), announce=False)
+            features = match_training_pictures(data, features, usable)
         model.attach_features(features.features, features.has_image, fit=False)
     return model.eval(), features
 
@@ -287,7 +306,7 @@ def evaluate_run(cfg: DictConfig) -> EvaluationReport:
     run_dir = Path(cfg.run_dir)
     data = load_run_data(run_dir)
     ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt)
-    model = load_model(data, ckpt_path, cfg.get("features"))
+    model = load_model(data, ckpt_path, cfg.get("feature_cache_dir"))
     if cfg.part == "val" and model.trained_on_validation:
         raise DataError(ckpt_path, "was refit on train + val, so part=val would score ratings it was trained on; evaluate part=test, "
                         "or ckpt=best for the validated model")
