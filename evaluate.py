@@ -2,7 +2,7 @@
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from visrec.data.errors import DataError
 from visrec.pipeline.evaluation import evaluate_run
@@ -11,6 +11,10 @@ from visrec.utils.atomic import WriteError
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    if OmegaConf.is_missing(cfg, "run_dir"):
+        print("evaluate.py: which run? usage: python evaluate.py run_dir=<a training run directory> [ckpt=tested|best|last|refit] "
+              "[part=test|val] [key=value ...]", file=sys.stderr)
+        sys.exit(2)
     try:
         evaluate_run(cfg)
     except (DataError, WriteError) as error:  # bad input, or a report that could not be written: one line

@@ -40,14 +40,14 @@ def main(cfg: DictConfig) -> float | None:
         message = f"{type(error).__name__}: {error}" if isinstance(error, DivergedError) else str(error)
         print(f"train.py: {message}", file=sys.stderr)
         if _in_multirun():  # one job of a sweep: recorded, left out of the summary; the other jobs run
-            _record_failure(cfg, error, message)
+            _record_failure(cfg, error, str(error))
             if _sweep_goes_on():
                 return float("nan")
         sys.exit(1 if isinstance(error, DivergedError) else 2)
     except Exception as error:  # noqa: BLE001 - a sweep's other jobs still run; a single run shows the traceback
         if not _in_multirun():
             raise
-        _record_failure(cfg, error, f"{type(error).__name__}: {error}")
+        _record_failure(cfg, error, str(error))
         if not _sweep_goes_on():
             raise
         traceback.print_exc()

@@ -163,3 +163,14 @@ def test_evaluate_cli_reports_a_bad_run_directory_and_writes_nothing(tmp_path):
     assert done.returncode == 2
     assert f"{missing}: run directory not found" in done.stderr
     assert not missing.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_py_without_a_run_says_how_to_call_it(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "evaluate.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "usage: python evaluate.py run_dir=" in done.stderr
+    assert "Traceback" not in done.stderr and "MissingMandatoryValue" not in done.stderr

@@ -90,7 +90,7 @@ def record_job_failure(run_dir: str | Path, kind: str, message: str) -> None:
 def _failure_message(run_dir: Path) -> str | None:
     try:
         recorded = json.loads((run_dir / FAILURE_FILE).read_text())
-        return str(recorded.get("message") or recorded.get("error"))
+        return f"{recorded.get('error')}: {recorded.get('message')}"
     except (OSError, ValueError, AttributeError):
         return None
 
