@@ -164,6 +164,8 @@ def table(per_user: dict[str, list[pd.DataFrame]], seeds: list[int]) -> tuple[st
             numbers[name][f"{seg}/p_wilcoxon"] = p
             cells.append("—" if p is None else f"{p:.2g}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    users = pooled[REFERENCE].groupby("segment").size()
+    lines.append("\n(user, seed) pairs tested, pooled over the seeds: " + ", ".join(f"{seg} {int(users.get(seg, 0))}" for seg in SEGMENTS))
     return "\n".join(lines), numbers
 
 
