@@ -74,8 +74,8 @@ def cold_metrics(overrides: list[str], out_dir: str) -> dict:
     return out
 
 
-def random_order_floor(overrides: list[str], k: int = 10) -> dict:
-    """Expected NDCG@k and Recall@k of the cold_items segment under a uniformly random order (see module doc)."""
+def split_segments(overrides: list[str], activity_edges=()) -> tuple:
+    """(datamodule, the evaluator's segments of its test part), built as train.py's evaluator builds them."""
     cfg = compose_cfg(overrides)
     datamodule = instantiate_node(cfg.data)
     datamodule.setup("fit")
@@ -83,14 +83,26 @@ def random_order_floor(overrides: list[str], k: int = 10) -> dict:
     seen = Interactions.concat(parts["train"], parts["val"])
     known_items = torch.bincount(parts["train"].items, minlength=datamodule.num_items) > 0
     known_users = torch.bincount(parts["train"].users, minlength=datamodule.num_users) > 0
-    task = build_segments(seen, parts["test"], datamodule.num_users, datamodule.num_items, cfg.eval.relevance_threshold,
-                          cfg.eval.exclude_train, known_users, known_items)["cold_items"].task
+    segments = build_segments(seen, parts["test"], datamodule.num_users, datamodule.num_items, cfg.eval.relevance_threshold,
+                              cfg.eval.exclude_train, known_users, known_items, activity_edges=activity_edges)
+    return datamodule, segments
+
+
+def random_order_expectation(task, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per ranked user of ``task`` (E,), the exact expected NDCG@k and Recall@k of a uniformly random order of
+    the user's candidates (see module doc): (ndcg (E,), recall (E,)) float64."""
     n = int(task.candidates.sum()) - task.excluded.counts().double()  # (E,) candidates per user
     r = task.relevant.counts().double()  # (E,) relevant items per user
     cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), (1.0 / torch.log2(torch.arange(2, k + 2).double())).cumsum(0)])
     shown = n.clamp(max=k)
-    ndcg = (r / n) * cumulative[shown.long()] / cumulative[r.clamp(max=k).long()]
-    return {"ndcg": float(ndcg.mean()), "recall": float((shown / n).mean())}
+    return (r / n) * cumulative[shown.long()] / cumulative[r.clamp(max=k).long()], shown / n
+
+
+def random_order_floor(overrides: list[str], k: int = 10) -> dict:
+    """Expected NDCG@k and Recall@k of the cold_items segment under a uniformly random order (see module doc)."""
+    _, segments = split_segments(overrides)
+    ndcg, recall = random_order_expectation(segments["cold_items"].task, k)
+    return {"ndcg": float(ndcg.mean()), "recall": float(recall.mean())}
 
 
 def cold_args(doc: str) -> argparse.Namespace:

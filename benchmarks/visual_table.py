@@ -45,13 +45,12 @@ import torch
 from omegaconf import open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ml100k_ials_cold import random_order_expectation, split_segments  # noqa: E402
 from pairwise_cornac import TASKS, compose_cfg, cornac_scorer, split_data  # noqa: E402
 
 from visrec.evaluation import evaluate  # noqa: E402
-from visrec.evaluation.segments import build_segments  # noqa: E402
 from visrec.evaluation.significance import compare_per_user  # noqa: E402
 from visrec.interactions import Interactions  # noqa: E402
-from visrec.pipeline.config import instantiate_node  # noqa: E402
 from visrec.pipeline.training import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,29 +116,16 @@ def cornac_row(base: list[str], spec: list[str], seed: int) -> pd.DataFrame:
 
 
 def random_rows(base: list[str], k: int = 10) -> pd.DataFrame:
-    """Per user and segment, the exact expected NDCG@k and Recall@k of a uniformly random order of the
-    user's candidates: with n candidates and r relevant, E[DCG@k] = (r/n) Σ_{j ≤ min(k, n)} 1/log2(j+1),
-    E[hits@k] = r·min(k, n)/n, over the ideal DCG and r as the evaluator divides."""
-    cfg = compose_cfg([*base, "model=ials"])
-    datamodule = instantiate_node(cfg.data)
-    datamodule.setup("fit")
-    parts = datamodule.tensors
-    seen = Interactions.concat(parts["train"], parts["val"])
-    known_items = torch.bincount(parts["train"].items, minlength=datamodule.num_items) > 0
-    known_users = torch.bincount(parts["train"].users, minlength=datamodule.num_users) > 0
-    segments = build_segments(seen, parts["test"], datamodule.num_users, datamodule.num_items, cfg.eval.relevance_threshold,
-                              cfg.eval.exclude_train, known_users, known_items, activity_edges=[5, 20])
-    discount = torch.cat([torch.zeros(1, dtype=torch.float64), (1.0 / torch.log2(torch.arange(2, k + 2).double())).cumsum(0)])
+    """Per user and segment, the exact expected NDCG@k and Recall@k of a uniformly random order of the user's
+    candidates (benchmarks/ml100k_ials_cold.py's :func:`random_order_expectation`)."""
+    datamodule, segments = split_segments([*base, "model=ials"], activity_edges=[5, 20])
     raw_users = list(datamodule.user_map.raw_ids)
     frames = []
     for name in SEGMENTS:
         task = segments[name].task
-        n = int(task.candidates.sum()) - task.excluded.counts().double()  # (E,) candidates per user
-        r = task.relevant.counts().double()  # (E,) relevant items per user
-        shown = n.clamp(max=k)
-        ndcg = (r / n) * discount[shown.long()] / discount[r.clamp(max=k).long()]
+        ndcg, recall = random_order_expectation(task, k)
         frames.append(pd.DataFrame({"scorer": "random", "segment": name, "user": [raw_users[u] for u in task.users.tolist()],
-                                    "ndcg@10": ndcg.numpy(), "recall@10": (shown / n).numpy()}))
+                                    "ndcg@10": ndcg.numpy(), "recall@10": recall.numpy()}))
     return pd.concat(frames, ignore_index=True)
 
 

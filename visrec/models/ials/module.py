@@ -26,7 +26,7 @@ Visual prior, ``visual_mode``:
           cross-validation (:mod:`visrec.models.visual.ials_head`; called by :meth:`IALSModule.finish_training`).
     offset visual iALS: q_i = E f̃_i + v_i with the item penalty on the offset, λ_i ‖v_i‖² = λ_i ‖q_i − E f̃_i‖²,
           in place of plain iALS's λ_i ‖q_i‖² (the same λ_i; items without a picture keep λ_i ‖q_i‖²), and
-          λ_E ‖E‖² (``reg_projection``). The item vector of collaborative topic regression (Wang & Blei,
+          λ_E ‖E‖² (``offset_penalty``: a number, or ``auto``). The item vector of collaborative topic regression (Wang & Blei,
           KDD 2011: v_j = θ_j + ε_j) and of regression-based latent factors (Agarwal & Chen, KDD 2009), with
           the picture's projection in place of topics / attributes. Each sweep solves users, then items
           (the prior mean moves the right-hand side only), then E in closed form: with Q fixed the joint
@@ -267,8 +267,10 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
         if self.visual_mode == "offset":
             self._fit_offset_projection(items, item_penalty)
             offsets = items - self.visual.item_vectors(torch.arange(N, device=self.visual.features.device)).cpu()  # (N, K) v_i
+            shrinkage = self.offset_penalty_used * float(self.visual.projection.weight.pow(2).sum()) if math.isfinite(
+                self.offset_penalty_used) else 0.0  # λ_E ‖E‖² (E = 0 when no picture term was chosen)
             return weighted_loss(csr, users, items, alpha0, user_penalty, zero_mean_penalty) + float(
-                (prior_weight * offsets.pow(2).sum(-1)).sum() + hp.reg_projection * self.visual.projection.weight.pow(2).sum().cpu())
+                (prior_weight * offsets.pow(2).sum(-1)).sum()) + shrinkage
         return weighted_loss(csr, users, items, alpha0, user_penalty, item_penalty)
 
     def _fit_offset_projection(self, items: torch.Tensor, item_penalty: torch.Tensor) -> None:
@@ -277,6 +279,7 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
         λ_E = ``offset_penalty``, or with ``auto`` the value of a grid that predicts held-out items' vectors best
         (:func:`ridge_leave_one_out`); ``inf`` in the grid is E = 0 (plain iALS)."""
         rows = (self.net.known_items & self.visual.has_image).cpu()  # (N,)
+        self.offset_penalty_used = math.inf  # E stays 0 without a trained item that has a picture
         if int(rows.sum()) == 0:
             return
         x = self.visual.features.cpu()[rows].double()  # (M, P)
@@ -284,7 +287,7 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
         y = items[rows].double()  # (M, K)
         penalty = self.hparams.offset_penalty
         if penalty == "auto":
-            penalty, self.offset_cv = ridge_leave_one_out(x, y, weight)
+            penalty, _ = ridge_leave_one_out(x, y, weight)
         device = self.visual.features.device
         if not math.isfinite(float(penalty)):
             coef = torch.zeros(x.shape[1], y.shape[1])
