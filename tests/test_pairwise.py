@@ -80,31 +80,62 @@ def test_a_step_moves_only_the_rows_of_its_batch():
 def test_the_sgd_epoch_steps_once_per_interaction_and_learns_the_ranking():
     """One compiled epoch takes one step per interaction, moves the tables only through the update rule (lr 0:
     unchanged), and epochs of it learn to rank each user's own items above the others."""
-    from visrec.models.pairwise.sgd import bpr_sgd_epoch
+    from visrec.models.pairwise.sgd import bpr_sgd_epoch, prepare_triples
 
     rng = np.random.default_rng(0)
     indptr, indices = np.array([0, 2, 3, 5]), np.array([0, 2, 1, 0, 3])  # users 0..2, rows sorted
     P, Q, b = (rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(5, 4)).astype(np.float32),
                rng.normal(size=5).astype(np.float32))
     candidates = np.arange(5)
+    triples = prepare_triples(indptr, indices, candidates)
     lr, lw, lb = 0.1, 0.05, 0.2
     P1, Q1, b1 = P.copy(), Q.copy(), b.copy()
-    loss, steps = bpr_sgd_epoch(P1, Q1, b1, indptr, indices, candidates, lr, lw, lb, seed=3)
+    loss, steps = bpr_sgd_epoch(P1, Q1, b1, triples, lr, lw, lb, seed=3)
     assert steps == 5 and np.isfinite(loss)
     P2, Q2, b2 = P.copy(), Q.copy(), b.copy()
-    bpr_sgd_epoch(P2, Q2, b2, indptr, indices, candidates, 0.0, lw, lb, seed=3)
+    bpr_sgd_epoch(P2, Q2, b2, triples, 0.0, lw, lb, seed=3)
     np.testing.assert_array_equal(P2, P)
     np.testing.assert_array_equal(Q2, Q)
     np.testing.assert_array_equal(b2, b)
     assert not np.array_equal(P1, P)
     # Many epochs at a sane rate rank each user's own items above the others.
     for seed in range(300):
-        bpr_sgd_epoch(P, Q, b, indptr, indices, candidates, 0.05, 0.001, 0.001, seed)
+        bpr_sgd_epoch(P, Q, b, triples, 0.05, 0.001, 0.001, seed)
     scores = b + P @ Q.T  # (3, 5)
     for u in range(3):
         own = indices[indptr[u]:indptr[u + 1]]
         other = np.setdiff1d(candidates, own)
         assert scores[u, own].min() > scores[u, other].max()
+
+
+def test_the_sgd_epoch_draws_the_same_triples_with_the_bitset_and_the_binary_search():
+    """The bitset of seen items (small tables) and the binary search of a user's row (large ones) are one
+    rule: the same seed gives the same epoch, bit for bit, and a negative is never one of the user's items."""
+    from visrec.models.pairwise.sgd import bpr_sgd_epoch, prepare_triples
+
+    rng = np.random.default_rng(1)
+    users, items = 40, 130  # 130 items: three 64-bit words per user
+    dense = rng.random((users, items)) < 0.3
+    indptr = np.concatenate([[0], dense.sum(1).cumsum()])
+    indices = np.nonzero(dense)[1]
+    candidates = np.arange(items)
+    with_bits = prepare_triples(indptr, indices, candidates, items)
+    without = prepare_triples(indptr, indices, candidates, items, bitset_limit_bytes=0)
+    assert with_bits.seen.shape == (users, 3) and without.seen.size == 0
+    np.testing.assert_array_equal(np.unpackbits(with_bits.seen.view(np.uint8), axis=1, bitorder="little")[:, :items], dense)
+    tables = [rng.normal(size=(users, 8)).astype(np.float32), rng.normal(size=(items, 8)).astype(np.float32),
+              rng.normal(size=items).astype(np.float32)]
+    first, second = [t.copy() for t in tables], [t.copy() for t in tables]
+    for seed in range(3):
+        assert bpr_sgd_epoch(*first, with_bits, 0.05, 0.01, 0.01, seed) == bpr_sgd_epoch(*second, without, 0.05, 0.01, 0.01, seed)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    # A user's own item is never a negative: with lr on the item bias only (γ = 0), β_j moves only for negatives.
+    P, Q, beta = np.zeros((users, 8), np.float32), np.zeros((items, 8), np.float32), np.zeros(items, np.float32)
+    only_user = prepare_triples(np.array([0, 3] + [3] * (users - 1)), np.array([5, 64, 129]), candidates, items)
+    for seed in range(20):
+        bpr_sgd_epoch(P, Q, beta, only_user, 0.1, 0.0, 0.0, seed)
+    assert (beta[[5, 64, 129]] > 0).all() and (np.delete(beta, [5, 64, 129]) <= 0).all() and (beta < 0).sum() > 20
 
 
 def test_sgd_bpr_refuses_ddp_naming_the_key(tmp_path):

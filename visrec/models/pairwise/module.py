@@ -235,9 +235,12 @@ class BPR(_PairwiseTraining, BPRScoring, FactorModel):
             positives = self._positives(self.trainer.datamodule.tensors["train"])
             order = torch.argsort(positives.users.cpu() * self.net.num_items + positives.items.cpu())
             users, items = positives.users.cpu()[order], positives.items.cpu()[order]
+            from visrec.models.pairwise.sgd import prepare_triples
+
             counts = torch.bincount(users, minlength=self.net.num_users)
-            self._rows = (torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]).numpy(), items.long().numpy())
-            self._candidates = torch.nonzero(self.net.known_items.cpu()).squeeze(1).long().numpy()
+            indptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]).numpy()  # (U + 1,)
+            candidates = torch.nonzero(self.net.known_items.cpu()).squeeze(1).long().numpy()  # (M,)
+            self._triples_table = prepare_triples(indptr, items.long().numpy(), candidates, self.net.num_items)
 
     def training_step(self, batch, batch_idx):
         if self.hparams.optimizer == "adam":
@@ -257,8 +260,8 @@ class BPR(_PairwiseTraining, BPRScoring, FactorModel):
         tables = [net.user_factors.weight, net.item_factors.weight, net.item_bias.weight]
         arrays = [t.detach().cpu().numpy() for t in tables]  # views of CPU tables: updated in place
         seed = int(torch.randint(2**31 - 1, (1,)))  # from the seeded torch stream: runs are reproducible
-        loss, _ = bpr_sgd_epoch(arrays[0], arrays[1], arrays[2].reshape(-1), *self._rows, self._candidates,
-                                hp.learning_rate, hp.lambda_w, hp.lambda_b, seed)
+        loss, _ = bpr_sgd_epoch(arrays[0], arrays[1], arrays[2].reshape(-1), self._triples_table, hp.learning_rate,
+                                hp.lambda_w, hp.lambda_b, seed)
         for table, array in zip(tables, arrays):
             if table.device.type != "cpu":
                 table.copy_(torch.from_numpy(array))
