@@ -74,6 +74,7 @@ def visrec_run(base: list[str], model: str, settings: dict, segment: str, out_di
         with open_dict(cfg):
             cfg.callbacks, cfg.test, cfg.evaluate = None, False, False
             cfg.trainer.limit_val_batches = 0
+            cfg.trainer.enable_checkpointing = False  # Cornac writes no checkpoints either
         metrics = train(cfg)
         return {"train s/epoch": metrics["fit_seconds"] / max(metrics["epochs"], 1)}
     metrics = train(cfg)

@@ -138,6 +138,23 @@ def test_the_sgd_epoch_draws_the_same_triples_with_the_bitset_and_the_binary_sea
     assert (beta[[5, 64, 129]] > 0).all() and (np.delete(beta, [5, 64, 129]) <= 0).all() and (beta < 0).sum() > 20
 
 
+def test_the_sgd_epoch_reports_the_exact_mean_loss():
+    """The epoch's loss is the mean −ln σ(x_uij) over its steps (summed as logs of products of 512 factors):
+    600 identical users, one positive each and one other candidate, so every triple has the same x."""
+    from visrec.models.pairwise.sgd import bpr_sgd_epoch, prepare_triples
+
+    users = 600
+    triples = prepare_triples(np.arange(users + 1), np.zeros(users, dtype=np.int64), np.array([0, 1]), 2)
+    for x_bias in (-3.0, 0.5, 40.0):  # x < 0, x > 0, and e^−x below float32's precision
+        P = np.full((users, 2), 0.5, np.float32)
+        Q = np.array([[1.0, -1.0], [0.0, 2.0]], np.float32)
+        b = np.array([x_bias, 0.0], np.float32)
+        x = x_bias + 0.5 * (1.0 - 0.0) + 0.5 * (-1.0 - 2.0)
+        loss, steps = bpr_sgd_epoch(P, Q, b, triples, 0.0, 0.0, 0.0, seed=4)  # lr 0: x never changes
+        assert steps == users
+        assert loss == pytest.approx(np.logaddexp(0.0, -x), rel=1e-6, abs=1e-12)
+
+
 def test_sgd_bpr_refuses_ddp_naming_the_key(tmp_path):
     tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
     out = tmp_path / "ddp"

@@ -209,6 +209,9 @@ class BPR(_PairwiseTraining, BPRScoring, FactorModel):
         self.automatic_optimization = False
         if optimizer == "sgd":  # one compiled epoch per step: the datamodule serves every row as one batch
             self.TRAINING_BATCHES = "whole"
+            from visrec.models.pairwise.sgd import load_kernel
+
+            load_kernel()  # compiled, or loaded from numba's cache, before training starts
 
     @classmethod
     def uses_image_features(cls, options: dict) -> bool:

@@ -76,6 +76,7 @@ def _compile():
         lr, lambda_w, lambda_b = np.float32(lr), np.float32(lambda_w), np.float32(lambda_b)
         lambda_neg = lambda_b / np.float32(10.0)
         loss, steps = 0.0, 0
+        product, pending = 1.0, 0
         for _ in range(samples):
             state ^= state >> np.uint64(12)
             state ^= state << np.uint64(25)
@@ -110,8 +111,16 @@ def _compile():
             for f in range(k):
                 x += pu[f] * (qi[f] - qj[f])
             e = np.exp(-abs(x))  # −ln σ(x) = max(−x, 0) + ln(1 + e^−|x|) and z = σ(−x), without overflow
-            loss += max(-x, np.float32(0.0)) + np.log1p(e)
-            z = e / (one + e) if x >= 0 else one / (one + e)
+            product *= 1.0 + e  # Σ ln(1 + e) as ln of products of at most 512 factors in (1, 2]: one log per 512 steps
+            if x >= 0:
+                z = e / (one + e)
+            else:
+                loss -= x
+                z = one / (one + e)
+            pending += 1
+            if pending == 512:
+                loss += np.log(product)
+                product, pending = 1.0, 0
             item_bias[i] += lr * (z - lambda_b * item_bias[i])
             item_bias[j] += lr * (-z - lambda_neg * item_bias[j])
             for f in range(k):
@@ -120,9 +129,18 @@ def _compile():
                 qi[f] = gi + lr * (z * gu - lambda_w * gi)
                 qj[f] = gj + lr * (-z * gu - lambda_w * gj)
             steps += 1
+        loss += np.log(product)
         return loss / max(steps, 1), steps
 
     return epoch
+
+
+def load_kernel() -> None:
+    """Compile the epoch, or load it from numba's cache (about 0.3 s): done when a model that uses it is built,
+    as a compiled extension is loaded on import, so that training time is training."""
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = _compile()
 
 
 def bpr_sgd_epoch(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
@@ -130,9 +148,7 @@ def bpr_sgd_epoch(user_factors: np.ndarray, item_factors: np.ndarray, item_bias:
                   max_redraws: int = 100) -> tuple[float, int]:
     """One epoch in place on float32 arrays γ_u (U, K), γ_i (N, K), β (N,), sampling from ``triples``
     (:func:`prepare_triples`). Returns (mean −ln σ(x_uij) over the steps taken, steps taken)."""
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = _compile()
+    load_kernel()
     t = triples
     return _KERNEL(user_factors, item_factors, item_bias, t.indptr, t.indices, t.sample_users, t.candidates, t.seen,
                    float(lr), float(lambda_w), float(lambda_b), int(seed), int(max_redraws))
