@@ -35,8 +35,9 @@ def _catalog_with_unrated_items(folder: Path) -> list[str]:
             "features=random", "trainer.max_epochs=3", "export=true", "logger=none", "test=false", "evaluate=false"]
 
 
-@pytest.mark.parametrize("model", [["model=ials", "model.visual_mode=head"], ["model=vbpr", "model.cold_scoring=head"]],
-                         ids=["ials-head", "vbpr-head"])
+@pytest.mark.parametrize("model", [["model=ials", "model.visual_mode=head"], ["model=vbpr", "model.cold_scoring=head"],
+                                   ["model=biased_mf", "model.visual_mode=head"]],
+                         ids=["ials-head", "vbpr-head", "biased-mf-head"])
 def test_never_rated_items_with_uninformative_pictures_do_not_top_the_lists(tmp_path, model):
     overrides = _catalog_with_unrated_items(tmp_path)
     train(compose_train([*overrides, *model], tmp_path))
@@ -68,3 +69,45 @@ def test_the_typical_candidate_is_the_mean_score_of_the_items_users_have_not_see
     assert 0 < t < 1  # the user's own positives lift q̄ above the candidates
     torch.testing.assert_close(q_c, t * mean_q)
     assert b_c == pytest.approx(float(b[None, :].expand(U, N)[candidates].mean()))
+
+
+def test_a_rating_models_cold_items_rank_from_the_typical_candidate_and_predict_with_the_head():
+    """Biased MF's cold items: the evaluator's rating predictions are the head's (RMSE-optimal intercepts c, e),
+    its ranking tables start from the typical candidate (shifted by q_c − e, b_c − c), and the order among
+    cold items is the same with both (the shift is one per user)."""
+    from visrec.interactions import Interactions
+    from visrec.models.factor.module import RatingModule
+
+    g = torch.Generator().manual_seed(0)
+    U, N, K, D = 20, 12, 3, 6
+    model = RatingModule(U, N, k=K, global_mean=3.0, rating_min=1.0, rating_max=5.0, visual_mode="head", feature_dim=D,
+                         visual_pca_dim=4)
+    users = torch.arange(U).repeat_interleave(4)  # (80,): each user rates 4 of the first 9 items
+    items = torch.stack([torch.randperm(9, generator=g)[:4] for _ in range(U)]).reshape(-1)
+    ratings = torch.randint(1, 6, (len(users),), generator=g).float()
+    train = Interactions(users, items, ratings)
+    model.set_train_counts(torch.bincount(users, minlength=U), torch.bincount(items, minlength=N))
+    with torch.no_grad():
+        for table in (model.net.user_factors.weight, model.net.item_factors.weight, model.net.item_bias.weight):
+            table.copy_(torch.randn(table.shape, generator=g))
+    model.attach_features(torch.randn(N, D, generator=g), torch.ones(N, dtype=torch.bool))
+    with torch.no_grad():
+        model.visual.set_head(torch.randn(K, 4, generator=g), torch.full((K,), 2.0), torch.randn(4, generator=g), 1.5)
+    model.set_cold_rank_shift(train)
+    assert model.cold_rank_shift.abs().sum() > 0 and model.cold_rank_bias_shift != 0
+    scorer = model.scorer()
+    cold = torch.arange(9, N)  # (3,) never rated, with a picture
+    all_users = torch.arange(U)
+    pairs_u, pairs_i = all_users.repeat_interleave(len(cold)), cold.repeat(U)
+    torch.testing.assert_close(scorer.predict(pairs_u, pairs_i), model.predict_ratings(pairs_u, pairs_i))
+    ranking = scorer.score_users(all_users)[:, cold]  # (U, 3)
+    with torch.no_grad():
+        rating = (model.net.predict(pairs_u, pairs_i) + model._visual_cold_terms(pairs_u, pairs_i)).reshape(U, -1)  # unclipped
+    shift = ranking - rating  # (U, 3): one value per user
+    torch.testing.assert_close(shift, shift[:, :1].expand_as(shift))
+    expected = model.net.user_factors.weight.detach() @ model.cold_rank_shift + model.cold_rank_bias_shift  # (U,)
+    torch.testing.assert_close(shift[:, 0], expected)
+    # Warm items rank and predict as before.
+    warm = torch.arange(9)
+    torch.testing.assert_close(scorer.score_users(all_users)[:, warm],
+                               model.net.predict(all_users.repeat_interleave(9), warm.repeat(U)).reshape(U, 9).detach())

@@ -37,6 +37,10 @@ class FactorScorer:
     rating_range: tuple[float, float] | None = None
     name: str = "model"
     predicts_ratings: bool = True  # False for preference scores (iALS): no rating metrics
+    # Item tables for rating predictions where they differ from the ranking tables (a rating model's cold
+    # items: :class:`~visrec.models.factor.scoring.RatingScoring`); None: the same tables.
+    rating_item_factors: torch.Tensor | None = None  # (N, K)
+    rating_item_bias: torch.Tensor | None = None  # (N,)
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         # One fused matmul-plus-item-bias, then the per-user constant in place (broadcast adds that
@@ -47,8 +51,10 @@ class FactorScorer:
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
         if not self.predicts_ratings:
             return None
-        dots = (self.user_factors[users] * self.item_factors[items]).sum(-1)  # (R,)
-        pred = self.global_mean + self.user_bias[users] + self.item_bias[items] + dots
+        item_factors = self.item_factors if self.rating_item_factors is None else self.rating_item_factors
+        item_bias = self.item_bias if self.rating_item_bias is None else self.rating_item_bias
+        dots = (self.user_factors[users] * item_factors[items]).sum(-1)  # (R,)
+        pred = self.global_mean + self.user_bias[users] + item_bias[items] + dots
         return pred if self.rating_range is None else pred.clamp(*self.rating_range)
 
 

@@ -60,6 +60,7 @@ from visrec.models.divergence import DivergedError, non_finite_names
 from visrec.models.factor.scoring import RatingScoring
 from visrec.models.visual.prior import AUTO, VISUAL_MODES
 from visrec.models.visual.rating_head import ColdHeadFit, fit_cold_head
+from visrec.models.visual.typical import typical_candidate
 
 log = logging.getLogger(__name__)
 TRAIN_PARTS = ("loss", "mse", "align", "align_bias")  # the objective's parts logged per epoch as train/<part>
@@ -245,10 +246,21 @@ class RatingModule(RatingScoring, FactorModel):
             print(message)
             return {"cold_head/components": 0}
         fit = self.fit_cold_head(train)
+        self.set_cold_rank_shift(train)
         print(fit.summary())
         self.weights_changed = True
         return {"cold_head/components": fit.components, "cold_head/cv_rmse": fit.cv_rmse,
                 "cold_head/cv_rmse_intercept_only": fit.cv_rmse_intercept_only}
+
+    @torch.no_grad()
+    def set_cold_rank_shift(self, train: Interactions) -> None:
+        """Set ``cold_rank_shift`` = q_c − e and ``cold_rank_bias_shift`` = b_c − c from the typical candidate
+        item (q_c, b_c) of the trained tables and ``train``'s interactions (RatingScoring's docstring)."""
+        net, visual = self.net, self.visual
+        candidate, candidate_bias = typical_candidate(net.user_factors.weight, net.item_factors.weight,
+                                                      net.item_bias.weight.squeeze(-1), net.known_items, train.users, train.items)
+        self.cold_rank_shift.copy_(candidate.to(self.cold_rank_shift) - visual.projection.bias.detach())
+        self.cold_rank_bias_shift.fill_(candidate_bias - float(visual.bias_projection.bias.detach()[0]))
 
     def training_step(self, batch, batch_idx):
         users, items, ratings = batch

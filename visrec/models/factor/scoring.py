@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from visrec.evaluation.scorers import FactorScorer
 from visrec.models.factor.net import BiasedMF
 from visrec.models.scoring import FactorScoring
 from visrec.models.visual.prior import AUTO, VISUAL_MODES, VisualPrior
@@ -13,7 +14,20 @@ from visrec.models.visual.prior import AUTO, VISUAL_MODES, VisualPrior
 class RatingScoring(FactorScoring):
     """Biased MF's scores (``model=biased_mf``; trained by :class:`~visrec.models.factor.module.RatingModule`,
     whose docstring has the model): ratings, clipped to ``[rating_min, rating_max]``, and cold items with an
-    image scored from it (q_i = E f̃_i + e, b_i = w·f̃_i + c)."""
+    image scored from it (q_i = E f̃_i + e, b_i = w·f̃_i + c).
+
+    A cold item has two scores. Its **predicted rating** (``predict_ratings``, the evaluator's RMSE/MAE) uses
+    the head's intercepts (c, e), the RMSE-optimal level of a rated item. Its **ranking score** (the
+    evaluator's top-K lists, the export bundle, serving) starts from the *typical candidate item* instead
+    (:mod:`visrec.models.visual.typical`: the mean score of the items users have not rated), plus what its
+    picture adds: b_i = b_c + w·f̃_i, q_i = q_c + E f̃_i. The ratings the head is fitted on are of items users
+    chose to rate, and p_u was trained with them, so μ + b_u + c + p_u·e is the level of a rated item, above
+    most of a user's unrated candidates: with pictures that carry nothing, never-rated items scored at it were
+    in the top 2 of 18 of 30 users (``../shared/bugcases/t3-head-cold-items-on-top``'s kind). Among cold items
+    the two orders are the same (the shift is one per user), so the cold-item segment's ranking is the head's.
+    ``cold_rank_shift`` (K,) = q_c − e and ``cold_rank_bias_shift`` = b_c − c hold the difference (zero until
+    :meth:`~visrec.models.factor.module.RatingModule.finish_training` sets them; zero in checkpoints saved
+    before they existed)."""
 
     model_kind = "RatingModule"
 
@@ -37,6 +51,13 @@ class RatingScoring(FactorScoring):
             self.visual = VisualPrior(num_items, feature_dim, k, pca_dim=visual_pca_dim)
             if visual_mode == "head":  # fitted after training (fit_cold_head), never by the optimizer
                 self.visual.requires_grad_(False)
+        self.register_buffer("cold_rank_shift", torch.zeros(k))  # (K,) q_c − e (class docstring)
+        self.register_buffer("cold_rank_bias_shift", torch.zeros(()))  # b_c − c
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("cold_rank_shift", "cold_rank_bias_shift"):  # checkpoints from before the ranking shift: none
+            state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def attach_features(self, features: torch.Tensor, has_image: torch.Tensor, fit: bool = True) -> None:
         """Give the model the (N, D) frozen features and (N,) has-image mask; ``fit=True`` fits the
@@ -45,12 +66,13 @@ class RatingScoring(FactorScoring):
             self.visual.attach(features, has_image, self.net.known_items, fit_scaler=fit)
 
     @torch.no_grad()
-    def effective_factors(self) -> dict[str, torch.Tensor | float]:
-        """The factor tables that reproduce :meth:`predict_ratings` (before clipping) as
-        r̂_ui = μ + b_u + b_i + p_u · q_i, with the fallbacks folded in: users and items without training
-        ratings get zero vectors and biases, except cold items with an image, which get q_i = E f̃_i + e and
-        b_i = w·f̃_i + c. Returns user_factors (U, K), user_bias (U,), item_factors (N, K), item_bias (N,),
-        global_mean (float) — what the evaluator ranks with and what an export bundle stores."""
+    def effective_factors(self, ranking: bool = True) -> dict[str, torch.Tensor | float]:
+        """The factor tables r̂_ui = μ + b_u + b_i + p_u · q_i with the fallbacks folded in: users and items
+        without training ratings get zero vectors and biases, except cold items with an image, which get
+        their ranking score's q_i = q_c + E f̃_i, b_i = b_c + w·f̃_i (class docstring), or with
+        ``ranking=False`` their predicted rating's q_i = E f̃_i + e, b_i = w·f̃_i + c (the tables that reproduce
+        :meth:`predict_ratings` before clipping). Returns user_factors (U, K), user_bias (U,), item_factors
+        (N, K), item_bias (N,), global_mean (float) — what the evaluator ranks with and an export bundle stores."""
         net = self.net
         known_users = net.known_users[:, None].float()  # (U, 1)
         known_items = net.known_items[:, None].float()  # (N, 1)
@@ -58,6 +80,10 @@ class RatingScoring(FactorScoring):
         item_bias = net.item_bias.weight.squeeze(-1) * known_items.squeeze(-1)  # (N,)
         if self.visual is not None:
             item_factors, item_bias = self.visual.fill_cold_items(net.known_items, item_factors, item_bias)
+            if ranking:
+                cold_image = ((~net.known_items) & self.visual.has_image).float()  # (N,)
+                item_factors = item_factors + cold_image[:, None] * self.cold_rank_shift  # (N, K)
+                item_bias = item_bias + cold_image * self.cold_rank_bias_shift  # (N,)
         return {
             "user_factors": (net.user_factors.weight * known_users).detach().clone(),
             "user_bias": (net.user_bias.weight * known_users).squeeze(-1).detach().clone(),
@@ -65,6 +91,24 @@ class RatingScoring(FactorScoring):
             "item_bias": item_bias.detach().clone(),
             "global_mean": float(net.global_mean),
         }
+
+    def scorer(self, name: str = "model") -> FactorScorer:
+        """Ranks with the ranking tables and predicts ratings with the rating tables (class docstring)."""
+        rating = self.effective_factors(ranking=False) if self.visual is not None else None
+        return FactorScorer(**self.effective_factors(), rating_range=self.rating_range, name=name,
+                            predicts_ratings=self.predicts_ratings,
+                            rating_item_factors=None if rating is None else rating["item_factors"],
+                            rating_item_bias=None if rating is None else rating["item_bias"])
+
+    def bundle_arrays(self):
+        """:meth:`FactorScoring.bundle_arrays` with the ranking tables, and the visual intercepts a new item is
+        embedded with (``visual_vector_intercept`` e + q_c − e, ``visual_bias_intercept`` c + b_c − c) on the
+        same ranking scale: serving ranks and scores cold and new items by their ranking score."""
+        arrays, scalars = super().bundle_arrays()
+        if self.visual is not None:
+            arrays["visual_vector_intercept"] = (self.visual.projection.bias.detach() + self.cold_rank_shift).cpu().numpy()
+            scalars["visual_bias_intercept"] = float(self.visual.bias_projection.bias.detach()[0] + self.cold_rank_bias_shift)
+        return arrays, scalars
 
     def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B,) predictions with cold fallbacks, clipped to the rating range when one is set."""

@@ -116,7 +116,8 @@ class HybridScoring(RatingScoring):
                                   "train with export=false")
 
     def scorer(self, name: str = "model") -> HybridScorer:
-        mf = FactorScorer(**self.effective_factors(), rating_range=None, name=name)
+        mf = RatingScoring.scorer(self, name)  # ranking and rating tables of the MF part
+        mf.rating_range = None  # raw: the blend is clipped
         return HybridScorer(mf, self.knn, float(self.blend_weight), self.rating_range, name)
 
     def predict_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
