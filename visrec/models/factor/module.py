@@ -250,7 +250,8 @@ class RatingModule(RatingScoring, FactorModel):
         print(fit.summary())
         self.weights_changed = True
         return {"cold_head/components": fit.components, "cold_head/cv_rmse": fit.cv_rmse,
-                "cold_head/cv_rmse_intercept_only": fit.cv_rmse_intercept_only}
+                "cold_head/cv_rmse_intercept_only": fit.cv_rmse_intercept_only, "cold_head/cv_gain": fit.cv_gain,
+                "cold_head/cv_gain_se": fit.cv_gain_se}
 
     @torch.no_grad()
     def set_cold_rank_shift(self, train: Interactions) -> None:

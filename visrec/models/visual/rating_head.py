@@ -19,12 +19,21 @@ a cold-item split), in two stages: (P', λ_w) with the E term off, then λ_E. A 
 comes from its own Gram matrix, SSE_f = y_fᵀy_f − 2 θᵀ X_fᵀy_f + θᵀ X_fᵀX_f θ, so no fold needs a
 pass over the ratings. The MF's b_u and p_u were fitted with the held-out items' ratings in them;
 the CV is therefore a slightly optimistic, but test-free, choice.
+
+The best of the grid's settings is kept only when it beats intercept only (c + p_u·e, no picture term)
+beyond noise: a one-sided paired t-test over the folds' held-out MSE gains, at 5 % (``significance``).
+Picking the minimum of many CV errors on a few folds favours settings that fit noise: on 25 items with
+random pictures the chosen head "gained" 0.0076 ± 0.0070 (SE) and put both never-rated items at the top
+of 30 of 30 lists; on MovieLens-100K's posters the gain is 0.0156 ± 0.0026 (t = 6). Without the pictures
+every cold item gets the intercepts, i.e. ranks as the typical candidate (RatingScoring's docstring).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+from scipy.stats import t as student_t
 
 DEFAULT_PENALTIES = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 
@@ -44,11 +53,15 @@ class ColdHeadFit:
     cv_rmse_intercept_only: float  # the same folds with only c + p_u · e (no image information)
     ratings: int  # training ratings the head was fitted on
     grid: list = field(default_factory=list)  # (P', λ_w, λ_E or None, cv_rmse) for every setting tried
+    cv_gain: float = 0.0  # mean over folds of the held-out MSE gain of the chosen setting over intercept only
+    cv_gain_se: float = 0.0  # its standard error over the folds
+    pictures_supported: bool = True  # the paired t-test over folds kept the pictures (else: intercept only)
 
     def summary(self) -> str:
         return (f"cold-start head (closed-form ridge on {self.ratings} training ratings): {self.components} components, "
                 f"λ_w {self.bias_penalty:g}, λ_E {'off' if self.factor_penalty is None else f'{self.factor_penalty:g}'}; item-fold CV RMSE {self.cv_rmse:.4f} "
-                f"(intercept only {self.cv_rmse_intercept_only:.4f})")
+                f"(intercept only {self.cv_rmse_intercept_only:.4f}; gain {self.cv_gain:.4f} ± {self.cv_gain_se:.4f} SE: "
+                f"{'pictures kept' if self.pictures_supported else 'pictures dropped (not significant at 5 %): intercept only'})")
 
 
 def _user_sums(users, g, targets, num_users):
@@ -93,7 +106,7 @@ def _penalty(K: int, used: int, bias_penalty: float, factor_penalty: float | Non
 
 def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, user_factors: torch.Tensor,
                   item_features: torch.Tensor, component_choices=(2, 4, 8, 16, 32),
-                  penalties=DEFAULT_PENALTIES, folds: int = 5, seed: int = 0) -> ColdHeadFit:
+                  penalties=DEFAULT_PENALTIES, folds: int = 5, seed: int = 0, significance: float = 0.05) -> ColdHeadFit:
     """Ridge-fit (c, w, e, E) for ratings (R,) of ``users``/``items`` with ``targets`` y = r − μ − b_u,
     ``user_factors`` P_u (U, K) and whitened ``item_features`` (N, P), choosing P', λ_w, λ_E by
     item-fold cross-validation (see module docstring)."""
@@ -118,14 +131,18 @@ def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
     G = sum(part[0] for part in parts)
     b = sum(part[1] for part in parts)
 
-    def cv_rmse(cols: torch.Tensor, penalty: torch.Tensor) -> float:
-        sse = 0.0
+    def fold_sse(cols: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+        """(folds,) held-out squared errors of one setting."""
+        out = []
         G_all, b_all = G[cols][:, cols] + torch.diag(penalty.to(device)), b[cols]
         for G_f, b_f, yy_f in parts:
             G_ff, b_ff = G_f[cols][:, cols], b_f[cols]
             theta = torch.linalg.solve(G_all - G_ff, b_all - b_ff)
-            sse += yy_f - 2 * theta @ b_ff + theta @ G_ff @ theta
-        return float(sse / len(targets)) ** 0.5
+            out.append(yy_f - 2 * theta @ b_ff + theta @ G_ff @ theta)
+        return torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in out]).cpu()
+
+    def cv_rmse(cols: torch.Tensor, penalty: torch.Tensor) -> float:
+        return float(fold_sse(cols, penalty).sum() / len(targets)) ** 0.5
 
     # Stage 1: components and λ_w with the item-independent user term p_u · e only; stage 2: λ_E
     # (None = no p_u · E f̃ term). Both by item-fold CV.
@@ -135,6 +152,16 @@ def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
     grid += [(used, lam_w, lam_e, cv_rmse(_columns(K, width, used), _penalty(K, used, lam_w, lam_e))) for lam_e in penalties]
     used, lam_w, lam_e, best = min(grid, key=lambda row: row[3])
     intercept_only = cv_rmse(_columns(K, width, 0, False), _penalty(K, 0, 0.0, None))
+    # Selecting the best of 50 settings on five folds favours noise: the pictures are kept only when a
+    # one-sided paired t-test over the folds' held-out MSE gains (chosen setting vs intercept only) rejects
+    # "no gain" at ``significance``; else the head is intercept only (every cold item gets c, e).
+    fold_rows = torch.bincount(fold_of_row, minlength=folds).double().cpu().clamp(min=1)  # (folds,)
+    gains = (fold_sse(_columns(K, width, 0, False), _penalty(K, 0, 0.0, None))
+             - fold_sse(_columns(K, width, used, lam_e is not None), _penalty(K, used, lam_w, lam_e))) / fold_rows  # (folds,) MSE gains
+    gain_se = float(gains.std() / folds ** 0.5) if folds > 1 else math.inf
+    supported = folds > 1 and float(gains.mean()) > gain_se * float(student_t.ppf(1 - significance, folds - 1))
+    if not supported:
+        used, lam_w, lam_e, best = 0, 0.0, None, intercept_only
 
     cols = _columns(K, width, used, lam_e is not None)
     theta = torch.linalg.solve(G[cols][:, cols] + torch.diag(_penalty(K, used, lam_w, lam_e).to(device)), b[cols]).float()
@@ -145,4 +172,4 @@ def fit_cold_head(users: torch.Tensor, items: torch.Tensor, targets: torch.Tenso
     projection = torch.zeros(K, P)
     projection[:, :factors.shape[1] - 1] = factors[:, 1:]
     return ColdHeadFit(float(theta[0]), bias_weights, factors[:, 0].clone(), projection, used, lam_w, lam_e, best,
-                       intercept_only, len(targets), grid)
+                       intercept_only, len(targets), grid, float(gains.mean()), gain_se, supported)
