@@ -26,7 +26,7 @@ PREFERENCE_MODELS = ("bpr", "ials", "vbpr")  # scores that are not ratings: no R
 
 
 def test_every_model_config_is_covered():
-    assert MODELS == ["bias_only", "biased_mf", "bpr", "hybrid", "ials", "user_knn", "vbpr", "visual_knn"]  # a new model must join this suite
+    assert MODELS == ["als", "bias_only", "biased_mf", "bpr", "hybrid", "ials", "user_knn", "vbpr", "visual_knn"]  # a new model must join this suite
 
 
 def exportable(name: str) -> bool:

@@ -11,7 +11,8 @@ the training helpers :mod:`~visrec.models.divergence`, :mod:`~visrec.models.rati
 Families (each a sub-package; a ``*scoring`` module is torch only, a ``*module`` one is Lightning):
 
 - :mod:`visrec.models.factor`: biased MF. ``BiasedMF`` (the nn.Module), ``RatingModule`` (trained on
-  observed ratings, ``model=biased_mf``), ``BaselineOnly`` (μ + b_u + b_i by ALS, ``model=bias_only``).
+  observed ratings, ``model=biased_mf``), ``ExplicitALS`` (the same model by alternating least squares,
+  ``model=als``), ``BaselineOnly`` (μ + b_u + b_i by ALS, ``model=bias_only``).
 - :mod:`visrec.models.ials`: ``IALSModule``, implicit-feedback weighted MSE over all cells, exact ALS
   (``model=ials``).
 - :mod:`visrec.models.knn`: ``UserKNN`` (user-based KNNWithMeans, ``model=user_knn``) and ``VisualKNN``
@@ -29,12 +30,12 @@ from visrec.utils.lazy import lazy_names
 
 # Public name -> the module that defines it.
 _MODULES = {"BaselineOnly": "visrec.models.factor.baseline_only", "BiasedMF": "visrec.models.factor.net",
-            "RatingModule": "visrec.models.factor.module",
+            "RatingModule": "visrec.models.factor.module", "ExplicitALS": "visrec.models.factor.als",
             "IALSModule": "visrec.models.ials.module",
             "UserKNN": "visrec.models.knn.user_module", "VisualKNN": "visrec.models.knn.visual_module",
             "Hybrid": "visrec.models.hybrid.module",
             "BPR": "visrec.models.pairwise.module", "VBPR": "visrec.models.pairwise.module"}
 
-__all__ = ["BPR", "BaselineOnly", "BiasedMF", "Hybrid", "IALSModule", "RatingModule", "UserKNN", "VBPR", "VisualKNN"]
+__all__ = ["BPR", "BaselineOnly", "BiasedMF", "ExplicitALS", "Hybrid", "IALSModule", "RatingModule", "UserKNN", "VBPR", "VisualKNN"]
 
 __getattr__, __dir__ = lazy_names(__name__, _MODULES)

@@ -33,6 +33,7 @@ LEGACY_TARGETS: dict[str, str] = {
 # target is a subclass of its scoring half).
 SCORING_CLASSES: dict[str, type[ScoringModel]] = {
     "visrec.models.RatingModule": RatingScoring, "visrec.models.factor.module.RatingModule": RatingScoring,
+    "visrec.models.ExplicitALS": RatingScoring, "visrec.models.factor.als.ExplicitALS": RatingScoring,
     "visrec.models.IALSModule": IALSScoring, "visrec.models.ials.module.IALSModule": IALSScoring,
     "visrec.models.BaselineOnly": BaselineScoring, "visrec.models.factor.baseline_only.BaselineOnly": BaselineScoring,
     "visrec.models.UserKNN": UserKNNScoring, "visrec.models.knn.user_module.UserKNN": UserKNNScoring,

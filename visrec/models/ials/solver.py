@@ -58,12 +58,14 @@ class CSR:
         rows = torch.repeat_interleave(torch.arange(self.num_rows), self.counts())
         return CSR.from_pairs(self.indices, rows, self.weights, self.num_cols, self.num_rows)
 
-    def block(self, start: int, stop: int) -> torch.Tensor:
-        """Rows [start, stop) as a sparse CSR tensor (stop − start, C) of weights (no copy of the indices)."""
+    def block(self, start: int, stop: int, values: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows [start, stop) as a sparse CSR tensor (stop − start, C) of the weights, or of ``values`` (nnz,)
+        aligned with ``indices`` (no copy of the indices)."""
         lo, hi = int(self.indptr[start]), int(self.indptr[stop])
+        values = self.weights if values is None else values
         with warnings.catch_warnings():  # torch's "sparse CSR support is in beta" notice, once per process, not the user's concern
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            return torch.sparse_csr_tensor(self.indptr[start:stop + 1] - lo, self.indices[lo:hi], self.weights[lo:hi],
+            return torch.sparse_csr_tensor(self.indptr[start:stop + 1] - lo, self.indices[lo:hi], values[lo:hi],
                                            (stop - start, self.num_cols), check_invariants=False)
 
 
@@ -74,13 +76,15 @@ def frequency_scaled_penalty(counts: torch.Tensor, reg: float, alpha0: float, ot
 
 def solve_rows(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, alpha0: float,
                prior_mean: torch.Tensor | None = None, prior_weight: torch.Tensor | None = None,
-               max_block_elements: int = 1 << 24) -> torch.Tensor:
+               max_block_elements: int = 1 << 24, targets: torch.Tensor | None = None) -> torch.Tensor:
     """One half-sweep: the exact minimiser of L over the R rows' vectors with the other side fixed.
 
     interactions: R rows over C = len(fixed) columns; fixed (C, K) float32; penalty (R,) λ_r > 0 or ≥ 0
-    with α₀ > 0; prior_mean (R, K) and prior_weight (R,) add λ_r^prior ‖x_r − m_r‖² (None: no prior).
-    Returns (R, K). Raises ValueError when a system is not positive definite (all penalties 0 and a row
-    with no signal), naming the cause.
+    with α₀ > 0, or (R, K) a diagonal penalty per coordinate; prior_mean (R, K) and prior_weight (R,) add
+    λ_r^prior ‖x_r − m_r‖² (None: no prior); targets (nnz,) aligned with ``interactions.indices``: each
+    observed cell's target t_ri in place of 1, i.e. Σ w_ri (t_ri − x_r·q_i)² (explicit ALS: residual ratings,
+    α₀ = 0). Returns (R, K). Raises ValueError when a system is not positive definite (all penalties 0 and
+    a row with no signal), naming the cause.
     """
     fixed = fixed.float()
     C, K = fixed.shape
@@ -88,16 +92,16 @@ def solve_rows(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, al
     outer = (fixed[:, :, None] * fixed[:, None, :]).reshape(C, K * K)  # (C, K²) q_i q_iᵀ
     out = torch.empty(interactions.num_rows, K)
     block = max(1, max_block_elements // (K * K))
-    eye = torch.eye(K)
     for start in range(0, interactions.num_rows, block):
         stop = min(start + block, interactions.num_rows)
         weights = interactions.block(start, stop)  # (B, C) sparse
-        ridge = penalty[start:stop].float()  # (B,)
-        rhs = torch.sparse.mm(weights, fixed)  # (B, K) Σ w_ui q_i
+        ridge = _diagonal(penalty[start:stop].float(), K)  # (B, K)
+        rhs = torch.sparse.mm(weights if targets is None else interactions.block(start, stop, interactions.weights * targets),
+                              fixed)  # (B, K) Σ w_ui t_ui q_i
         if prior_mean is not None:
-            ridge = ridge + prior_weight[start:stop]
+            ridge = ridge + prior_weight[start:stop, None]
             rhs = rhs + prior_weight[start:stop, None] * prior_mean[start:stop]
-        systems = torch.sparse.mm(weights, outer).reshape(-1, K, K) + gram + ridge[:, None, None] * eye  # (B, K, K)
+        systems = torch.sparse.mm(weights, outer).reshape(-1, K, K) + gram + torch.diag_embed(ridge)  # (B, K, K)
         factor, info = torch.linalg.cholesky_ex(systems)
         if bool((info > 0).any()):
             raise ValueError("iALS: a least-squares system is not positive definite; use model.reg > 0 or "
@@ -106,23 +110,30 @@ def solve_rows(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, al
     return out
 
 
+def _diagonal(penalty: torch.Tensor, K: int) -> torch.Tensor:
+    """(R,) or (R, K) penalty -> (R, K) diagonal of each row's ridge."""
+    return penalty[:, None].expand(-1, K) if penalty.dim() == 1 else penalty
+
+
 def solve_rows_cg(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, alpha0: float, start: torch.Tensor,
-                  steps: int = 3, prior_mean: torch.Tensor | None = None, prior_weight: torch.Tensor | None = None) -> torch.Tensor:
+                  steps: int = 3, prior_mean: torch.Tensor | None = None, prior_weight: torch.Tensor | None = None,
+                  targets: torch.Tensor | None = None) -> torch.Tensor:
     """One half-sweep by ``steps`` conjugate-gradient iterations per row, warm-started at ``start`` (R, K)
     (Takács, Pilászy & Tikk 2011, "Applications of the conjugate gradient method for implicit feedback
     collaborative filtering"; what ``implicit`` does). Same systems as :func:`solve_rows`, never formed:
     A x = (α₀ QᵀQ + λ_r I) x + Σ_{i ∈ S_r} w_ri (q_i·x) q_i costs O(|S| K) per step (a sampled
     dense-dense product on the sparsity pattern, then a sparse-dense product), instead of O(|S| K²) +
     O(R K³) for the exact solve. All rows at once; returns (R, K). Converges to :func:`solve_rows`'s
-    answer as ``steps`` grows, and across epochs from its warm start.
+    answer as ``steps`` grows, and across epochs from its warm start. ``penalty`` and ``targets`` as there.
     """
     fixed = fixed.float()
     K = fixed.shape[1]
     weights = interactions.block(0, interactions.num_rows)  # (R, C) sparse CSR
-    ridge = penalty.float()
-    rhs = torch.sparse.mm(weights, fixed)  # (R, K) Σ w_ri q_i
+    ridge = _diagonal(penalty.float(), K)  # (R, K)
+    rhs = torch.sparse.mm(weights if targets is None else interactions.block(0, interactions.num_rows, interactions.weights * targets),
+                          fixed)  # (R, K) Σ w_ri t_ri q_i
     if prior_mean is not None:
-        ridge = ridge + prior_weight
+        ridge = ridge + prior_weight[:, None]
         rhs = rhs + prior_weight[:, None] * prior_mean
     gram = alpha0 * (fixed.T @ fixed)  # (K, K)
 
@@ -130,7 +141,7 @@ def solve_rows_cg(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor,
         dots = torch.sparse.sampled_addmm(weights, x, fixed.T, beta=0.0)  # (R, C) sparse: q_i·x_r on the pattern
         dots = torch.sparse_csr_tensor(dots.crow_indices(), dots.col_indices(), dots.values() * weights.values(),
                                        dots.shape, check_invariants=False)  # times w_ri
-        return x @ gram + ridge[:, None] * x + torch.sparse.mm(dots, fixed)
+        return x @ gram + ridge * x + torch.sparse.mm(dots, fixed)
 
     x = start.float().clone()
     residual = rhs - apply(x)  # (R, K)

@@ -1,0 +1,104 @@
+"""Explicit ALS for biased MF (model=als): each half-sweep is the exact minimiser, the loss never rises, CG
+reaches the exact solve, and the model trains, checkpoints and refuses what it cannot do at set-up."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from visrec.interactions import Interactions
+from visrec.models.factor.als import ExplicitALS
+from visrec.models.ials.solver import CSR, solve_rows, solve_rows_cg
+from visrec.pipeline.training import train
+
+from conftest import compose_train
+
+
+def small_problem(seed=0, U=30, N=20, K=3, R=250):
+    g = torch.Generator().manual_seed(seed)
+    cells = torch.randperm(U * N, generator=g)[:R]
+    users, items = cells // N, cells % N
+    ratings = torch.randint(1, 6, (R,), generator=g).float()
+    model = ExplicitALS(U, N, k=K, global_mean=float(ratings.mean()), rating_min=1.0, rating_max=5.0, reg_factors=0.1,
+                        reg_bias=0.2, reg_exponent=1.0)
+    train_part = Interactions(users, items, ratings)
+    model.set_train_counts(torch.bincount(users, minlength=U), torch.bincount(items, minlength=N))
+    model.prepare(train_part)
+    return model, train_part
+
+
+def objective(model: ExplicitALS, part: Interactions) -> float:
+    """L of the module docstring, computed directly from the tables."""
+    net = model.net
+    pred = net.global_mean + net.user_bias.weight[part.users, 0] + net.item_bias.weight[part.items, 0] + (
+        net.user_factors.weight[part.users] * net.item_factors.weight[part.items]).sum(-1)
+    n_u = torch.bincount(part.users, minlength=net.num_users).clamp(min=1).float()
+    n_i = torch.bincount(part.items, minlength=net.num_items).clamp(min=1).float()
+    l2 = (n_u * (model.reg_factors * net.user_factors.weight.pow(2).sum(-1) + model.reg_bias * net.user_bias.weight[:, 0].pow(2))).sum()
+    l2 += (n_i * (model.reg_factors * net.item_factors.weight.pow(2).sum(-1) + model.reg_bias * net.item_bias.weight[:, 0].pow(2))).sum()
+    return float((pred - part.ratings).pow(2).sum() + l2)
+
+
+def test_a_user_half_sweep_zeroes_the_gradient_of_the_objective_in_every_user():
+    model, part = small_problem()
+    with torch.no_grad():
+        users = model._solve_side(model._by_user, model.net.item_bias.weight.detach()[:, 0], model.net.item_factors.weight.detach(),
+                                  model.net.user_factors.weight.detach(), model.net.user_bias.weight.detach()[:, 0])
+        model.net.user_factors.weight.copy_(users[:, :-1])
+        model.net.user_bias.weight.copy_(users[:, -1:])
+    model.net.zero_grad()
+    loss = torch.tensor(0.0, requires_grad=False)
+    with torch.enable_grad():
+        net = model.net
+        pred = net.global_mean + net.user_bias.weight[part.users, 0] + net.item_bias.weight[part.items, 0] + (
+            net.user_factors.weight[part.users] * net.item_factors.weight[part.items]).sum(-1)
+        n_u = torch.bincount(part.users, minlength=net.num_users).clamp(min=1).float()
+        loss = (pred - part.ratings).pow(2).sum() + (n_u * (model.reg_factors * net.user_factors.weight.pow(2).sum(-1)
+                                                            + model.reg_bias * net.user_bias.weight[:, 0].pow(2))).sum()
+        loss.backward()
+    assert net.user_factors.weight.grad.abs().max() < 1e-3 and net.user_bias.weight.grad.abs().max() < 1e-3
+
+
+def test_the_loss_never_rises_and_the_logged_loss_is_the_objective():
+    model, part = small_problem(seed=1)
+    before = objective(model, part)
+    losses = []
+    for _ in range(8):
+        reported = model.sweep()
+        losses.append(objective(model, part))
+        assert reported == pytest.approx(losses[-1] / len(part), rel=1e-4)
+    assert losses[0] < before
+    assert all(b <= a * (1 + 1e-5) for a, b in zip(losses, losses[1:]))
+
+
+def test_conjugate_gradient_reaches_the_exact_solve_with_targets_and_a_diagonal_penalty():
+    g = torch.Generator().manual_seed(2)
+    rows, cols = torch.randint(0, 15, (120,), generator=g), torch.randint(0, 10, (120,), generator=g)
+    pairs = torch.unique(rows * 10 + cols)
+    table = CSR.from_pairs(pairs // 10, pairs % 10, torch.ones(len(pairs)), 15, 10)
+    fixed = torch.randn(10, 4, generator=g)
+    targets = torch.randn(len(pairs), generator=g)
+    penalty = torch.rand(15, 4, generator=g) + 0.1  # (R, K): a different λ per coordinate
+    exact = solve_rows(table, fixed, penalty, 0.0, targets=targets)
+    approx = solve_rows_cg(table, fixed, penalty, 0.0, torch.zeros(15, 4), steps=8, targets=targets)
+    torch.testing.assert_close(approx, exact, atol=1e-4, rtol=1e-4)
+    # The normal equations, row by row: (Σ z zᵀ + diag λ) x = Σ t z.
+    dense_rows = torch.repeat_interleave(torch.arange(15), table.counts())
+    for r in (0, 7, 14):
+        z = fixed[table.indices[dense_rows == r]]
+        system = z.T @ z + torch.diag(penalty[r])
+        torch.testing.assert_close(system @ exact[r], z.T @ targets[dense_rows == r], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("options, key", [(["model.visual_mode=reg"], "model.visual_mode"), (["model.reg_bias=0"], "model.reg_bias"),
+                                          (["model.solver=lu"], "model.solver"), (["trainer=ddp_cpu", "trainer.devices=2"], "single process")])
+def test_what_model_als_cannot_do_is_refused_at_set_up(tmp_path, options, key):
+    with pytest.raises(Exception) as error:
+        train(compose_train(["model=als", "model.k=4", *options, "trainer.max_epochs=1", "logger=none"], tmp_path))
+    assert key in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+
+def test_als_trains_tests_and_fits_the_cold_head(tmp_path):
+    metrics = train(compose_train(["model=als", "model.k=4", "trainer.max_epochs=4", "logger=none"], tmp_path))
+    assert metrics["epochs"] == 4 and 0 < metrics["test/rmse"] < 2.0
+    assert metrics["train/mse"] < metrics["train/loss"]

@@ -1,0 +1,174 @@
+"""Biased MF trained by alternating least squares on the observed ratings (``model=als``).
+
+Model: r̂_ui = μ + b_u + b_i + p_u·q_i, the scores of :class:`~visrec.models.factor.scoring.RatingScoring`
+(so evaluation, export, serving and the cold-start ``head`` are those of ``model=biased_mf``). Objective
+(explicit ALS with biases and weighted-λ regularization: Zhou, Wilkinson, Schreiber & Pan 2008, "Large-scale
+parallel collaborative filtering for the Netflix prize"; Koren, Bell & Volinsky 2009; Spark MLlib's ALS):
+
+    L = Σ_{(u,i,r) ∈ R} (r − r̂_ui)²  +  Σ_u n_u^ν (λ_f ‖p_u‖² + λ_b b_u²)  +  Σ_i n_i^ν (λ_f ‖q_i‖² + λ_b b_i²)
+
+over the training ratings R only (no unobserved cells), n_u, n_i the rows' training ratings, ν =
+``reg_exponent`` (1: ALS-WR's λ·n, Spark's scaling; 0: plain L2), λ_f = ``reg_factors``, λ_b = ``reg_bias``.
+With the item side fixed, [p_u, b_u] solves one (K+1)×(K+1) least-squares system per user, with the
+features z_i = [q_i, 1] and targets r − μ − b_i; then items the same way with [p_u, 1] and r − μ − b_u.
+The systems are those of iALS with no all-cells term and targets in place of 1, so the same batched
+solves do it (:func:`visrec.models.ials.solver.solve_rows`: ``solver=cholesky``, exact, O(|R| K² +
+(U+N) K³) per sweep; :func:`~visrec.models.ials.solver.solve_rows_cg`: ``solver=cg``, ``cg_steps``
+warm-started conjugate-gradient steps, O(|R| K) each, for large K or catalogs). Every half-sweep is an
+exact (or CG-approximate) minimisation, so with ``cholesky`` L never rises.
+
+One epoch = one sweep (users, then items) = one ``training_step`` over the whole training part
+(``TRAINING_BATCHES = "whole"``), so checkpoints, resume, validation (``val/rmse``), early stopping, W&B
+and refit are those of any model. ``train/loss`` is L / |R|, ``train/mse`` the training MSE.
+Visual modes: ``none`` and ``head`` (the closed-form cold-start head of biased MF, fitted after training);
+the modes that pull q_i toward the picture during training (init, reg) are gradient-trained and refused.
+Single process: refused under DDP at set-up.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from visrec.interactions import Interactions
+from visrec.models.closed_form import ClosedFormStep
+from visrec.models.factor.module import TRAIN_PARTS, RatingModule
+from visrec.models.ials.solver import CSR, solve_rows, solve_rows_cg
+
+SOLVERS = ("cholesky", "cg")
+ALS_VISUAL_MODES = ("none", "head")
+
+
+class ExplicitALS(RatingModule):
+    """Biased MF by ALS under the model contract (module docstring); ``model=als``."""
+
+    MODEL_NAME = "als"
+    TRAINING_BATCHES = "whole"
+    single_process = True
+
+    def __init__(self, num_users: int, num_items: int, k: int = 64, init_std: float = 0.1, reg_factors: float = 0.05,
+                 reg_bias: float = 0.05, reg_exponent: float = 1.0, global_mean: float = 0.0,
+                 rating_min: float | None = None, rating_max: float | None = None, visual_mode: str = "none",
+                 feature_dim: int = 0, visual_pca_dim: int = 64, solver: str = "cholesky", cg_steps: int = 3):
+        self.check_options(dict(k=k, init_std=init_std, reg_factors=reg_factors, reg_bias=reg_bias, reg_exponent=reg_exponent,
+                                visual_mode=visual_mode, visual_pca_dim=visual_pca_dim, solver=solver, cg_steps=cg_steps))
+        super().__init__(num_users, num_items, k=k, init_std=init_std, reg_factors=reg_factors, reg_bias=reg_bias,
+                         reg_exponent=reg_exponent, global_mean=global_mean, rating_min=rating_min, rating_max=rating_max,
+                         visual_mode=visual_mode, feature_dim=feature_dim, visual_pca_dim=visual_pca_dim,
+                         sparse_gradients=False)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self._by_user: CSR | None = None  # users x items, the ratings − μ as weights (set in on_fit_start)
+        self._by_item: CSR | None = None
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Refuse option values that would train nonsense, naming the key (``model.<name>``)."""
+        def bad(name, expected):
+            return ValueError(f"model.{name} must be {expected}, got {options.get(name)!r}")
+
+        visual_mode = options.get("visual_mode", "none")
+        if visual_mode not in ALS_VISUAL_MODES:
+            raise ValueError(f"model.visual_mode must be one of {ALS_VISUAL_MODES} for model=als (the other modes pull "
+                             f"the item vectors toward the pictures by gradient steps: use model=biased_mf), got {visual_mode!r}")
+        super().check_options({**options, "reg_visual": 0.0, "reg_visual_bias": 0.0, "reg_projection": 0.0})
+        for name in ("reg_factors", "reg_bias", "reg_exponent"):
+            value = options.get(name, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+                raise bad(name, "a finite number >= 0")
+        if options.get("reg_factors", 0.05) == 0 or options.get("reg_bias", 0.05) == 0:
+            raise ValueError("model.reg_factors and model.reg_bias must be > 0 for model=als: a user or item with fewer "
+                             "ratings than K + 1 has no unique least-squares solution without a penalty")
+        if options.get("solver", "cholesky") not in SOLVERS:
+            raise ValueError(f"model.solver must be one of {SOLVERS}, got {options.get('solver')!r}")
+        steps = options.get("cg_steps", 3)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise bad("cg_steps", "a positive number of conjugate-gradient steps")
+
+    @classmethod
+    def sparse_gradients_for(cls, options: dict) -> bool:
+        return False
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise ValueError("model=als trains in a single process (exact ALS sweeps); use trainer=cpu or trainer=gpu, not DDP")
+
+    def on_fit_start(self) -> None:
+        train = self.trainer.datamodule.tensors["train"]
+        self.prepare(train)
+
+    def prepare(self, train: Interactions) -> None:
+        """Build the user- and item-major tables of ``train``, holding r − μ (each half-sweep's targets subtract
+        the other side's biases from them)."""
+        users, items = train.users.cpu().long(), train.items.cpu().long()
+        residual = train.ratings.cpu().float() - float(self.net.global_mean)  # (R,) r − μ
+        U, N = self.net.num_users, self.net.num_items
+        self._by_user = CSR.from_pairs(users, items, residual, U, N)
+        self._by_item = self._by_user.transpose()
+        self._user_rows = torch.repeat_interleave(torch.arange(U), self._by_user.counts())  # (R,) in by-user order
+
+    # ---- training: one ALS sweep per epoch ---------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        if batch_idx > 0:  # one batch per epoch ("whole")
+            return None
+        self.optimizers().step()  # ClosedFormStep: one sweep
+        return None
+
+    def configure_optimizers(self):
+        return ClosedFormStep(self.net.parameters(), self.sweep)
+
+    def _penalties(self, counts: torch.Tensor) -> torch.Tensor:
+        """(R, K + 1) diagonal penalties n^ν (λ_f, ..., λ_f, λ_b) of rows with ``counts`` (R,) ratings."""
+        scale = counts.clamp(min=1).float().pow(self.reg_exponent)  # (R,); rows without ratings solve to 0
+        K = self.net.item_factors.embedding_dim
+        per_coordinate = torch.tensor([self.reg_factors] * K + [self.reg_bias])  # (K + 1,)
+        return scale[:, None] * per_coordinate  # (R, K + 1)
+
+    def _solve(self, table: CSR, targets: torch.Tensor, fixed: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        penalty = self._penalties(table.counts())
+        if self.hparams.solver == "cholesky":
+            return solve_rows(table, fixed, penalty, 0.0, targets=targets)
+        return solve_rows_cg(table, fixed, penalty, 0.0, start, self.hparams.cg_steps, targets=targets)
+
+    @torch.no_grad()
+    def sweep(self) -> float:
+        """Solve every user's [p_u, b_u], then every item's [q_i, b_i]; returns L / |R| (module docstring)."""
+        net = self.net
+        device = net.user_factors.weight.device
+        by_user, by_item = self._by_user, self._by_item
+        P, Q = net.user_factors.weight.detach().cpu(), net.item_factors.weight.detach().cpu()  # (U, K), (N, K)
+        b_u, b_i = net.user_bias.weight.detach().cpu()[:, 0], net.item_bias.weight.detach().cpu()[:, 0]  # (U,), (N,)
+        users = self._solve_side(by_user, b_i, Q, P, b_u)  # (U, K + 1)
+        P, b_u = users[:, :-1], users[:, -1]
+        items = self._solve_side(by_item, b_u, P, Q, b_i)
+        Q, b_i = items[:, :-1], items[:, -1]
+        net.user_factors.weight.copy_(P.to(device))
+        net.user_bias.weight.copy_(b_u[:, None].to(device))
+        net.item_factors.weight.copy_(Q.to(device))
+        net.item_bias.weight.copy_(b_i[:, None].to(device))
+        return self._log_sweep(P, b_u, Q, b_i)
+
+    def _solve_side(self, table: CSR, other_bias: torch.Tensor, other: torch.Tensor, own: torch.Tensor,
+                    own_bias: torch.Tensor) -> torch.Tensor:
+        """[x_r, b_r] (R, K + 1) of every row of ``table`` with the other side's vectors ``other`` (C, K) and
+        biases (C,) fixed: features [y_c, 1], targets (r − μ) − b_c; warm start [own, own_bias] for CG."""
+        targets = table.weights - other_bias[table.indices]  # (nnz,) r − μ − b_c
+        features = torch.cat([other, torch.ones(len(other), 1)], 1)  # (C, K + 1)
+        ones = CSR(table.indptr, table.indices, torch.ones_like(table.weights), table.num_cols)  # weights 1
+        return self._solve(ones, targets, features, torch.cat([own, own_bias[:, None]], 1))
+
+    def _log_sweep(self, P: torch.Tensor, b_u: torch.Tensor, Q: torch.Tensor, b_i: torch.Tensor) -> float:
+        """Add this sweep's train/loss (L / |R|) and train/mse to the epoch sums; returns L / |R|."""
+        table = self._by_user
+        users, items = self._user_rows, table.indices
+        errors = table.weights - b_u[users] - b_i[items] - (P[users] * Q[items]).sum(-1)  # (R,) (r − μ) − (r̂ − μ)
+        sse = float(errors.double().pow(2).sum())
+        user_penalty, item_penalty = self._penalties(table.counts()), self._penalties(self._by_item.counts())
+        l2 = float((user_penalty * torch.cat([P, b_u[:, None]], 1).pow(2)).sum()
+                   + (item_penalty * torch.cat([Q, b_i[:, None]], 1).pow(2)).sum())
+        count = max(len(errors), 1)
+        loss, mse = (sse + l2) / count, sse / count
+        parts = {name: torch.tensor(0.0) for name in TRAIN_PARTS}
+        parts.update(loss=torch.tensor(loss), mse=torch.tensor(mse))
+        self._add_train_sums(parts, 1)
+        return loss
