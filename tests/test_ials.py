@@ -115,9 +115,9 @@ def test_no_interaction_above_the_threshold_is_an_error_before_training(tmp_path
     assert not (tmp_path / "run" / "config.yaml").exists()  # refused when the model is built, before anything is written
 
 
-def test_ddp_is_refused_before_any_process_is_launched(tmp_path):
-    with pytest.raises(ValueError, match=r"IALSModule trains in a single process"):
-        train(compose_train([*IALS, "trainer=ddp_cpu"], tmp_path))
+def test_ddp_with_a_visual_mode_that_refits_from_every_item_is_refused_before_any_process_is_launched(tmp_path):
+    with pytest.raises(ValueError, match=r"model.visual_mode=offset trains in a single process"):
+        train(compose_train([*IALS, "model.visual_mode=offset", "trainer=ddp_cpu"], tmp_path))
     assert not (tmp_path / "run").exists()  # refused from the config, before the data is read or anything written
 
 
@@ -127,13 +127,16 @@ def test_ials_options_are_checked_before_training(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_ials_refuses_ddp():
+def test_ials_refuses_ddp_only_with_a_visual_mode_that_refits_from_every_item():
     from types import SimpleNamespace
 
     from visrec.models import IALSModule
 
-    model = IALSModule(num_users=3, num_items=2, k=2)
-    model.trainer = SimpleNamespace(world_size=2)  # what Lightning attaches
+    plain = IALSModule(num_users=3, num_items=2, k=2)
+    plain.trainer = SimpleNamespace(world_size=2)  # what Lightning attaches
+    plain.setup("fit")  # sharded sweeps: allowed
+    model = IALSModule(num_users=3, num_items=2, k=2, visual_mode="offset", feature_dim=4)
+    model.trainer = SimpleNamespace(world_size=2)
     with pytest.raises(ValueError, match="single process"):
         model.setup("fit")
 

@@ -189,7 +189,13 @@ def train(cfg: DictConfig) -> dict:
     loggers = make_loggers(cfg, out_dir)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     lr_history = LearningRateHistory()
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history, LastEpochMetrics()], logger=loggers or False)
+    trainer_options = {}
+    if str(cfg.trainer.get("strategy") or "") == "ddp" and not any(p.requires_grad for p in model.parameters()):
+        from visrec.pipeline.strategies import ClosedFormDDPStrategy
+
+        trainer_options["strategy"] = ClosedFormDDPStrategy()  # closed-form sweeps: no DistributedDataParallel wrapper
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history, LastEpochMetrics()], logger=loggers or False,
+                                      **trainer_options)
     if trainer.world_size > 1 and model.single_process:  # before any process is launched
         raise ValueError(f"{type(model).__name__} trains in a single process; trainer={cfg.trainer.get('strategy', 'this trainer')} "
                          f"would run {trainer.world_size}: use trainer=cpu or trainer=gpu")

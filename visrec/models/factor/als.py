@@ -22,7 +22,8 @@ One epoch = one sweep (users, then items) = one ``training_step`` over the whole
 and refit are those of any model. ``train/loss`` is L / |R|, ``train/mse`` the training MSE.
 Visual modes: ``none`` and ``head`` (the closed-form cold-start head of biased MF, fitted after training);
 the modes that pull q_i toward the picture during training (init, reg) are gradient-trained and refused.
-Single process: refused under DDP at set-up.
+Under DDP (``trainer=ddp_cpu`` / ``ddp``) each process solves its own users and items and the solved rows
+are all-gathered (:mod:`visrec.models.ials.sharding`): the single-process factors, to float tolerance.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import torch
 from visrec.interactions import Interactions
 from visrec.models.closed_form import ClosedFormStep
 from visrec.models.factor.module import TRAIN_PARTS, RatingModule
+from visrec.models.ials.sharding import gather_rows, local_table, rank_and_world, row_slice, sum_over_processes
 from visrec.models.ials.solver import CSR, solve_rows, solve_rows_cg
 
 SOLVERS = ("cholesky", "cg")
@@ -44,7 +46,7 @@ class ExplicitALS(RatingModule):
 
     MODEL_NAME = "als"
     TRAINING_BATCHES = "whole"
-    single_process = True
+    single_process = False  # under DDP each process solves its own users and items (visrec.models.ials.sharding)
 
     def __init__(self, num_users: int, num_items: int, k: int = 64, init_std: float = 0.1, reg_factors: float = 0.05,
                  reg_bias: float = 0.05, reg_exponent: float = 1.0, global_mean: float = 0.0,
@@ -58,6 +60,7 @@ class ExplicitALS(RatingModule):
                          sparse_gradients=False)
         self.save_hyperparameters()
         self.automatic_optimization = False
+        self.net.requires_grad_(False)  # solved in closed form, never by an optimizer
         self._by_user: CSR | None = None  # users x items, the ratings − μ as weights (set in on_fit_start)
         self._by_item: CSR | None = None
 
@@ -89,23 +92,20 @@ class ExplicitALS(RatingModule):
     def sparse_gradients_for(cls, options: dict) -> bool:
         return False
 
-    def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.world_size > 1:
-            raise ValueError("model=als trains in a single process (exact ALS sweeps); use trainer=cpu or trainer=gpu, not DDP")
-
     def on_fit_start(self) -> None:
         train = self.trainer.datamodule.tensors["train"]
         self.prepare(train)
 
     def prepare(self, train: Interactions) -> None:
         """Build the user- and item-major tables of ``train``, holding r − μ (each half-sweep's targets subtract
-        the other side's biases from them)."""
+        the other side's biases from them): this process's users' rows and items' columns only under DDP."""
         users, items = train.users.cpu().long(), train.items.cpu().long()
         residual = train.ratings.cpu().float() - float(self.net.global_mean)  # (R,) r − μ
         U, N = self.net.num_users, self.net.num_items
-        self._by_user = CSR.from_pairs(users, items, residual, U, N)
-        self._by_item = self._by_user.transpose()
-        self._user_rows = torch.repeat_interleave(torch.arange(U), self._by_user.counts())  # (R,) in by-user order
+        self._rank, self._world = rank_and_world()
+        self._by_user = local_table(users, items, residual, U, N, self._rank, self._world)  # (U_local, N)
+        self._by_item = local_table(items, users, residual, N, U, self._rank, self._world)  # (N_local, U)
+        self._user_rows = torch.repeat_interleave(torch.arange(self._by_user.num_rows), self._by_user.counts())  # (R_local,)
 
     # ---- training: one ALS sweep per epoch ---------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -138,9 +138,11 @@ class ExplicitALS(RatingModule):
         by_user, by_item = self._by_user, self._by_item
         P, Q = net.user_factors.weight.detach().cpu(), net.item_factors.weight.detach().cpu()  # (U, K), (N, K)
         b_u, b_i = net.user_bias.weight.detach().cpu()[:, 0], net.item_bias.weight.detach().cpu()[:, 0]  # (U,), (N,)
-        users = self._solve_side(by_user, b_i, Q, P, b_u)  # (U, K + 1)
+        U, N, world = len(P), len(Q), self._world
+        (u0, u1), (i0, i1) = row_slice(U, self._rank, world), row_slice(N, self._rank, world)
+        users = gather_rows(self._solve_side(by_user, b_i, Q, P[u0:u1], b_u[u0:u1]), U, world, device)  # (U, K + 1)
         P, b_u = users[:, :-1], users[:, -1]
-        items = self._solve_side(by_item, b_u, P, Q, b_i)
+        items = gather_rows(self._solve_side(by_item, b_u, P, Q[i0:i1], b_i[i0:i1]), N, world, device)  # (N, K + 1)
         Q, b_i = items[:, :-1], items[:, -1]
         net.user_factors.weight.copy_(P.to(device))
         net.user_bias.weight.copy_(b_u[:, None].to(device))
@@ -158,15 +160,19 @@ class ExplicitALS(RatingModule):
         return self._solve(ones, targets, features, torch.cat([own, own_bias[:, None]], 1))
 
     def _log_sweep(self, P: torch.Tensor, b_u: torch.Tensor, Q: torch.Tensor, b_i: torch.Tensor) -> float:
-        """Add this sweep's train/loss (L / |R|) and train/mse to the epoch sums; returns L / |R|."""
-        table = self._by_user
-        users, items = self._user_rows, table.indices
-        errors = table.weights - b_u[users] - b_i[items] - (P[users] * Q[items]).sum(-1)  # (R,) (r − μ) − (r̂ − μ)
+        """Add this sweep's train/loss (L / |R|) and train/mse to the epoch sums; returns L / |R|. Under DDP
+        each process sums its own users' ratings and its own rows' penalties, then the sums are added up."""
+        table, world = self._by_user, self._world
+        (u0, u1), (i0, i1) = row_slice(len(P), self._rank, world), row_slice(len(Q), self._rank, world)
+        users, items = self._user_rows + u0, table.indices
+        errors = table.weights - b_u[users] - b_i[items] - (P[users] * Q[items]).sum(-1)  # (R_local,) (r − μ) − (r̂ − μ)
         sse = float(errors.double().pow(2).sum())
         user_penalty, item_penalty = self._penalties(table.counts()), self._penalties(self._by_item.counts())
-        l2 = float((user_penalty * torch.cat([P, b_u[:, None]], 1).pow(2)).sum()
-                   + (item_penalty * torch.cat([Q, b_i[:, None]], 1).pow(2)).sum())
-        count = max(len(errors), 1)
+        l2 = float((user_penalty * torch.cat([P[u0:u1], b_u[u0:u1, None]], 1).pow(2)).sum()
+                   + (item_penalty * torch.cat([Q[i0:i1], b_i[i0:i1, None]], 1).pow(2)).sum())
+        device = self.net.user_factors.weight.device
+        sse, l2 = sum_over_processes(sse, world, device), sum_over_processes(l2, world, device)
+        count = max(int(sum_over_processes(float(len(errors)), world, device)), 1)
         loss, mse = (sse + l2) / count, sse / count
         parts = {name: torch.tensor(0.0) for name in TRAIN_PARTS}
         parts.update(loss=torch.tensor(loss), mse=torch.tensor(mse))

@@ -38,7 +38,9 @@ Visual prior, ``visual_mode``:
           (``offset_cold_scoring=head``, default) or cold items keep the joint E f̃_i
           (``offset_cold_scoring=projection``).
 Items without interactions but with an image are scored with q_i = E f̃_i + e (cold start); others with
-a zero vector. Single process only: refused under DDP.
+a zero vector. Under DDP (``trainer=ddp_cpu`` / ``ddp``) each process solves its own slice of users and
+items and the solved rows are all-gathered (:mod:`visrec.models.ials.sharding`): the same factors as one
+process, to float tolerance. Modes reg and offset refit E from every item each sweep: single process.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ from visrec.interactions import Interactions
 from visrec.models.contract import FactorModel
 from visrec.models.ranking_validation import RANKING_K, RankingValidation
 from visrec.models.ials.scoring import IALSScoring
+from visrec.models.ials.sharding import gather_rows, local_table, rank_and_world, row_slice, sum_over_processes
 from visrec.models.ials.solver import CSR, frequency_scaled_penalty, solve_rows, solve_rows_cg, weighted_loss
 from visrec.models.visual.ials_head import IALSColdHeadFit, fit_ials_cold_head
 from visrec.models.visual.prior import AUTO
@@ -116,8 +119,9 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
     TRAINING_BATCHES = "whole"
     # What validation logs: what ``monitor`` may name.
     VALIDATION_METRICS = (f"val/ndcg@{RANKING_K}", f"val/recall@{RANKING_K}", f"val/precision@{RANKING_K}")
-    # Exact sweeps over all interactions at once: the pipeline refuses DDP before launching processes.
-    single_process = True
+    # Under DDP each process solves its own slice of users and items (visrec.models.ials.sharding);
+    # the visual modes that refit E from every item each sweep (reg, offset) stay single-process.
+    single_process = False
 
     def __init__(
         self,
@@ -199,9 +203,18 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
         weights = 1.0 + self.hparams.alpha * kept.ratings.float()
         return CSR.from_pairs(kept.users.cpu(), kept.items.cpu(), weights.cpu(), self.net.num_users, self.net.num_items)
 
+    @classmethod
+    def single_process_reason(cls, options: dict) -> str | None:
+        mode = options.get("visual_mode", "none")
+        if mode in ("reg", "offset"):
+            return (f"model=ials with model.visual_mode={mode} trains in a single process (E is refitted from every item's "
+                    "vector each sweep); use visual_mode none or head under DDP")
+        return None
+
     def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.world_size > 1:
-            raise ValueError("model=ials trains in a single process (exact ALS sweeps); use trainer=cpu or trainer=gpu, not DDP")
+        reason = self.single_process_reason(dict(self.hparams))
+        if reason and self.trainer is not None and self.trainer.world_size > 1:  # built directly, not through the pipeline
+            raise ValueError(reason)
 
     def check_training_data(self, train: Interactions, val: Interactions | None = None) -> None:
         """Called by the pipeline when the model is built, before training: refuse data with no interaction,
@@ -216,8 +229,18 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
     def on_fit_start(self) -> None:
         train = self.trainer.datamodule.tensors["train"]
         self.check_training_data(train, self.trainer.datamodule.tensors["val"])
-        self._train = self.interactions(train)
-        self._train_by_item = self._train.transpose()
+        self._rank, self._world = rank_and_world()
+        if self._world == 1:
+            self._train = self.interactions(train)
+            self._train_by_item = self._train.transpose()
+            return
+        # DDP: this process's users' rows and items' columns only (visrec.models.ials.sharding).
+        full = self.interactions(train)
+        users = torch.repeat_interleave(torch.arange(full.num_rows), full.counts())  # (S,)
+        U, N = self.net.num_users, self.net.num_items
+        self._train = local_table(users, full.indices, full.weights, U, N, self._rank, self._world)
+        self._train_by_item = local_table(full.indices, users, full.weights, N, U, self._rank, self._world)
+        del full, users
 
     # ---- training: one ALS sweep per epoch ---------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -233,19 +256,23 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
 
     @torch.no_grad()
     def sweep(self) -> float:
-        """Solve all users with items fixed, then all items with users fixed; returns the loss L."""
+        """Solve all users with items fixed, then all items with users fixed; returns the loss L. Under DDP
+        each process solves its own users and items, and the solved rows are gathered after each half."""
         hp, net = self.hparams, self.net
-        csr, users_t = self._train, self._train_by_item  # users x items, items x users
+        csr, users_t = self._train, self._train_by_item  # users x items, items x users (this process's rows)
         alpha0, U, N = hp.unobserved_weight, net.num_users, net.num_items
-        user_penalty = frequency_scaled_penalty(csr.counts(), hp.reg, alpha0, N, hp.reg_exponent)  # (U,)
-        item_penalty = frequency_scaled_penalty(users_t.counts(), hp.reg, alpha0, U, hp.reg_exponent)  # (N,)
+        rank, world = getattr(self, "_rank", 0), getattr(self, "_world", 1)
+        (u0, u1), (i0, i1) = row_slice(U, rank, world), row_slice(N, rank, world)
+        user_penalty = frequency_scaled_penalty(csr.counts(), hp.reg, alpha0, N, hp.reg_exponent)  # (U_local,)
+        item_penalty = frequency_scaled_penalty(users_t.counts(), hp.reg, alpha0, U, hp.reg_exponent)  # (N_local,)
         device = net.user_factors.weight.device
         items = net.item_factors.weight.detach().cpu()
         exact = hp.solver == "cholesky"
         if exact:
-            users = solve_rows(csr, items, user_penalty, alpha0)  # (U, K)
+            users = solve_rows(csr, items, user_penalty, alpha0)  # (U_local, K)
         else:
-            users = solve_rows_cg(csr, items, user_penalty, alpha0, net.user_factors.weight.detach().cpu(), hp.cg_steps)
+            users = solve_rows_cg(csr, items, user_penalty, alpha0, net.user_factors.weight.detach().cpu()[u0:u1], hp.cg_steps)
+        users = gather_rows(users, U, world, device)  # (U, K)
         prior_mean = prior_weight = None
         zero_mean_penalty = item_penalty  # (N,) λ_i of λ_i ‖q_i‖²
         if self.visual_mode in ("reg", "offset"):  # mode head: the images never touch training
@@ -257,11 +284,16 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
                 prior_weight = item_penalty * with_image
                 zero_mean_penalty = item_penalty * (1.0 - with_image)
         if exact:
-            items = solve_rows(users_t, users, zero_mean_penalty, alpha0, prior_mean, prior_weight)  # (N, K)
+            items = solve_rows(users_t, users, zero_mean_penalty, alpha0, prior_mean, prior_weight)  # (N_local, K)
         else:
-            items = solve_rows_cg(users_t, users, zero_mean_penalty, alpha0, items, hp.cg_steps, prior_mean, prior_weight)
+            items = solve_rows_cg(users_t, users, zero_mean_penalty, alpha0, items[i0:i1], hp.cg_steps, prior_mean, prior_weight)
+        items = gather_rows(items, N, world, device)  # (N, K)
         net.user_factors.weight.copy_(users.to(device))
         net.item_factors.weight.copy_(items.to(device))
+        if world > 1:  # L: each process's observed cells and penalties, summed; the all-cells term from the full tables
+            local = weighted_loss(csr, users[u0:u1], items, 0.0, user_penalty, torch.zeros(N)) + float(
+                (item_penalty * items[i0:i1].pow(2).sum(-1)).sum())
+            return sum_over_processes(local, world, device) + float(alpha0 * ((users.T @ users) * (items.T @ items)).sum())
         if self.visual_mode == "reg":
             self._fit_projection(items)
         if self.visual_mode == "offset":
