@@ -101,3 +101,26 @@ def test_als_trains_tests_and_fits_the_cold_head(tmp_path):
     metrics = train(compose_train(["model=als", "model.k=4", "trainer.max_epochs=4", "logger=none"], tmp_path))
     assert metrics["epochs"] == 4 and 0 < metrics["test/rmse"] < 2.0
     assert metrics["train/mse"] < metrics["train/loss"]
+
+
+@pytest.mark.parametrize("case", ["ials", "targets", "prior", "per-coordinate"])
+def test_the_compiled_row_by_row_cg_equals_the_whole_table_torch_cg(case):
+    """The CPU path (numba, each row's iterations together) and the torch path (the whole table per
+    iteration, what a GPU runs) take the same CG steps."""
+    g = torch.Generator().manual_seed(3)
+    R, C, K = 200, 120, 8
+    pairs = torch.unique(torch.randint(0, R * C, (3000,), generator=g))
+    table = CSR.from_pairs(pairs // C, pairs % C, torch.rand(len(pairs), generator=g) + 0.5, R, C)
+    fixed, start = torch.randn(C, K, generator=g), torch.randn(R, K, generator=g)
+    options = {"penalty": torch.rand(R, generator=g) + 0.1}
+    if case == "targets":
+        options["targets"] = torch.randn(len(pairs), generator=g)
+    if case == "prior":
+        options.update(prior_mean=torch.randn(R, K, generator=g), prior_weight=torch.rand(R, generator=g))
+    if case == "per-coordinate":
+        options.update(penalty=torch.rand(R, K, generator=g) + 0.1, targets=torch.randn(len(pairs), generator=g))
+    penalty = options.pop("penalty")
+    compiled = solve_rows_cg(table, fixed, penalty, 0.3, start, 3, compiled=True, **options)
+    whole = solve_rows_cg(table, fixed, penalty, 0.3, start, 3, compiled=False, **options)
+    torch.testing.assert_close(compiled, whole, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(compiled, start)

@@ -117,7 +117,7 @@ def _diagonal(penalty: torch.Tensor, K: int) -> torch.Tensor:
 
 def solve_rows_cg(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, alpha0: float, start: torch.Tensor,
                   steps: int = 3, prior_mean: torch.Tensor | None = None, prior_weight: torch.Tensor | None = None,
-                  targets: torch.Tensor | None = None) -> torch.Tensor:
+                  targets: torch.Tensor | None = None, compiled: bool | None = None) -> torch.Tensor:
     """One half-sweep by ``steps`` conjugate-gradient iterations per row, warm-started at ``start`` (R, K)
     (Takács, Pilászy & Tikk 2011, "Applications of the conjugate gradient method for implicit feedback
     collaborative filtering"; what ``implicit`` does). Same systems as :func:`solve_rows`, never formed:
@@ -125,9 +125,14 @@ def solve_rows_cg(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor,
     dense-dense product on the sparsity pattern, then a sparse-dense product), instead of O(|S| K²) +
     O(R K³) for the exact solve. All rows at once; returns (R, K). Converges to :func:`solve_rows`'s
     answer as ``steps`` grows, and across epochs from its warm start. ``penalty`` and ``targets`` as there.
+    On the CPU each row runs its iterations together, compiled (:mod:`visrec.models.ials.cg_kernel`, the loop
+    ``implicit`` runs); on a GPU the whole table steps at once in torch (below). ``compiled``: force one of
+    the two (None: by device).
     """
     fixed = fixed.float()
     K = fixed.shape[1]
+    if compiled if compiled is not None else (fixed.device.type == "cpu" and start.device.type == "cpu"):
+        return _cg_rows_cpu(interactions, fixed, penalty, alpha0, start, steps, prior_mean, prior_weight, targets)
     weights = interactions.block(0, interactions.num_rows)  # (R, C) sparse CSR
     ridge = _diagonal(penalty.float(), K)  # (R, K)
     rhs = torch.sparse.mm(weights if targets is None else interactions.block(0, interactions.num_rows, interactions.weights * targets),
@@ -157,6 +162,28 @@ def solve_rows_cg(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor,
         direction = residual + torch.where(norm > 0, new_norm / norm.clamp(min=1e-30), torch.zeros_like(norm))[:, None] * direction
         norm = new_norm
     return x
+
+
+def _cg_rows_cpu(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, alpha0: float, start: torch.Tensor,
+                 steps: int, prior_mean: torch.Tensor | None, prior_weight: torch.Tensor | None,
+                 targets: torch.Tensor | None) -> torch.Tensor:
+    """:func:`solve_rows_cg` on the CPU: each row's CG iterations run together, in cache, compiled
+    (:mod:`visrec.models.ials.cg_kernel`)."""
+    from visrec.models.ials.cg_kernel import cg_rows
+
+    K = fixed.shape[1]
+    ridge = penalty.float()[:, None] if penalty.dim() == 1 else penalty.float()  # (R, 1) or (R, K)
+    extra = None
+    if prior_mean is not None:
+        ridge = ridge + prior_weight.float()[:, None]
+        extra = (prior_weight.float()[:, None] * prior_mean.float()).contiguous().numpy()  # (R, K)
+    gram = (alpha0 * (fixed.T @ fixed)).contiguous()  # (K, K)
+    out = cg_rows(interactions.indptr.contiguous().numpy(), interactions.indices.long().contiguous().numpy(),
+                  interactions.weights.float().contiguous().numpy(),
+                  None if targets is None else targets.float().contiguous().numpy(), fixed.contiguous().numpy(),
+                  gram.numpy(), ridge.contiguous().numpy(), extra, start.float().contiguous().numpy().copy(), steps,
+                  torch.get_num_threads())
+    return torch.from_numpy(out).reshape(-1, K)
 
 
 def weighted_loss(interactions: CSR, rows: torch.Tensor, cols: torch.Tensor, alpha0: float,

@@ -1,0 +1,111 @@
+"""Row-by-row conjugate gradient on the CPU, compiled with numba (the CPU path of
+:func:`visrec.models.ials.solver.solve_rows_cg`).
+
+Each row r solves its own K×K system A_r x = b_r with
+
+    A_r x = G x + λ_r ∘ x + Σ_{i ∈ S_r} w_ri (q_i·x) q_i,      b_r = Σ_{i ∈ S_r} w_ri t_ri q_i (+ extra_r)
+
+by ``steps`` CG iterations from its warm start, all of them before the next row (Takács, Pilászy & Tikk
+2011; the loop ``implicit``'s CPU ALS runs): the row's item vectors are read from cache in every
+iteration, where the whole-table torch version makes a pass over every interaction per iteration. Rows
+run in parallel (numba ``prange``, ``torch.get_num_threads()`` threads). Same arithmetic as the torch
+version (a step with zero curvature moves nothing), so the two agree to float rounding. O(|S| K + R K²)
+per iteration. numba is imported on first use and the kernel is cached beside this file.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_KERNEL = None
+
+
+def _compile():
+    import numba
+
+    @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def cg_rows(indptr, indices, weights, targets, fixed, gram, ridge, extra, start, steps):
+        rows, k = start.shape
+        out = np.empty_like(start)
+        per_coordinate = ridge.shape[1] > 1
+        has_targets = targets.shape[0] > 0
+        has_extra = extra.shape[0] > 0
+        for r in numba.prange(rows):
+            x = start[r].copy()
+            residual = np.zeros(k, dtype=np.float32)
+            product = np.zeros(k, dtype=np.float32)
+            # residual = b − A x
+            for j in range(indptr[r], indptr[r + 1]):
+                q = fixed[indices[j]]
+                dot = np.float32(0.0)
+                for f in range(k):
+                    dot += q[f] * x[f]
+                t = targets[j] if has_targets else np.float32(1.0)
+                scale = weights[j] * (t - dot)
+                for f in range(k):
+                    residual[f] += scale * q[f]
+            for f in range(k):
+                gx = np.float32(0.0)
+                for g in range(k):
+                    gx += gram[f, g] * x[g]
+                lam = ridge[r, f] if per_coordinate else ridge[r, 0]
+                residual[f] -= gx + lam * x[f]
+                if has_extra:
+                    residual[f] += extra[r, f]
+            direction = residual.copy()
+            norm = np.float32(0.0)
+            for f in range(k):
+                norm += residual[f] * residual[f]
+            for _ in range(steps):
+                # product = A direction
+                for f in range(k):
+                    gx = np.float32(0.0)
+                    for g in range(k):
+                        gx += gram[f, g] * direction[g]
+                    lam = ridge[r, f] if per_coordinate else ridge[r, 0]
+                    product[f] = gx + lam * direction[f]
+                for j in range(indptr[r], indptr[r + 1]):
+                    q = fixed[indices[j]]
+                    dot = np.float32(0.0)
+                    for f in range(k):
+                        dot += q[f] * direction[f]
+                    scale = weights[j] * dot
+                    for f in range(k):
+                        product[f] += scale * q[f]
+                curvature = np.float32(0.0)
+                for f in range(k):
+                    curvature += direction[f] * product[f]
+                rate = norm / curvature if curvature > 0 else np.float32(0.0)
+                new_norm = np.float32(0.0)
+                for f in range(k):
+                    x[f] += rate * direction[f]
+                    residual[f] -= rate * product[f]
+                    new_norm += residual[f] * residual[f]
+                beta = new_norm / norm if norm > 0 else np.float32(0.0)
+                for f in range(k):
+                    direction[f] = residual[f] + beta * direction[f]
+                norm = new_norm
+            out[r] = x
+        return out
+
+    return cg_rows
+
+
+def cg_rows(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, targets: np.ndarray | None, fixed: np.ndarray,
+            gram: np.ndarray, ridge: np.ndarray, extra: np.ndarray | None, start: np.ndarray, steps: int,
+            threads: int) -> np.ndarray:
+    """(R, K) float32: ``steps`` CG iterations per row (module docstring). indptr (R + 1,), indices (nnz,) int64,
+    weights (nnz,) and targets (nnz,) or None (t = 1) float32; fixed (C, K), gram (K, K), ridge (R, 1) or (R, K),
+    extra (R, K) or None, start (R, K), all float32 and C-contiguous."""
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = _compile()
+    import numba
+
+    empty_vector, empty_table = np.zeros(0, np.float32), np.zeros((0, start.shape[1]), np.float32)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        return _KERNEL(indptr, indices, weights, empty_vector if targets is None else targets, fixed, gram, ridge,
+                       empty_table if extra is None else extra, start, int(steps))
+    finally:
+        numba.set_num_threads(previous)
