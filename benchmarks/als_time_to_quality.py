@@ -89,9 +89,9 @@ def visrec_overrides(engine: str, folder: Path, args) -> list[str]:
             f"data.source_args.test_path={folder / 'test.parquet'}", "data.source_args.rating_min=1",
             "data.source_args.rating_max=5", "data.val_ratio=0", "callbacks=none", "logger=none", "evaluate=false",
             "test=false", "seed=0", f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false", "trainer.enable_checkpointing=false", f"model.k={args.k}"]
+            "trainer.enable_model_summary=false", "+trainer.enable_checkpointing=false", f"model.k={args.k}"]
     if engine == "sgd":
-        return [*data, "experiment=large_scale"]
+        return [*data, "experiment=large_scale", "model.scheduler=null"]
     als = [*data, "model=als", "model.solver=cg", *args.als_overrides]
     return [*als, "trainer=ddp_cpu", "trainer.devices=2"] if engine == "als_2proc" else [*als, "trainer=cpu"]
 

@@ -61,6 +61,10 @@ class ExplicitALS(RatingModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net.requires_grad_(False)  # solved in closed form, never by an optimizer
+        if solver == "cg":  # the CPU's compiled CG: loaded (or compiled) before training starts
+            from visrec.models.ials.cg_kernel import load_kernel
+
+            load_kernel()
         self._by_user: CSR | None = None  # users x items, the ratings − μ as weights (set in on_fit_start)
         self._by_item: CSR | None = None
 

@@ -90,15 +90,25 @@ def _compile():
     return cg_rows
 
 
+def load_kernel() -> None:
+    """Compile the kernel, or load it from numba's cache: done when a model that uses it is built (as a
+    compiled extension is loaded on import), so that training time is training."""
+    global _KERNEL
+    if _KERNEL is None:
+        kernel = _compile()
+        one = np.ones((1, 1), np.float32)  # numba compiles (or loads) at the first call: one call on a 1 x 1 system
+        kernel(np.array([0, 1]), np.array([0]), np.ones(1, np.float32), np.zeros(0, np.float32), one, one, one,
+               np.zeros((0, 1), np.float32), one.copy(), 1)
+        _KERNEL = kernel
+
+
 def cg_rows(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, targets: np.ndarray | None, fixed: np.ndarray,
             gram: np.ndarray, ridge: np.ndarray, extra: np.ndarray | None, start: np.ndarray, steps: int,
             threads: int) -> np.ndarray:
     """(R, K) float32: ``steps`` CG iterations per row (module docstring). indptr (R + 1,), indices (nnz,) int64,
     weights (nnz,) and targets (nnz,) or None (t = 1) float32; fixed (C, K), gram (K, K), ridge (R, 1) or (R, K),
     extra (R, K) or None, start (R, K), all float32 and C-contiguous."""
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = _compile()
+    load_kernel()
     import numba
 
     empty_vector, empty_table = np.zeros(0, np.float32), np.zeros((0, start.shape[1]), np.float32)

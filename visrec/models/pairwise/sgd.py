@@ -140,7 +140,13 @@ def load_kernel() -> None:
     as a compiled extension is loaded on import, so that training time is training."""
     global _KERNEL
     if _KERNEL is None:
-        _KERNEL = _compile()
+        kernel = _compile()
+        # numba compiles (or loads) at the first call: one epoch on a 1-user, 2-item table with lr 0.
+        triples = prepare_triples(np.array([0, 1]), np.array([0]), np.array([0, 1]), 2)
+        t = triples
+        kernel(np.zeros((1, 1), np.float32), np.zeros((2, 1), np.float32), np.zeros(2, np.float32), t.indptr, t.indices,
+               t.sample_users, t.candidates, t.seen, 0.0, 0.0, 0.0, 0, 1)
+        _KERNEL = kernel
 
 
 def bpr_sgd_epoch(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
