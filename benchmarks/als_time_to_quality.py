@@ -3,7 +3,8 @@ visrec's SGD biased MF (``experiment=large_scale``) and LIBMF on the same split;
 on one process and on two (``trainer=ddp_cpu``).
 
     .venv/bin/python benchmarks/als_time_to_quality.py [--ratings 20000000] [--items 100000] [--k 64]
-        [--epochs 6] [--threads 2] [--als-overrides model.reg_factors=0.05 ...] [--libmf-eta 0.1]
+        [--epochs 6] [--threads 2] [--als-overrides model.reg_factors=0.05 ...] [--libmf-eta 0.1] [--libmf-l2 0.05] [--libmf-k K]
+        [--problem-dir DIR]
         [--engines als sgd libmf als_1proc als_2proc]
 
 Problem: :func:`benchmarks.training_throughput.make_problem` (``visrec.data.synthetic_large``, seed 0, 20 ratings
@@ -14,9 +15,11 @@ with ``--threads`` threads (torch, OpenMP, LIBMF's ``nr_threads``).
   default penalties unless ``--als-overrides`` says otherwise; one epoch = one sweep.
 * ``sgd``: ``experiment=large_scale`` (sparse SGD, lr 20 per 1,024-rating step inside 65,536-rating loader
   batches), K = ``--k``.
-* ``libmf``: LIBMF's parallel SGD (PyPI ``libmf``), K = ``--k``, L2 0.05, learning rate ``--libmf-eta``; it has no
+* ``libmf``: LIBMF's parallel SGD (PyPI ``libmf``), K = ``--libmf-k`` (default ``--k``), L2 ``--libmf-l2``, learning rate ``--libmf-eta``; it has no
   biases, so it fits r − μ. Its Python binding reports no per-iteration error, so it is fitted afresh for
   1, 2, ..., E iterations and each fit is timed.
+* ``libmf_baseline``: the same on r − μ − b_u − b_i, the biases from 10 ALS epochs of the baseline predictor
+  (Koren 2010; Surprise's defaults λ_u 15, λ_i 10; visrec's ``bias_als``), whose seconds are added to LIBMF's.
 
 After every epoch of a visrec engine its warm test RMSE (predictions clipped to [1, 5], over test ratings whose
 user and item have training ratings) is computed with the clock stopped; the time axis is training time only
@@ -46,9 +49,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from training_throughput import LIBMF_L2, make_problem, read_codes, warm_rmse  # noqa: E402
+from training_throughput import LIBMF_L2, libmf_predictor, make_problem, read_codes, warm_rmse  # noqa: E402
 
-ENGINES = ("als", "sgd", "libmf", "als_1proc", "als_2proc")
+ENGINES = ("als", "sgd", "libmf", "libmf_baseline", "als_1proc", "als_2proc")
 
 
 class TestRMSEClock(pl.Callback):
@@ -115,25 +118,36 @@ def run_visrec(engine: str, folder: Path, args) -> dict:
     return {"fit_seconds": metrics["fit_seconds"], "curve": curve, "peaks": peaks}
 
 
-def run_libmf(folder: Path, args) -> dict:
+def run_libmf(folder: Path, args, baseline: bool = False) -> dict:
     import contextlib
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):  # the binding prints where it found its .so
         from libmf import mf
-    data, _, _ = read_codes(folder)
+    data, num_users, num_items = read_codes(folder)
     users, items, ratings = data["train"]
     mu = float(ratings.astype(np.float64).mean())
-    matrix = np.stack([users, items, ratings - mu], axis=1).astype(np.float32)  # (R, 3)
+    b_u, b_i = np.zeros(num_users, np.float32), np.zeros(num_items, np.float32)
+    baseline_seconds = 0.0
+    if baseline:  # biases first (10 ALS epochs of the baseline predictor, Surprise's defaults), LIBMF on what is left
+        from visrec.models.factor.bias_als import als_biases
+
+        started = time.perf_counter()
+        bu, bi = als_biases(torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64)),
+                            torch.from_numpy(ratings), num_users, num_items, mu, 15.0, 10.0, torch.zeros(num_users), 10)
+        b_u, b_i = bu.float().numpy(), bi.float().numpy()
+        baseline_seconds = time.perf_counter() - started
+    matrix = np.stack([users, items, ratings - mu - b_u[users] - b_i[items]], axis=1).astype(np.float32)  # (R, 3)
     curve = []
     for iterations in range(1, args.epochs + 1):
-        model = mf.MF(fun=mf.P_L2_MFR, k=args.k, nr_threads=args.threads, nr_bins=max(26, 2 * args.threads + 1),
-                      nr_iters=iterations, lambda_p1=0.0, lambda_q1=0.0, lambda_p2=LIBMF_L2, lambda_q2=LIBMF_L2,
+        model = mf.MF(fun=mf.P_L2_MFR, k=args.libmf_k or args.k, nr_threads=args.threads, nr_bins=max(26, 2 * args.threads + 1),
+                      nr_iters=iterations, lambda_p1=0.0, lambda_q1=0.0, lambda_p2=args.libmf_l2, lambda_q2=args.libmf_l2,
                       eta=args.libmf_eta, quiet=True)
         started = time.perf_counter()
         model.fit(matrix)
-        seconds = time.perf_counter() - started
-        rmse = warm_rmse(lambda u, i: mu + model.predict(np.stack([u, i], axis=1).astype(np.float32)), data["test"])
+        seconds = time.perf_counter() - started + baseline_seconds
+        tables = libmf_predictor(model)  # not the binding's MF.predict, which is wrong (training_throughput.py)
+        rmse = warm_rmse(lambda u, i: mu + b_u[u] + b_i[i] + tables(u, i), data["test"])
         curve.append({"epoch": iterations, "seconds": seconds, "rmse": rmse})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"fit_seconds": curve[-1]["seconds"], "curve": curve, "peaks": [{"rank": 0, "peak_rss_gib": peak}]}
@@ -142,7 +156,10 @@ def run_libmf(folder: Path, args) -> dict:
 def worker(engine: str, folder: Path, args) -> None:
     threads = max(1, args.threads // 2) if engine == "als_2proc" else args.threads
     torch.set_num_threads(threads)
-    result = run_libmf(folder, args) if engine == "libmf" else run_visrec(engine, folder, args)
+    if engine.startswith("libmf"):
+        result = run_libmf(folder, args, baseline=engine == "libmf_baseline")
+    else:
+        result = run_visrec(engine, folder, args)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         print("RESULT " + json.dumps(result), flush=True)
 
@@ -163,6 +180,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--libmf-eta", type=float, default=0.1)
+    ap.add_argument("--libmf-l2", type=float, default=LIBMF_L2)
+    ap.add_argument("--libmf-k", type=int, default=None, help="LIBMF's factor count (default: --k)")
+    ap.add_argument("--problem-dir", help="keep the drawn problem here (and reuse it when it is there already)")
     ap.add_argument("--als-overrides", nargs="*", default=[])
     ap.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
@@ -171,11 +191,17 @@ def main() -> None:
     if args.worker:
         return worker(args.worker, Path(args.folder), args)
 
-    folder = Path(tempfile.mkdtemp(prefix="time-to-quality-"))
+    folder = Path(args.problem_dir) if args.problem_dir else Path(tempfile.mkdtemp(prefix="time-to-quality-"))
     results = {}
     try:
         started = time.perf_counter()
-        info = make_problem(int(args.ratings), args.ratings_per_user, args.items, folder)
+        info_file = folder / "problem.json"
+        if args.problem_dir and info_file.exists():
+            info = json.loads(info_file.read_text())
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            info = make_problem(int(args.ratings), args.ratings_per_user, args.items, folder)
+            info_file.write_text(json.dumps(info))
         print(f"problem: {info['train']:,} training ratings, {info['users']:,} users x {args.items:,} items "
               f"(drawn in {time.perf_counter() - started:.0f} s); K {args.k}, {args.epochs} epochs, {args.threads} threads",
               flush=True)
@@ -184,6 +210,7 @@ def main() -> None:
             env = {**os.environ, **{v: threads for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
             command = [sys.executable, __file__, "--worker", engine, "--folder", str(folder), "--k", str(args.k),
                        "--epochs", str(args.epochs), "--threads", str(args.threads), "--libmf-eta", str(args.libmf_eta),
+                       "--libmf-l2", str(args.libmf_l2), *(["--libmf-k", str(args.libmf_k)] if args.libmf_k else []),
                        "--als-overrides", *args.als_overrides]
             done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -197,12 +224,13 @@ def main() -> None:
             print(f"{engine:>10}: fit {r['fit_seconds']:.1f} s; peak RSS {peaks}; epochs (cumulative s / test RMSE) {curve}",
                   flush=True)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not args.problem_dir:
+            shutil.rmtree(folder, ignore_errors=True)
     sgd = results.get("sgd", {}).get("curve", [])
     if len(sgd) >= 2:
         target = sgd[1]["rmse"]
         print(f"\ntarget: test RMSE {target:.4f} (visrec SGD after 2 epochs)")
-        for engine in ("als", "sgd", "libmf"):
+        for engine in ("als", "sgd", "libmf", "libmf_baseline"):
             if engine in results:
                 reached = time_to(results[engine]["curve"], target)
                 best = min(p["rmse"] for p in results[engine]["curve"])

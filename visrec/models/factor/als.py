@@ -34,6 +34,7 @@ import torch
 from visrec.interactions import Interactions
 from visrec.models.closed_form import ClosedFormStep
 from visrec.models.factor.module import TRAIN_PARTS, RatingModule
+from visrec.models.ials.cg_kernel import observed_sse
 from visrec.models.ials.sharding import gather_rows, local_table, rank_and_world, row_slice, sum_over_processes
 from visrec.models.ials.solver import CSR, solve_rows, solve_rows_cg
 
@@ -109,7 +110,6 @@ class ExplicitALS(RatingModule):
         self._rank, self._world = rank_and_world()
         self._by_user = local_table(users, items, residual, U, N, self._rank, self._world)  # (U_local, N)
         self._by_item = local_table(items, users, residual, N, U, self._rank, self._world)  # (N_local, U)
-        self._user_rows = torch.repeat_interleave(torch.arange(self._by_user.num_rows), self._by_user.counts())  # (R_local,)
 
     # ---- training: one ALS sweep per epoch ---------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -168,15 +168,16 @@ class ExplicitALS(RatingModule):
         each process sums its own users' ratings and its own rows' penalties, then the sums are added up."""
         table, world = self._by_user, self._world
         (u0, u1), (i0, i1) = row_slice(len(P), self._rank, world), row_slice(len(Q), self._rank, world)
-        users, items = self._user_rows + u0, table.indices
-        errors = table.weights - b_u[users] - b_i[items] - (P[users] * Q[items]).sum(-1)  # (R_local,) (r − μ) − (r̂ − μ)
-        sse = float(errors.double().pow(2).sum())
+        count = len(table.indices)
+        sse = observed_sse(table.indptr.numpy(), table.indices.numpy(), table.weights.numpy(),
+                           P[u0:u1].contiguous().numpy(), b_u[u0:u1].contiguous().numpy(), Q.contiguous().numpy(),
+                           b_i.contiguous().numpy(), torch.get_num_threads())  # Σ ((r − μ) − (r̂ − μ))² over own users
         user_penalty, item_penalty = self._penalties(table.counts()), self._penalties(self._by_item.counts())
         l2 = float((user_penalty * torch.cat([P[u0:u1], b_u[u0:u1, None]], 1).pow(2)).sum()
                    + (item_penalty * torch.cat([Q[i0:i1], b_i[i0:i1, None]], 1).pow(2)).sum())
         device = self.net.user_factors.weight.device
         sse, l2 = sum_over_processes(sse, world, device), sum_over_processes(l2, world, device)
-        count = max(int(sum_over_processes(float(len(errors)), world, device)), 1)
+        count = max(int(sum_over_processes(float(count), world, device)), 1)
         loss, mse = (sse + l2) / count, sse / count
         parts = {name: torch.tensor(0.0) for name in TRAIN_PARTS}
         parts.update(loss=torch.tensor(loss), mse=torch.tensor(mse))

@@ -91,7 +91,7 @@ def _compile():
 
 
 def load_kernel() -> None:
-    """Compile the kernel, or load it from numba's cache: done when a model that uses it is built (as a
+    """Compile the kernels (CG and :func:`observed_sse`), or load them from numba's cache: done when a model that uses it is built (as a
     compiled extension is loaded on import), so that training time is training."""
     global _KERNEL
     if _KERNEL is None:
@@ -100,6 +100,8 @@ def load_kernel() -> None:
         kernel(np.array([0, 1]), np.array([0]), np.ones(1, np.float32), np.zeros(0, np.float32), one, one, one,
                np.zeros((0, 1), np.float32), one.copy(), 1)
         _KERNEL = kernel
+        vector = np.zeros(1, np.float32)
+        observed_sse(np.array([0, 1]), np.array([0]), vector, one, vector, one, vector, 1)
 
 
 def cg_rows(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, targets: np.ndarray | None, fixed: np.ndarray,
@@ -117,5 +119,42 @@ def cg_rows(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, target
     try:
         return _KERNEL(indptr, indices, weights, empty_vector if targets is None else targets, fixed, gram, ridge,
                        empty_table if extra is None else extra, start, int(steps))
+    finally:
+        numba.set_num_threads(previous)
+
+
+_SSE_KERNEL = None
+
+
+def observed_sse(indptr: np.ndarray, indices: np.ndarray, targets: np.ndarray, rows: np.ndarray, row_bias: np.ndarray,
+                 cols: np.ndarray, col_bias: np.ndarray, threads: int) -> float:
+    """Σ over the CSR's cells (r, c) of (t_rc − b_r − b_c − x_r·y_c)², one parallel pass without forming any
+    (nnz, K) gather: indptr (R + 1,), indices (nnz,) int64; targets (nnz,), rows (R, K), row_bias (R,),
+    cols (C, K), col_bias (C,) float32. Float64 sums."""
+    global _SSE_KERNEL
+    import numba
+
+    if _SSE_KERNEL is None:
+        @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+        def kernel(indptr, indices, targets, rows, row_bias, cols, col_bias):
+            total = 0.0
+            for r in numba.prange(len(indptr) - 1):
+                partial = 0.0
+                x = rows[r]
+                for j in range(indptr[r], indptr[r + 1]):
+                    y = cols[indices[j]]
+                    dot = np.float32(0.0)
+                    for f in range(x.shape[0]):
+                        dot += x[f] * y[f]
+                    error = targets[j] - row_bias[r] - col_bias[indices[j]] - dot
+                    partial += error * error
+                total += partial
+            return total
+
+        _SSE_KERNEL = kernel
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        return float(_SSE_KERNEL(indptr, indices, targets, rows, row_bias, cols, col_bias))
     finally:
         numba.set_num_threads(previous)

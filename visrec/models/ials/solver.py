@@ -190,8 +190,11 @@ def weighted_loss(interactions: CSR, rows: torch.Tensor, cols: torch.Tensor, alp
                   row_penalty: torch.Tensor, col_penalty: torch.Tensor) -> float:
     """L(P, Q) without the prior term, exactly (Gramian trick for the all-cells part); for logging."""
     users = torch.repeat_interleave(torch.arange(interactions.num_rows), interactions.counts())
-    scores = (rows[users] * cols[interactions.indices]).sum(-1)  # (nnz,)
-    observed = (interactions.weights * (1.0 - scores).pow(2)).sum()
+    observed = torch.zeros((), dtype=torch.float64)
+    for lo in range(0, len(users), 1 << 20):  # chunks of 1M cells: a (chunk, K) gather at a time, never (nnz, K)
+        hi = min(lo + (1 << 20), len(users))
+        scores = (rows[users[lo:hi]] * cols[interactions.indices[lo:hi]]).sum(-1)  # (chunk,)
+        observed += (interactions.weights[lo:hi] * (1.0 - scores).pow(2)).sum().double()
     all_cells = alpha0 * ((rows.T @ rows) * (cols.T @ cols)).sum()  # Σ_u Σ_i (p_u·q_i)²
     l2 = (row_penalty * rows.pow(2).sum(-1)).sum() + (col_penalty * cols.pow(2).sum(-1)).sum()
     return float(observed + all_cells + l2)
