@@ -84,7 +84,8 @@ class IALSColdHeadFit:
         head = "E off (every cold item gets e)" if self.factor_penalty is None else f"{self.components} components, λ_E {self.factor_penalty:g}"
         return (f"iALS cold-start head (closed form on the all-cells loss of {self.items} training items): {head}; "
                 f"item-fold CV loss {self.cv_loss:.1f} (intercept only {self.cv_loss_intercept_only:.1f}); "
-                f"on the trained items' scale: e = the typical candidate item, E × {self.scale:.3g}")
+                f"on the trained items' scale: e = the typical candidate item"
+                + ("" if self.factor_penalty is None else f", E × {self.scale:.3g}"))
 
 
 def _fold_equations(interactions: CSR, user_factors: torch.Tensor, g: torch.Tensor, fold_of_item: torch.Tensor,
