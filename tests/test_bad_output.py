@@ -158,6 +158,42 @@ def test_train_cli_names_the_result_it_could_not_write(tmp_path):
     assert not (run / "metrics.json").exists() and [p for p in _hidden(run) if p != ".hydra"] == []
 
 
+TRAIN_WITH_A_FULL_DISK_AT_THE_SECOND_CHECKPOINT = """
+import errno, runpy, sys
+from fsspec.implementations.local import LocalFileOpener
+real_write, calls = LocalFileOpener.write, []
+def write(self, data):
+    if str(self.path).endswith(".ckpt"):
+        calls.append(self.path)
+        if len(calls) > 1:  # the first checkpoint is written; the disk is full from the second on
+            raise OSError(errno.ENOSPC, "No space left on device")
+    return real_write(self, data)
+LocalFileOpener.write = write
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_with_one_line_and_keeps_the_last_good_one(tmp_path):
+    """A full disk during Lightning's own checkpoint write (issue 29, kind 4): one line naming the checkpoint file,
+    exit 2, the checkpoint written before intact and loadable, no temporary file left in checkpoints/."""
+    import torch
+
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", TRAIN_WITH_A_FULL_DISK_AT_THE_SECOND_CHECKPOINT, "model.visual_mode=none",
+                           "trainer.max_epochs=4", "trainer.enable_progress_bar=false", "evaluate=false", "logger=none",
+                           f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"train.py: cannot write {run / 'checkpoints'}/"), line
+    assert f"No space left on device {SPACE_HINT}; the checkpoint there before (if any) is unchanged" in line, line
+    written = sorted((run / "checkpoints").iterdir())
+    assert len(written) == 1 and not written[0].name.startswith("."), written
+    torch.load(written[0], map_location="cpu", weights_only=True)  # the one written before is whole
+
+
 @pytest.mark.parametrize("error, reason", [
     (OSError("1920 requested and 224 written"), f"only 224 of 1920 bytes could be written {SPACE_HINT}"),
     (OSError(errno.EDQUOT, "Disk quota exceeded"), f"Disk quota exceeded {SPACE_HINT}"),

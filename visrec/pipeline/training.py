@@ -189,10 +189,11 @@ def train(cfg: DictConfig) -> dict:
     loggers = make_loggers(cfg, out_dir)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     lr_history = LearningRateHistory()
-    trainer_options = {}
-    if str(cfg.trainer.get("strategy") or "") == "ddp" and not any(p.requires_grad for p in model.parameters()):
-        from visrec.pipeline.strategies import ClosedFormDDPStrategy
+    from visrec.pipeline.strategies import CheckpointWriteIO, ClosedFormDDPStrategy
 
+    # A failed checkpoint write: one line naming the file (unless the config brings its own plugins).
+    trainer_options = {} if cfg.trainer.get("plugins") else {"plugins": [CheckpointWriteIO()]}
+    if str(cfg.trainer.get("strategy") or "") == "ddp" and not any(p.requires_grad for p in model.parameters()):
         trainer_options["strategy"] = ClosedFormDDPStrategy()  # closed-form sweeps: no DistributedDataParallel wrapper
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history, LastEpochMetrics()], logger=loggers or False,
                                       **trainer_options)
