@@ -41,7 +41,7 @@ def objective(model: ExplicitALS, part: Interactions) -> float:
 def test_a_user_half_sweep_zeroes_the_gradient_of_the_objective_in_every_user():
     model, part = small_problem()
     with torch.no_grad():
-        users = model._solve_side(model._by_user, model.net.item_bias.weight.detach()[:, 0], model.net.item_factors.weight.detach(),
+        users = model._solve_side("user", model.net.item_bias.weight.detach()[:, 0], model.net.item_factors.weight.detach(),
                                   model.net.user_factors.weight.detach(), model.net.user_bias.weight.detach()[:, 0])
         model.net.user_factors.weight.copy_(users[:, :-1])
         model.net.user_bias.weight.copy_(users[:, -1:])
@@ -103,7 +103,7 @@ def test_als_trains_tests_and_fits_the_cold_head(tmp_path):
     assert metrics["train/mse"] < metrics["train/loss"]
 
 
-@pytest.mark.parametrize("case", ["ials", "targets", "prior", "per-coordinate"])
+@pytest.mark.parametrize("case", ["ials", "targets", "prior", "per-coordinate", "explicit"])
 def test_the_compiled_row_by_row_cg_equals_the_whole_table_torch_cg(case):
     """The CPU path (numba, each row's iterations together) and the torch path (the whole table per
     iteration, what a GPU runs) take the same CG steps."""
@@ -119,8 +119,12 @@ def test_the_compiled_row_by_row_cg_equals_the_whole_table_torch_cg(case):
         options.update(prior_mean=torch.randn(R, K, generator=g), prior_weight=torch.rand(R, generator=g))
     if case == "per-coordinate":
         options.update(penalty=torch.rand(R, K, generator=g) + 0.1, targets=torch.randn(len(pairs), generator=g))
+    alpha0 = 0.3
+    if case == "explicit":  # explicit ALS: no all-cells term (the kernel then skips the Gramian)
+        options.update(penalty=torch.rand(R, K, generator=g) + 0.1, targets=torch.randn(len(pairs), generator=g))
+        alpha0 = 0.0
     penalty = options.pop("penalty")
-    compiled = solve_rows_cg(table, fixed, penalty, 0.3, start, 3, compiled=True, **options)
-    whole = solve_rows_cg(table, fixed, penalty, 0.3, start, 3, compiled=False, **options)
+    compiled = solve_rows_cg(table, fixed, penalty, alpha0, start, 3, compiled=True, **options)
+    whole = solve_rows_cg(table, fixed, penalty, alpha0, start, 3, compiled=False, **options)
     torch.testing.assert_close(compiled, whole, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(compiled, start)

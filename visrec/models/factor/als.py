@@ -110,6 +110,8 @@ class ExplicitALS(RatingModule):
         self._rank, self._world = rank_and_world()
         self._by_user = local_table(users, items, residual, U, N, self._rank, self._world)  # (U_local, N)
         self._by_item = local_table(items, users, residual, N, U, self._rank, self._world)  # (N_local, U)
+        self._unit = {side: CSR(table.indptr, table.indices, torch.ones_like(table.weights), table.num_cols)
+                      for side, table in (("user", self._by_user), ("item", self._by_item))}  # weight 1: the solves' patterns
 
     # ---- training: one ALS sweep per epoch ---------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -139,14 +141,13 @@ class ExplicitALS(RatingModule):
         """Solve every user's [p_u, b_u], then every item's [q_i, b_i]; returns L / |R| (module docstring)."""
         net = self.net
         device = net.user_factors.weight.device
-        by_user, by_item = self._by_user, self._by_item
         P, Q = net.user_factors.weight.detach().cpu(), net.item_factors.weight.detach().cpu()  # (U, K), (N, K)
         b_u, b_i = net.user_bias.weight.detach().cpu()[:, 0], net.item_bias.weight.detach().cpu()[:, 0]  # (U,), (N,)
         U, N, world = len(P), len(Q), self._world
         (u0, u1), (i0, i1) = row_slice(U, self._rank, world), row_slice(N, self._rank, world)
-        users = gather_rows(self._solve_side(by_user, b_i, Q, P[u0:u1], b_u[u0:u1]), U, world, device)  # (U, K + 1)
+        users = gather_rows(self._solve_side("user", b_i, Q, P[u0:u1], b_u[u0:u1]), U, world, device)  # (U, K + 1)
         P, b_u = users[:, :-1], users[:, -1]
-        items = gather_rows(self._solve_side(by_item, b_u, P, Q[i0:i1], b_i[i0:i1]), N, world, device)  # (N, K + 1)
+        items = gather_rows(self._solve_side("item", b_u, P, Q[i0:i1], b_i[i0:i1]), N, world, device)  # (N, K + 1)
         Q, b_i = items[:, :-1], items[:, -1]
         net.user_factors.weight.copy_(P.to(device))
         net.user_bias.weight.copy_(b_u[:, None].to(device))
@@ -154,14 +155,15 @@ class ExplicitALS(RatingModule):
         net.item_bias.weight.copy_(b_i[:, None].to(device))
         return self._log_sweep(P, b_u, Q, b_i)
 
-    def _solve_side(self, table: CSR, other_bias: torch.Tensor, other: torch.Tensor, own: torch.Tensor,
+    def _solve_side(self, side: str, other_bias: torch.Tensor, other: torch.Tensor, own: torch.Tensor,
                     own_bias: torch.Tensor) -> torch.Tensor:
-        """[x_r, b_r] (R, K + 1) of every row of ``table`` with the other side's vectors ``other`` (C, K) and
-        biases (C,) fixed: features [y_c, 1], targets (r − μ) − b_c; warm start [own, own_bias] for CG."""
+        """[x_r, b_r] (R, K + 1) of every row of this process's ``side`` ("user" / "item") table, the other
+        side's vectors ``other`` (C, K) and biases (C,) fixed: features [y_c, 1], targets (r − μ) − b_c; warm
+        start [own, own_bias] for CG."""
+        table = self._by_user if side == "user" else self._by_item
         targets = table.weights - other_bias[table.indices]  # (nnz,) r − μ − b_c
         features = torch.cat([other, torch.ones(len(other), 1)], 1)  # (C, K + 1)
-        ones = CSR(table.indptr, table.indices, torch.ones_like(table.weights), table.num_cols)  # weights 1
-        return self._solve(ones, targets, features, torch.cat([own, own_bias[:, None]], 1))
+        return self._solve(self._unit[side], targets, features, torch.cat([own, own_bias[:, None]], 1))
 
     def _log_sweep(self, P: torch.Tensor, b_u: torch.Tensor, Q: torch.Tensor, b_i: torch.Tensor) -> float:
         """Add this sweep's train/loss (L / |R|) and train/mse to the epoch sums; returns L / |R|. Under DDP

@@ -29,6 +29,7 @@ def _compile():
         per_coordinate = ridge.shape[1] > 1
         has_targets = targets.shape[0] > 0
         has_extra = extra.shape[0] > 0
+        has_gram = gram.shape[0] > 0  # an empty gram: no all-cells term (explicit ALS), K² per row per step saved
         for r in numba.prange(rows):
             x = start[r].copy()
             residual = np.zeros(k, dtype=np.float32)
@@ -45,8 +46,9 @@ def _compile():
                     residual[f] += scale * q[f]
             for f in range(k):
                 gx = np.float32(0.0)
-                for g in range(k):
-                    gx += gram[f, g] * x[g]
+                if has_gram:
+                    for g in range(k):
+                        gx += gram[f, g] * x[g]
                 lam = ridge[r, f] if per_coordinate else ridge[r, 0]
                 residual[f] -= gx + lam * x[f]
                 if has_extra:
@@ -59,8 +61,9 @@ def _compile():
                 # product = A direction
                 for f in range(k):
                     gx = np.float32(0.0)
-                    for g in range(k):
-                        gx += gram[f, g] * direction[g]
+                    if has_gram:
+                        for g in range(k):
+                            gx += gram[f, g] * direction[g]
                     lam = ridge[r, f] if per_coordinate else ridge[r, 0]
                     product[f] = gx + lam * direction[f]
                 for j in range(indptr[r], indptr[r + 1]):
@@ -109,7 +112,7 @@ def cg_rows(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, target
             threads: int) -> np.ndarray:
     """(R, K) float32: ``steps`` CG iterations per row (module docstring). indptr (R + 1,), indices (nnz,) int64,
     weights (nnz,) and targets (nnz,) or None (t = 1) float32; fixed (C, K), gram (K, K), ridge (R, 1) or (R, K),
-    extra (R, K) or None, start (R, K), all float32 and C-contiguous."""
+    extra (R, K) or None, start (R, K), all float32 and C-contiguous; gram (0, 0) when there is no all-cells term."""
     load_kernel()
     import numba
 

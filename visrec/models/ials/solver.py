@@ -177,7 +177,7 @@ def _cg_rows_cpu(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, 
     if prior_mean is not None:
         ridge = ridge + prior_weight.float()[:, None]
         extra = (prior_weight.float()[:, None] * prior_mean.float()).contiguous().numpy()  # (R, K)
-    gram = (alpha0 * (fixed.T @ fixed)).contiguous()  # (K, K)
+    gram = (alpha0 * (fixed.T @ fixed)).contiguous() if alpha0 else torch.zeros(0, 0)  # (K, K); (0, 0): no all-cells term
     out = cg_rows(interactions.indptr.contiguous().numpy(), interactions.indices.long().contiguous().numpy(),
                   interactions.weights.float().contiguous().numpy(),
                   None if targets is None else targets.float().contiguous().numpy(), fixed.contiguous().numpy(),
