@@ -106,6 +106,10 @@ def run_visrec(engine: str, folder: Path, args) -> dict:
     from visrec.pipeline.training import train
 
     out = folder / f"{engine}.jsonl"
+    # This engine's scratch from an earlier run of the benchmark on the same --problem-dir: a fresh run each time.
+    shutil.rmtree(folder / f"{engine}-run", ignore_errors=True)
+    for stale in [out, *folder.glob(f"{engine}.jsonl.rss*")]:
+        stale.unlink(missing_ok=True)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=visrec_overrides(engine, folder, args))
     with open_dict(cfg):

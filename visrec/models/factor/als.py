@@ -49,7 +49,7 @@ class ExplicitALS(RatingModule):
     TRAINING_BATCHES = "whole"
     single_process = False  # under DDP each process solves its own users and items (visrec.models.ials.sharding)
 
-    def __init__(self, num_users: int, num_items: int, k: int = 64, init_std: float = 0.1, reg_factors: float = 0.05,
+    def __init__(self, num_users: int, num_items: int, k: int = 64, init_std: float = 0.001, reg_factors: float = 0.05,
                  reg_bias: float = 0.05, reg_exponent: float = 1.0, global_mean: float = 0.0,
                  rating_min: float | None = None, rating_max: float | None = None, visual_mode: str = "none",
                  feature_dim: int = 0, visual_pca_dim: int = 64, solver: str = "cholesky", cg_steps: int = 3):

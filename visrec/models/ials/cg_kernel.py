@@ -23,71 +23,72 @@ def _compile():
     import numba
 
     @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def cg_rows(indptr, indices, weights, targets, fixed, gram, ridge, extra, start, steps):
+    def cg_rows(indptr, indices, weights, targets, fixed, gram, ridge, extra, start, steps, spans):
         rows, k = start.shape
         out = np.empty_like(start)
         per_coordinate = ridge.shape[1] > 1
         has_targets = targets.shape[0] > 0
         has_extra = extra.shape[0] > 0
         has_gram = gram.shape[0] > 0  # an empty gram: no all-cells term (explicit ALS), K² per row per step saved
-        for r in numba.prange(rows):
-            x = start[r].copy()
-            residual = np.zeros(k, dtype=np.float32)
-            product = np.zeros(k, dtype=np.float32)
-            # residual = b − A x
-            for j in range(indptr[r], indptr[r + 1]):
-                q = fixed[indices[j]]
-                dot = np.float32(0.0)
-                for f in range(k):
-                    dot += q[f] * x[f]
-                t = targets[j] if has_targets else np.float32(1.0)
-                scale = weights[j] * (t - dot)
-                for f in range(k):
-                    residual[f] += scale * q[f]
-            for f in range(k):
-                gx = np.float32(0.0)
-                if has_gram:
-                    for g in range(k):
-                        gx += gram[f, g] * x[g]
-                lam = ridge[r, f] if per_coordinate else ridge[r, 0]
-                residual[f] -= gx + lam * x[f]
-                if has_extra:
-                    residual[f] += extra[r, f]
-            direction = residual.copy()
-            norm = np.float32(0.0)
-            for f in range(k):
-                norm += residual[f] * residual[f]
-            for _ in range(steps):
-                # product = A direction
-                for f in range(k):
-                    gx = np.float32(0.0)
-                    if has_gram:
-                        for g in range(k):
-                            gx += gram[f, g] * direction[g]
-                    lam = ridge[r, f] if per_coordinate else ridge[r, 0]
-                    product[f] = gx + lam * direction[f]
+        for chunk in numba.prange(len(spans)):  # row spans of about equal work, interleaved (balanced_spans)
+            for r in range(spans[chunk, 0], spans[chunk, 1]):
+                x = start[r].copy()
+                residual = np.zeros(k, dtype=np.float32)
+                product = np.zeros(k, dtype=np.float32)
+                # residual = b − A x
                 for j in range(indptr[r], indptr[r + 1]):
                     q = fixed[indices[j]]
                     dot = np.float32(0.0)
                     for f in range(k):
-                        dot += q[f] * direction[f]
-                    scale = weights[j] * dot
+                        dot += q[f] * x[f]
+                    t = targets[j] if has_targets else np.float32(1.0)
+                    scale = weights[j] * (t - dot)
                     for f in range(k):
-                        product[f] += scale * q[f]
-                curvature = np.float32(0.0)
+                        residual[f] += scale * q[f]
                 for f in range(k):
-                    curvature += direction[f] * product[f]
-                rate = norm / curvature if curvature > 0 else np.float32(0.0)
-                new_norm = np.float32(0.0)
+                    gx = np.float32(0.0)
+                    if has_gram:
+                        for g in range(k):
+                            gx += gram[f, g] * x[g]
+                    lam = ridge[r, f] if per_coordinate else ridge[r, 0]
+                    residual[f] -= gx + lam * x[f]
+                    if has_extra:
+                        residual[f] += extra[r, f]
+                direction = residual.copy()
+                norm = np.float32(0.0)
                 for f in range(k):
-                    x[f] += rate * direction[f]
-                    residual[f] -= rate * product[f]
-                    new_norm += residual[f] * residual[f]
-                beta = new_norm / norm if norm > 0 else np.float32(0.0)
-                for f in range(k):
-                    direction[f] = residual[f] + beta * direction[f]
-                norm = new_norm
-            out[r] = x
+                    norm += residual[f] * residual[f]
+                for _ in range(steps):
+                    # product = A direction
+                    for f in range(k):
+                        gx = np.float32(0.0)
+                        if has_gram:
+                            for g in range(k):
+                                gx += gram[f, g] * direction[g]
+                        lam = ridge[r, f] if per_coordinate else ridge[r, 0]
+                        product[f] = gx + lam * direction[f]
+                    for j in range(indptr[r], indptr[r + 1]):
+                        q = fixed[indices[j]]
+                        dot = np.float32(0.0)
+                        for f in range(k):
+                            dot += q[f] * direction[f]
+                        scale = weights[j] * dot
+                        for f in range(k):
+                            product[f] += scale * q[f]
+                    curvature = np.float32(0.0)
+                    for f in range(k):
+                        curvature += direction[f] * product[f]
+                    rate = norm / curvature if curvature > 0 else np.float32(0.0)
+                    new_norm = np.float32(0.0)
+                    for f in range(k):
+                        x[f] += rate * direction[f]
+                        residual[f] -= rate * product[f]
+                        new_norm += residual[f] * residual[f]
+                    beta = new_norm / norm if norm > 0 else np.float32(0.0)
+                    for f in range(k):
+                        direction[f] = residual[f] + beta * direction[f]
+                    norm = new_norm
+                out[r] = x
         return out
 
     return cg_rows
@@ -101,7 +102,7 @@ def load_kernel() -> None:
         kernel = _compile()
         one = np.ones((1, 1), np.float32)  # numba compiles (or loads) at the first call: one call on a 1 x 1 system
         kernel(np.array([0, 1]), np.array([0]), np.ones(1, np.float32), np.zeros(0, np.float32), one, one, one,
-               np.zeros((0, 1), np.float32), one.copy(), 1)
+               np.zeros((0, 1), np.float32), one.copy(), 1, np.array([[0, 1]]))
         _KERNEL = kernel
         vector = np.zeros(1, np.float32)
         observed_sse(np.array([0, 1]), np.array([0]), vector, one, vector, one, vector, 1)
@@ -121,9 +122,26 @@ def cg_rows(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, target
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     try:
         return _KERNEL(indptr, indices, weights, empty_vector if targets is None else targets, fixed, gram, ridge,
-                       empty_table if extra is None else extra, start, int(steps))
+                       empty_table if extra is None else extra, start, int(steps), balanced_spans(indptr, threads))
     finally:
         numba.set_num_threads(previous)
+
+
+def balanced_spans(indptr: np.ndarray, threads: int) -> np.ndarray:
+    """(C, 2) int64 [start, stop) row spans cutting rows 0..R into C ≈ 16 · threads contiguous spans of about equal
+    work (a row costs its interactions plus a few for its own K-vector updates), listed interleaved (0, T, 2T, ...,
+    1, T + 1, ...) so that each thread's static share of ``prange`` holds spans from the whole table: when a few
+    rows (popular items, often numbered first) hold most interactions, a plain ``prange`` over rows gives one
+    thread their whole block, and even equal-work contiguous shares leave one thread the rows too long to stay
+    in cache."""
+    rows = len(indptr) - 1
+    threads = max(1, int(threads))
+    work = indptr.astype(np.int64) + 4 * np.arange(rows + 1, dtype=np.int64)  # (R + 1,) cumulative cost
+    cuts = np.unique(np.searchsorted(work, np.linspace(0, work[-1], 16 * threads + 1), side="left").clip(0, rows))
+    cuts = np.unique(np.concatenate([[0], cuts, [rows]]))
+    spans = np.stack([cuts[:-1], cuts[1:]], 1).astype(np.int64)  # (C, 2)
+    order = np.concatenate([np.arange(t, len(spans), threads) for t in range(threads)])
+    return np.ascontiguousarray(spans[order])
 
 
 _SSE_KERNEL = None
@@ -139,18 +157,19 @@ def observed_sse(indptr: np.ndarray, indices: np.ndarray, targets: np.ndarray, r
 
     if _SSE_KERNEL is None:
         @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-        def kernel(indptr, indices, targets, rows, row_bias, cols, col_bias):
+        def kernel(indptr, indices, targets, rows, row_bias, cols, col_bias, spans):
             total = 0.0
-            for r in numba.prange(len(indptr) - 1):
+            for chunk in numba.prange(len(spans)):  # row spans of about equal work, interleaved (balanced_spans)
                 partial = 0.0
-                x = rows[r]
-                for j in range(indptr[r], indptr[r + 1]):
-                    y = cols[indices[j]]
-                    dot = np.float32(0.0)
-                    for f in range(x.shape[0]):
-                        dot += x[f] * y[f]
-                    error = targets[j] - row_bias[r] - col_bias[indices[j]] - dot
-                    partial += error * error
+                for r in range(spans[chunk, 0], spans[chunk, 1]):
+                    x = rows[r]
+                    for j in range(indptr[r], indptr[r + 1]):
+                        y = cols[indices[j]]
+                        dot = np.float32(0.0)
+                        for f in range(x.shape[0]):
+                            dot += x[f] * y[f]
+                        error = targets[j] - row_bias[r] - col_bias[indices[j]] - dot
+                        partial += error * error
                 total += partial
             return total
 
@@ -158,6 +177,6 @@ def observed_sse(indptr: np.ndarray, indices: np.ndarray, targets: np.ndarray, r
     previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     try:
-        return float(_SSE_KERNEL(indptr, indices, targets, rows, row_bias, cols, col_bias))
+        return float(_SSE_KERNEL(indptr, indices, targets, rows, row_bias, cols, col_bias, balanced_spans(indptr, threads)))
     finally:
         numba.set_num_threads(previous)
