@@ -40,7 +40,8 @@ def main(cfg: DictConfig) -> float | None:
         message = f"{type(error).__name__}: {error}" if isinstance(error, DivergedError) else str(error)
         print(f"train.py: {message}", file=sys.stderr)
         if _in_multirun():  # one job of a sweep: recorded, left out of the summary; the other jobs run
-            _record_failure(cfg, error, str(error))
+            if not getattr(error, "leaves_folder_alone", False):  # a folder holding an earlier run stays as it was
+                _record_failure(cfg, error, str(error))
             if _sweep_goes_on():
                 return float("nan")
         sys.exit(1 if isinstance(error, DivergedError) else 2)

@@ -27,6 +27,25 @@ class LeanModelCheckpoint(ModelCheckpoint):
                              "optimizer state to resume; the best checkpoint is already weights-only")
         super().__init__(*args, **kwargs)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Lightning's, for a run folder that was moved, copied or unpacked elsewhere too: the saved paths
+        (best, k-th best, last, the top-k table) are re-rooted from the folder the checkpoints were written in
+        to this one, so a resumed run keeps its best score and best checkpoint as if it had never moved (Lightning
+        would drop them and keep a best path in the old folder)."""
+        old_dir, new_dir = state_dict.get("dirpath"), self.dirpath
+        if old_dir and new_dir and os.path.normpath(old_dir) != os.path.normpath(new_dir):
+            def moved(path):
+                if not path:
+                    return path
+                relative = os.path.relpath(os.path.normpath(path), os.path.normpath(old_dir))
+                return path if relative.startswith(os.pardir) else os.path.join(new_dir, relative)
+
+            state_dict = dict(state_dict, dirpath=new_dir, best_model_path=moved(state_dict.get("best_model_path")),
+                              kth_best_model_path=moved(state_dict.get("kth_best_model_path")),
+                              last_model_path=moved(state_dict.get("last_model_path")),
+                              best_k_models={moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()})
+        super().load_state_dict(state_dict)
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         # Lightning's own save, with save_weights_only chosen per file (its only use is this call).
         self.save_weights_only = not os.path.basename(filepath).startswith(self.CHECKPOINT_NAME_LAST)

@@ -119,6 +119,8 @@ def read_job(run_dir: Path) -> Job:
     stem = Path(tested).stem if tested else "final"
     per_user = []
     for report_file in sorted((run_dir / "eval").glob(f"{stem}_test_*/metrics.json")):
+        if "_protocol-" in report_file.parent.name:  # a later evaluation under other rules (evaluation.report_folder)
+            continue
         report = json.loads(report_file.read_text()).get("metrics", {})
         metrics.update({k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         if (report_file.parent / "per_user.parquet").is_file():

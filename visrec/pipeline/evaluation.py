@@ -301,9 +301,32 @@ def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = N
             pd.DataFrame(report.per_user_rows(user_ids)).to_parquet(tmp / "per_user.parquet", index=False)
 
 
+PROTOCOL_VARIANT = "_protocol-"
+
+
+def report_folder(folder: Path, protocol: dict) -> Path:
+    """Where a report of ``protocol`` goes: ``folder``, unless it holds a report of another protocol (the one
+    written after training, say, and this evaluation asks for another relevance threshold or K): then
+    ``<folder>_protocol-<8 hex digits of the protocol>``, so the earlier report is never replaced by numbers
+    under other rules (the sweep summary reads only the folders without the suffix)."""
+    import hashlib
+    import json
+
+    try:
+        existing = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("protocol")
+    except (OSError, ValueError, AttributeError):
+        return folder
+    if existing is None or existing == json.loads(json.dumps(protocol)):
+        return folder
+    digest = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:8]
+    return folder.with_name(f"{folder.name}{PROTOCOL_VARIANT}{digest}")
+
+
 def evaluate_run(cfg: DictConfig) -> EvaluationReport:
     """Entry point of ``evaluate.py`` (see ``conf/evaluate.yaml``)."""
     run_dir = Path(cfg.run_dir)
+    if cfg.part not in ("test", "val"):
+        raise ValueError(f"part must be test or val (the parts a trained model can be scored on), got {cfg.part!r}")
     data = load_run_data(run_dir)
     ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt)
     model = load_model(data, ckpt_path, cfg.get("feature_cache_dir"))
@@ -314,7 +337,7 @@ def evaluate_run(cfg: DictConfig) -> EvaluationReport:
                             threshold=float(cfg.relevance_threshold), exclude_train=cfg.exclude_train,
                             baselines=list(cfg.baselines), max_batch_elements=int(cfg.max_batch_elements), part=cfg.part,
                             activity_edges=checked_activity_edges(cfg.get("activity_edges", DEFAULT_ACTIVITY_EDGES), "activity_edges"))
-    out_dir = run_dir / "eval" / f"{ckpt_path.stem}_{cfg.part}_{cfg.exclude_train}"
+    out_dir = report_folder(run_dir / "eval" / f"{ckpt_path.stem}_{cfg.part}_{cfg.exclude_train}", report.protocol)
     write_report(report, out_dir, {"checkpoint": str(ckpt_path), "part": cfg.part}, user_ids=list(data.user_map.raw_ids))
     if cfg.get("log_to_run_logger", True):
         log_to_loggers(data.config.get("logger"), report, run_dir)

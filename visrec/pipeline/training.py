@@ -37,12 +37,87 @@ from visrec.utils.report import format_table
 log = logging.getLogger(__name__)
 
 
+class RunFolderInUse(DataError):
+    """The run folder already holds another run: refused before anything is written, and nothing is written
+    into that folder (not even a multirun job's ``failed.json``: the folder belongs to the earlier run)."""
+
+    leaves_folder_alone = True
+
+
+# Keys a resumed run may set differently from the run it continues: where things are (a moved folder or data:
+# also any key named *dir, *dirpath, *path or *root), how long to train, and what is logged or reported after training. Anything else would continue the saved
+# weights on other data or with other settings.
+RESUME_MAY_CHANGE = ("resume_dir", "ckpt_path", "paths.", "trainer.max_epochs", "trainer.max_steps", "trainer.enable_progress_bar",
+                     "trainer.enable_model_summary", "logger", "evaluate", "test", "export", "eval.", "feature_cache_dir",
+                     "task_name")
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def check_resume_matches(cfg: DictConfig, resume_dir: Path) -> None:
+    """Refuse a resume whose settings differ from the run's ``config.yaml`` (other than
+    :data:`RESUME_MAY_CHANGE`), naming each key with both values, before anything is read or written: a resumed
+    run with another seed or split would continue the saved weights on a split whose test part they were partly
+    trained on. Runs without a ``config.yaml`` (older versions) are not checked."""
+    import yaml
+
+    saved_file = resume_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    try:
+        saved = _flatten(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise DataError(saved_file, f"cannot resume {resume_dir}: its saved configuration is unreadable: {error}") from error
+    now = _flatten(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+
+    def may_change(key: str) -> bool:
+        if key.rsplit(".", 1)[-1].endswith(("dir", "dirpath", "path", "root")):  # where a file or folder is
+            return True
+        return any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) or key.startswith(allowed + ".")
+                   for allowed in RESUME_MAY_CHANGE)
+
+    differ = [key for key in sorted(set(saved) | set(now)) if not may_change(key)
+              and now.get(key, "<unset>") != "???" and saved.get(key, "<unset>") != now.get(key, "<unset>")]
+    if differ:
+        listed = "; ".join(f"{key}: run {saved.get(key, '<unset>')!r}, now {now.get(key, '<unset>')!r}" for key in differ[:6])
+        more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
+        raise DataError(saved_file, f"cannot resume {resume_dir} with other settings than it was trained with: {listed}{more}. "
+                                    "A resume continues the same training (it may change only where files are, "
+                                    "trainer.max_epochs, logging and reporting): drop those overrides, or train a new run")
+
+
+def check_run_folder_free(cfg: DictConfig, out_dir: Path) -> None:
+    """Refuse to train a new run into a folder that already holds one (its ``config.yaml`` or a checkpoint):
+    Lightning would write ``best-v1.ckpt`` beside the earlier ``best.ckpt``, and ``evaluate.py`` and export of
+    that folder would then read the earlier run's weights. Checked by rank 0 only (the other DDP processes
+    start after it has written into the folder)."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    if cfg.get("resume_dir") or getattr(rank_zero_only, "rank", 0) != 0:
+        return
+    held = [path for path in (out_dir / "config.yaml", out_dir / "metrics.json") if path.is_file()]
+    held += sorted((out_dir / "checkpoints").glob("*.ckpt")) if (out_dir / "checkpoints").is_dir() else []
+    if held:
+        raise RunFolderInUse(out_dir, f"already holds a run ({held[0].name}{' and more' if len(held) > 1 else ''}): training "
+                                      "a new one into it would mix two runs' checkpoints and reports. Continue that run with "
+                                      f"resume_dir={out_dir}, or give this one its own folder (hydra.run.dir=..., or a new "
+                                      "hydra.sweep.dir for a relaunched sweep)")
+
+
 def resume_settings(cfg: DictConfig) -> None:
     """``resume_dir=<run dir>``: continue that run — same directory, its ``last.ckpt``, its W&B run."""
     resume_dir = cfg.get("resume_dir")
     if not resume_dir:
         return
     resume_dir = Path(resume_dir)
+    check_resume_matches(cfg, resume_dir)
     last = resume_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise DataError(last, f"cannot resume {resume_dir}: no last checkpoint (was it trained with callbacks=default?)")
@@ -101,6 +176,9 @@ def check_options(cfg: DictConfig) -> None:
         raise ValueError(f"monitor={monitor} is not a metric {cls.__name__} logs during validation; choose one of {list(cls.VALIDATION_METRICS)}")
     if mode is not None and mode not in ("min", "max"):
         raise ValueError(f"monitor_mode must be min or max, got {mode!r}")
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be a whole number from 0 to 4294967295 (numpy's and Lightning's seed range), got {seed!r}")
     check_trainer_options(cfg)
     strategy = str(cfg.trainer.get("strategy") or "")
     reason = cls.single_process_reason(model_options(cfg))
@@ -166,6 +244,7 @@ def train(cfg: DictConfig) -> dict:
     its config key) before training, and :class:`~visrec.models.divergence.DivergedError` when training
     produces non-finite weights."""
     check_options(cfg)
+    check_run_folder_free(cfg, Path(cfg.paths.output_dir))
     resume_settings(cfg)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

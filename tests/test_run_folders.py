@@ -1,0 +1,127 @@
+"""A run folder belongs to one run (issue 29, the hunt): a second run is not trained into it, a resume does not
+change its settings, and a moved or copied run resumes as if it had stayed where it was."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from visrec.data.errors import DataError
+from visrec.pipeline.checkpointing import LeanModelCheckpoint
+from visrec.pipeline.training import RunFolderInUse, train
+
+from conftest import compose_train
+
+COMMON = ["model.visual_mode=none", "logger=none", "evaluate=false", "data.batch_size=64"]
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path):
+    """Training again into a finished run's folder (a reused hydra.run.dir, a relaunched sweep) used to add
+    best-v1.ckpt beside best.ckpt, and evaluate.py / export then read the first run's weights."""
+    train(compose_train([*COMMON, "trainer.max_epochs=2"], tmp_path))
+    run = tmp_path / "run"
+    before = _snapshot(run)
+    with pytest.raises(RunFolderInUse, match=r"already holds a run .*resume_dir="):
+        train(compose_train([*COMMON, "trainer.max_epochs=2", "model.optimizer.lr=0.05"], tmp_path))
+    assert _snapshot(run) == before
+    assert not list((run / "checkpoints").glob("*-v1.ckpt"))
+
+
+def test_a_resume_with_other_settings_is_refused_naming_the_keys_before_anything_is_written(tmp_path):
+    """A resume with another seed used to redraw the split (3,489 of the old test ratings moved into training)
+    and continue the saved weights on it; another model.k rewrote config.yaml and split.parquet, then failed."""
+    train(compose_train([*COMMON, "trainer.max_epochs=2"], tmp_path / "a"))
+    run = tmp_path / "a" / "run"
+    before = _snapshot(run)
+    for override, key in (("seed=7", "seed"), ("model.k=16", "model.k")):
+        with pytest.raises(DataError, match=rf"config\.yaml: cannot resume .*{key}: run .*, now "):
+            train(compose_train([*COMMON, "trainer.max_epochs=3", override, f"resume_dir={run}"], tmp_path / "b"))
+        assert _snapshot(run) == before
+    # Where things are, how long to train and what is reported may change.
+    resumed = train(compose_train([*COMMON, "trainer.max_epochs=3", "test=false", f"resume_dir={run}"], tmp_path / "b"))
+    assert resumed["epochs"] == 3
+
+
+def test_a_moved_run_resumes_as_if_it_had_stayed(tmp_path):
+    """t3-resume-after-last-epoch, moved: the process died after the last epoch's last.ckpt, then the folder was
+    moved. Lightning drops the best score when the checkpoint folder changed and kept the old best path: the
+    resume read the old folder's best.ckpt (FileNotFoundError once it is gone)."""
+    reference = train(compose_train([*COMMON, "trainer.max_epochs=3"], tmp_path / "a"))
+    (tmp_path / "a" / "run" / "metrics.json").unlink()
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(str(tmp_path / "a" / "run"), str(moved))
+    train(compose_train([*COMMON, "trainer.max_epochs=3", f"resume_dir={moved}"], tmp_path / "b"))
+    resumed = json.loads((moved / "metrics.json").read_text())
+    for key in ("test/rmse", "val/rmse_best", "epochs"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-6), key
+    assert resumed["best_checkpoint"].startswith(str(moved))
+
+
+def test_checkpoint_state_is_re_rooted_to_the_folder_it_is_loaded_in(tmp_path):
+    callback = LeanModelCheckpoint(dirpath=str(tmp_path / "new" / "checkpoints"), monitor="val/rmse")
+    old = "/somewhere/else/run/checkpoints"
+    callback.load_state_dict({"dirpath": old, "best_model_score": 0.9, "best_model_path": f"{old}/best.ckpt",
+                              "kth_best_model_path": f"{old}/best.ckpt", "kth_value": 0.9,
+                              "best_k_models": {f"{old}/best.ckpt": 0.9}, "last_model_path": f"{old}/last.ckpt"})
+    new = str(tmp_path / "new" / "checkpoints")
+    assert callback.best_model_score == 0.9
+    assert callback.best_model_path == f"{new}/best.ckpt" and callback.last_model_path == f"{new}/last.ckpt"
+    assert list(callback.best_k_models) == [f"{new}/best.ckpt"]
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, "", 1.5])
+def test_a_seed_out_of_range_is_refused_naming_seed(tmp_path, seed):
+    """seed=-1 / 4294967296 / '' used to fail inside Lightning or int() with messages that do not name seed."""
+    cfg = compose_train([*COMMON, "trainer.max_epochs=1"], tmp_path)
+    cfg.seed = seed
+    with pytest.raises(ValueError, match=r"^seed must be a whole number"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_refuses_a_part_it_cannot_score_naming_part(tmp_path):
+    """evaluate.py part=bogus used to end in KeyError: 'bogus' after loading the run."""
+    from omegaconf import OmegaConf
+
+    from visrec.pipeline.evaluation import evaluate_run
+
+    train(compose_train([*COMMON, "trainer.max_epochs=1"], tmp_path))
+    for part in ("bogus", "train"):
+        cfg = OmegaConf.create({"run_dir": str(tmp_path / "run"), "part": part, "ckpt": "tested"})
+        with pytest.raises(ValueError, match=rf"^part must be test or val .*got '{part}'"):
+            evaluate_run(cfg)
+
+
+def test_an_evaluation_under_other_rules_never_replaces_the_report_written_after_training(tmp_path):
+    """evaluate.py relevance_threshold=5 used to overwrite eval/best_test_all (the training-time report, threshold
+    4), and the sweep summary then showed one job at threshold 5 beside the others at 4."""
+    from hydra import compose, initialize_config_dir
+
+    from visrec.pipeline.cross_validation import read_job
+    from visrec.pipeline.evaluation import evaluate_run
+
+    from conftest import CONF
+
+    train(compose_train(["model.visual_mode=none", "logger=none", "data.batch_size=64", "trainer.max_epochs=1"], tmp_path))
+    run = tmp_path / "run"
+    (report,) = (run / "eval").iterdir()
+    before = (report / "metrics.json").read_bytes()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"run_dir={run}", "relevance_threshold=5", "log_to_run_logger=false"])
+    evaluate_run(cfg)
+    assert (report / "metrics.json").read_bytes() == before
+    (variant,) = [p for p in (run / "eval").iterdir() if p != report]
+    assert variant.name.startswith(f"{report.name}_protocol-")
+    assert json.loads((variant / "metrics.json").read_text())["protocol"]["threshold"] == 5
+    # The same rules again write where they wrote before; the sweep summary reads the training-time report only.
+    evaluate_run(cfg)
+    assert len(list((run / "eval").iterdir())) == 2
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("[]")
+    job = read_job(run.rename(tmp_path / "0"))
+    assert [p.parent.name for p in job.per_user_files] == [report.name]
