@@ -128,3 +128,56 @@ def test_the_compiled_row_by_row_cg_equals_the_whole_table_torch_cg(case):
     whole = solve_rows_cg(table, fixed, penalty, alpha0, start, 3, compiled=False, **options)
     torch.testing.assert_close(compiled, whole, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(compiled, start)
+
+
+def test_the_sketch_start_spans_the_item_space_of_the_ratings_and_is_drawn_from_the_seed():
+    """model.init=sketch: for ratings whose residuals r − μ are exactly rank 2 on every cell, the K = 2 start
+    spans the true item factors' column space (the randomized range finder recovers it), with entries of
+    standard deviation init_std, the same for the same seed."""
+    g = torch.Generator().manual_seed(5)
+    U, N = 40, 25
+    A, B = torch.randn(U, 2, generator=g), torch.randn(N, 2, generator=g)
+    B = B - B.mean(0)  # residuals of mean 0: r − μ = A Bᵀ exactly
+    users, items = torch.arange(U).repeat_interleave(N), torch.arange(N).repeat(U)
+    ratings = 3.0 + (A @ B.T).reshape(-1)  # (U·N,) every cell observed
+    model = ExplicitALS(U, N, k=2, global_mean=float(ratings.mean()), rating_min=-100.0, rating_max=100.0, init_std=0.01)
+    model.prepare(Interactions(users, items, ratings))
+    torch.manual_seed(7)
+    start = model.sketch_start(U, N, 2, "cpu")
+    projector = B @ torch.linalg.pinv(B)  # (N, N) onto span(B)
+    assert torch.linalg.norm(start - projector @ start) < 1e-4 * torch.linalg.norm(start)
+    assert float(start.std()) == pytest.approx(0.01, rel=1e-4)
+    torch.manual_seed(7)
+    assert torch.equal(model.sketch_start(U, N, 2, "cpu"), start)
+    assert model.sketch_start(U, N, 41, "cpu") is None  # K > min(U, N): the random start is kept
+
+
+def test_the_first_sweep_from_the_sketch_fits_the_data_where_a_random_start_fits_random_directions():
+    """The first user half-sweep fits the users to the start's item vectors: random ones (a random start) or
+    the directions the ratings span (the sketch), so after one sweep the sketch's training error is far lower."""
+    g = torch.Generator().manual_seed(2)
+    U, N, K = 300, 120, 4
+    A, B = torch.randn(U, K, generator=g), torch.randn(N, K, generator=g)
+    cells = torch.randperm(U * N, generator=g)[: U * N // 3]
+    users, items = cells // N, cells % N
+    ratings = 3.0 + (A[users] * B[items]).sum(-1)
+    part = Interactions(users, items, ratings)
+    errors = {}
+    for init in ("random", "sketch"):
+        torch.manual_seed(0)
+        model = ExplicitALS(U, N, k=K, global_mean=float(ratings.mean()), rating_min=-100.0, rating_max=100.0,
+                            init=init, reg_factors=0.05, reg_bias=0.05, init_std=0.1)
+        model.prepare(part)
+        model._sketch_pending = init == "sketch"
+        model._log_sweep = lambda *args: 0.0
+        model.sweep()
+        net = model.net
+        pred = net.global_mean + net.user_bias.weight[users, 0] + net.item_bias.weight[items, 0] + (
+            net.user_factors.weight[users] * net.item_factors.weight[items]).sum(-1)
+        errors[init] = float((pred - ratings).pow(2).mean())
+    assert errors["sketch"] < 0.5 * errors["random"], errors
+
+
+def test_an_unknown_init_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match=r"model\.init must be one of"):
+        ExplicitALS(4, 4, k=2, init="svd")

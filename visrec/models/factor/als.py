@@ -39,6 +39,7 @@ from visrec.models.ials.sharding import gather_rows, local_table, rank_and_world
 from visrec.models.ials.solver import CSR, solve_rows, solve_rows_cg
 
 SOLVERS = ("cholesky", "cg")
+INITS = ("sketch", "random")
 ALS_VISUAL_MODES = ("none", "head")
 
 
@@ -52,9 +53,11 @@ class ExplicitALS(RatingModule):
     def __init__(self, num_users: int, num_items: int, k: int = 64, init_std: float = 0.001, reg_factors: float = 0.05,
                  reg_bias: float = 0.05, reg_exponent: float = 1.0, global_mean: float = 0.0,
                  rating_min: float | None = None, rating_max: float | None = None, visual_mode: str = "none",
-                 feature_dim: int = 0, visual_pca_dim: int = 64, solver: str = "cholesky", cg_steps: int = 3):
+                 feature_dim: int = 0, visual_pca_dim: int = 64, solver: str = "cholesky", cg_steps: int = 3,
+                 init: str = "sketch"):
         self.check_options(dict(k=k, init_std=init_std, reg_factors=reg_factors, reg_bias=reg_bias, reg_exponent=reg_exponent,
-                                visual_mode=visual_mode, visual_pca_dim=visual_pca_dim, solver=solver, cg_steps=cg_steps))
+                                visual_mode=visual_mode, visual_pca_dim=visual_pca_dim, solver=solver, cg_steps=cg_steps,
+                                init=init))
         super().__init__(num_users, num_items, k=k, init_std=init_std, reg_factors=reg_factors, reg_bias=reg_bias,
                          reg_exponent=reg_exponent, global_mean=global_mean, rating_min=rating_min, rating_max=rating_max,
                          visual_mode=visual_mode, feature_dim=feature_dim, visual_pca_dim=visual_pca_dim,
@@ -87,6 +90,8 @@ class ExplicitALS(RatingModule):
         if options.get("reg_factors", 0.05) == 0 or options.get("reg_bias", 0.05) == 0:
             raise ValueError("model.reg_factors and model.reg_bias must be > 0 for model=als: a user or item with fewer "
                              "ratings than K + 1 has no unique least-squares solution without a penalty")
+        if options.get("init", "sketch") not in INITS:
+            raise ValueError(f"model.init must be one of {INITS}, got {options.get('init')!r}")
         if options.get("solver", "cholesky") not in SOLVERS:
             raise ValueError(f"model.solver must be one of {SOLVERS}, got {options.get('solver')!r}")
         steps = options.get("cg_steps", 3)
@@ -100,6 +105,8 @@ class ExplicitALS(RatingModule):
     def on_fit_start(self) -> None:
         train = self.trainer.datamodule.tensors["train"]
         self.prepare(train)
+        # A resumed fit continues its checkpoint's tables; a fresh one (or a refit) starts from the sketch.
+        self._sketch_pending = self.hparams.init == "sketch" and not self.trainer.ckpt_path
 
     def prepare(self, train: Interactions) -> None:
         """Build the user- and item-major tables of ``train``, holding r − μ (each half-sweep's targets subtract
@@ -145,6 +152,11 @@ class ExplicitALS(RatingModule):
         b_u, b_i = net.user_bias.weight.detach().cpu()[:, 0], net.item_bias.weight.detach().cpu()[:, 0]  # (U,), (N,)
         U, N, world = len(P), len(Q), self._world
         (u0, u1), (i0, i1) = row_slice(U, self._rank, world), row_slice(N, self._rank, world)
+        if getattr(self, "_sketch_pending", False):  # inside the first sweep, so its cost counts as training time
+            start = self.sketch_start(U, N, Q.shape[1], device)
+            if start is not None:
+                Q, b_i = start, torch.zeros_like(b_i)
+            self._sketch_pending = False
         users = gather_rows(self._solve_side("user", b_i, Q, P[u0:u1], b_u[u0:u1]), U, world, device)  # (U, K + 1)
         P, b_u = users[:, :-1], users[:, -1]
         items = gather_rows(self._solve_side("item", b_u, P, Q[i0:i1], b_i[i0:i1]), N, world, device)  # (N, K + 1)
@@ -154,6 +166,26 @@ class ExplicitALS(RatingModule):
         net.item_factors.weight.copy_(Q.to(device))
         net.item_bias.weight.copy_(b_i[:, None].to(device))
         return self._log_sweep(P, b_u, Q, b_i)
+
+    def sketch_start(self, U: int, N: int, K: int, device) -> torch.Tensor | None:
+        """(N, K) starting item vectors (None when K > min(U, N): the random start is kept): an orthonormal basis of the item space the ratings span, from one pass of
+        the randomized range finder (Halko, Martinsson & Tropp 2011, algorithm 4.3 with one power iteration) on
+        X = the (U, N) matrix of r − μ on the training cells (0 elsewhere): Y = Xᵀ (X Ω), Ω (N, K) Gaussian, Q₀ =
+        orth(Y), scaled so its entries have standard deviation ``init_std``. The first user half-sweep then fits
+        users to directions the data holds instead of random ones (at 20M ratings, test RMSE 0.888 after one sweep
+        against 0.894 for a random start, where the factors only start to grow in the second: README, "Time to
+        quality"). Two sparse-dense products, O(|R| K), and a QR of (N, K). Under DDP each process multiplies its
+        own rows and the products are all-gathered, so every process starts from the same Q₀. Ω is drawn from
+        the run's seed."""
+        if K > min(U, N):  # no K-dimensional range to find: keep the random start
+            return None
+        generator = torch.Generator().manual_seed(torch.initial_seed())
+        omega = torch.randn(N, K, generator=generator)  # (N, K)
+        world, by_user, by_item = self._world, self._by_user, self._by_item
+        users = gather_rows(torch.sparse.mm(by_user.block(0, by_user.num_rows), omega), U, world, device)  # (U, K) X Ω
+        items = gather_rows(torch.sparse.mm(by_item.block(0, by_item.num_rows), users), N, world, device)  # (N, K) Xᵀ X Ω
+        basis, _ = torch.linalg.qr(items)  # (N, K) orthonormal columns
+        return basis * (self.hparams.init_std / basis.std().clamp(min=1e-12))
 
     def _solve_side(self, side: str, other_bias: torch.Tensor, other: torch.Tensor, own: torch.Tensor,
                     own_bias: torch.Tensor) -> torch.Tensor:
