@@ -93,3 +93,19 @@ def test_missing_pictures_without_the_cache_are_refused(project):
     shutil.rmtree(project / "data" / "feature_cache")
     with pytest.raises(DataError, match=r"pictures the model was trained with are missing now"):
         cold_metrics(project / "run")
+
+
+def test_export_reads_a_feature_cache_named_on_its_command_line(project, tmp_path):
+    """A project moved with its cache, and its pictures changed since training: evaluate.py feature_cache_dir= read
+    the moved cache, but export had no such option and refused (naming a deleted temporary cache)."""
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(project), str(moved))
+    _repaint(moved / "data")
+    with pytest.raises(DataError, match="changed"):
+        export_run(moved / "run", out_dir=tmp_path / "refused")
+    bundle = export_run(moved / "run", out_dir=tmp_path / "bundle", feature_cache_dir=moved / "data" / "feature_cache")
+    from visrec.serving import Recommender
+
+    rec = Recommender.load(bundle)
+    recorded = pd.read_parquet(moved / "run" / "item_images.parquet")["image_sha256"].notna().sum()
+    assert int(rec.bundle.arrays["has_image"].sum()) == recorded

@@ -128,7 +128,7 @@ def _usable_cache_dir(cache_dir: str):
         yield cache_dir
         return
     print(f"feature cache {cache_dir} not found (a run moved to another place or machine?): the pictures go through the "
-          "CNN without a cache; evaluate.py feature_cache_dir=<folder> names another")
+          "CNN without a cache; evaluate.py feature_cache_dir=<folder> (export: --feature-cache-dir) names another")
     with tempfile.TemporaryDirectory(prefix="visrec-features-") as temporary:
         yield temporary
 
