@@ -299,3 +299,43 @@ def test_an_image_with_non_finite_features_is_counted_unreadable(tmp_path, monke
     out = extract_item_features([tmp_path / "a.jpg", tmp_path / "b.jpg"], backbone, tmp_path / "cache", num_workers=0, progress=False)
     assert out.report.unreadable == 1 and out.has_image.tolist() == [False, True]
     assert torch.isfinite(out.features).all()
+
+
+def test_two_runs_saving_one_cache_keep_each_others_features(tmp_path):
+    """Two runs sharing a data folder each loaded the cache, computed their own pictures and saved: the last
+    save won and the other run's rows were gone (its rerun computed them all again)."""
+    from visrec.features.cache import FeatureCache
+
+    first, second = FeatureCache(tmp_path, "key", 4), FeatureCache(tmp_path, "key", 4)  # both loaded the empty cache
+    first.put("a" * 64, np.ones(4))
+    first.failed.add("c" * 64)
+    first.save()
+    second.put("b" * 64, np.full(4, 2.0))
+    second.save()
+    merged = FeatureCache(tmp_path, "key", 4)
+    assert set(merged.rows) == {"a" * 64, "b" * 64} and merged.failed == {"c" * 64}
+    np.testing.assert_array_equal(merged.get("a" * 64), np.ones(4))
+
+
+def test_an_interrupted_extraction_keeps_what_it_computed(catalog, tiny, tmp_path):
+    """Ctrl-C during feature extraction lost every picture computed so far (the cache was saved only at the
+    end); now they are saved on the way out (and every SAVE_EVERY pictures, against a kill)."""
+    from types import SimpleNamespace
+
+    from visrec.features.cache import FeatureCache
+
+    calls = []
+
+    def model(batch):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return tiny.model(batch)
+
+    interrupted = SimpleNamespace(key=tiny.key, feature_dim=tiny.feature_dim, transform=tiny.transform, model=model)
+    paths = [catalog[name] for name in GOOD]
+    with pytest.raises(KeyboardInterrupt):
+        extract_item_features(paths, interrupted, tmp_path / "cache", batch_size=1, num_workers=0, progress=False)
+    assert len(FeatureCache(tmp_path / "cache", tiny.key, tiny.feature_dim).rows) == 2
+    rerun = extract_item_features(paths, tiny, tmp_path / "cache", batch_size=1, num_workers=0, progress=False)
+    assert rerun.report.from_cache == 2 and rerun.report.forwards == len(GOOD) - 2

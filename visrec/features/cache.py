@@ -7,10 +7,13 @@ One file per backbone key (name + weights digest + preprocessing): ``<cache_dir>
     checksum ()     sha256 over the three arrays: a truncated or altered file is detected and rebuilt
 An image is looked up by its content digest, so a changed or added image is recomputed alone and a
 renamed or duplicated one is not recomputed at all. Loaded with ``allow_pickle=False``; written to a
-temporary name and renamed.
+temporary name and renamed. Saving merges: under an exclusive lock on ``<key>.npz.lock`` (``fcntl``; none
+where the platform has no ``fcntl``) the file is read again and the rows another process saved since this one
+loaded it are kept, so two runs sharing a cache never drop each other's features.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -69,8 +72,15 @@ class FeatureCache:
         self._load()
 
     def _load(self) -> None:
+        read = self._read()
+        if read is not None:
+            self.rows, self.failed = read
+
+    def _read(self) -> tuple[dict[str, np.ndarray], set[str]] | None:
+        """The file's rows and failed digests; None when there is no file or it is corrupt (then
+        ``rebuilt_reason`` says why, and it is logged)."""
         if not self.path.exists():
-            return
+            return None
         try:
             with np.load(self.path, allow_pickle=False) as data:
                 digests, features, failed = data["digests"], data["features"], data["failed"]
@@ -84,9 +94,8 @@ class FeatureCache:
         except Exception as err:  # truncated zip, missing key, bad checksum...: rebuild, never trust
             self.rebuilt_reason = f"{type(err).__name__}: {err}"
             log.warning("feature cache %s is corrupt (%s); rebuilding it", self.path, self.rebuilt_reason)
-            return
-        self.rows = dict(zip(digests.tolist(), features))
-        self.failed = set(failed.tolist())
+            return None
+        return dict(zip(digests.tolist(), features)), set(failed.tolist())
 
     def get(self, digest: str) -> np.ndarray | None:
         return self.rows.get(digest)
@@ -95,6 +104,18 @@ class FeatureCache:
         self.rows[digest] = np.asarray(feature, dtype=np.float32)
 
     def save(self) -> None:
+        """Write the cache: the rows of the file as it is now (another run may have saved since this one
+        loaded it) merged with this one's, under the lock; written under a temporary name and renamed."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(self.path.with_name(self.path.name + ".lock")):
+            on_disk = self._read()
+            if on_disk is not None:
+                rows, failed = on_disk
+                self.rows = {**rows, **self.rows}
+                self.failed = (self.failed | failed) - set(self.rows)
+            self._write()
+
+    def _write(self) -> None:
         digests = np.array(sorted(self.rows), dtype="U64")
         features = np.stack([self.rows[d] for d in digests]) if len(digests) else np.zeros((0, self.feature_dim), np.float32)
         failed = np.array(sorted(self.failed), dtype="U64")
@@ -102,3 +123,20 @@ class FeatureCache:
             with open(tmp, "wb") as handle:  # a file handle: np.savez adds no suffix
                 np.savez(handle, digests=digests, features=features.astype(np.float32), failed=failed,
                          checksum=np.array(_checksum(digests, features, failed)))
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An exclusive advisory lock on ``lock_path`` (created if needed) for the ``with`` block; a no-op where
+    the platform has no ``fcntl``."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (two runs saving at once may then drop each other's new rows)
+        yield
+        return
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -113,6 +113,11 @@ def _collate(samples):
     return [i for i, _ in ok], batch, failed
 
 
+# Save the cache after this many new pictures (or a quarter of the cache, whichever is more, so that saving stays
+# a small share of the work), so that an interrupted extraction keeps most of what it computed.
+SAVE_EVERY = 512
+
+
 def extract_item_features(
     image_paths: list,
     backbone: Backbone,
@@ -156,24 +161,32 @@ def extract_item_features(
         loader = DataLoader(_Decode(todo_paths, backbone.transform()), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=_collate)
         bar = tqdm(total=len(todo_paths), desc="image features", unit="img", disable=not progress)
-        with torch.inference_mode():
-            for positions, batch, failed in loader:
-                if batch is not None:
-                    feats = backbone.model(batch).float().numpy()  # (B, D)
-                    report.forwards += len(positions)
-                    finite = np.isfinite(feats).all(axis=1)  # (B,) a NaN/inf feature row is no feature
-                    for pos, feat, ok in zip(positions, feats, finite):
-                        if ok:
-                            cache.put(todo_digests[pos], feat)
-                        else:
-                            cache.failed.add(todo_digests[pos])
-                            log.warning("image %s gives non-finite CNN features; counted as unreadable", todo_paths[pos])
-                for pos, reason in failed:
-                    cache.failed.add(todo_digests[pos])
-                    log.debug("unreadable image %s: %s", todo_paths[pos], reason)
-                bar.update(len(positions) + len(failed))
-        bar.close()
-        cache.save()
+        done = saved = 0  # pictures through the CNN (or found unreadable) so far; how many when the cache was last saved
+        try:
+            with torch.inference_mode():
+                for positions, batch, failed in loader:
+                    if batch is not None:
+                        feats = backbone.model(batch).float().numpy()  # (B, D)
+                        report.forwards += len(positions)
+                        finite = np.isfinite(feats).all(axis=1)  # (B,) a NaN/inf feature row is no feature
+                        for pos, feat, ok in zip(positions, feats, finite):
+                            if ok:
+                                cache.put(todo_digests[pos], feat)
+                            else:
+                                cache.failed.add(todo_digests[pos])
+                                log.warning("image %s gives non-finite CNN features; counted as unreadable", todo_paths[pos])
+                    for pos, reason in failed:
+                        cache.failed.add(todo_digests[pos])
+                        log.debug("unreadable image %s: %s", todo_paths[pos], reason)
+                    bar.update(len(positions) + len(failed))
+                    done += len(positions) + len(failed)
+                    if done - saved >= max(SAVE_EVERY, len(cache.rows) // 4):  # a kill loses at most this much work
+                        cache.save()
+                        saved = done
+        finally:  # at the end, and on Ctrl-C or an error too: what was computed is kept for the rerun
+            bar.close()
+            if done > saved:
+                cache.save()
 
     features = np.zeros((n, backbone.feature_dim), dtype=np.float32)
     has_image = np.zeros(n, dtype=bool)
