@@ -125,3 +125,20 @@ def test_an_evaluation_under_other_rules_never_replaces_the_report_written_after
     (run / ".hydra" / "overrides.yaml").write_text("[]")
     job = read_job(run.rename(tmp_path / "0"))
     assert [p.parent.name for p in job.per_user_files] == [report.name]
+
+
+@pytest.mark.parametrize("override, key", [("paths.data_dir=", "paths.data_dir"),
+                                           ("data=ratings_table data.path=", "data.path")])
+def test_an_empty_path_is_refused_naming_its_key(tmp_path, override, key):
+    """paths.data_dir='' generated the synthetic data into the current directory; data.path='' said
+    "train.py: .: file not found"."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["model=biased_mf", *override.split()])
+    cfg.paths.output_dir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match=rf"^{key} is empty"):
+        train(cfg)
+

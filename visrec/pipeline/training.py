@@ -176,6 +176,10 @@ def check_options(cfg: DictConfig) -> None:
         raise ValueError(f"monitor={monitor} is not a metric {cls.__name__} logs during validation; choose one of {list(cls.VALIDATION_METRICS)}")
     if mode is not None and mode not in ("min", "max"):
         raise ValueError(f"monitor_mode must be min or max, got {mode!r}")
+    if OmegaConf.select(cfg, "paths.data_dir", default=None, throw_on_missing=False) == "":
+        raise ValueError("paths.data_dir is empty: name a folder (an empty path would write into the current directory)")
+    if OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False) == "":
+        raise ValueError("data.path is empty: name the ratings file (data.path=<file>)")
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be a whole number from 0 to 4294967295 (numpy's and Lightning's seed range), got {seed!r}")
