@@ -32,6 +32,42 @@ def test_a_folder_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path):
     assert not list((run / "checkpoints").glob("*-v1.ckpt"))
 
 
+def test_a_folder_where_a_run_stopped_before_training_is_free(tmp_path):
+    """A run that stopped at set-up or diverged before its first checkpoint leaves config.yaml and the split but
+    nothing trained: training again there (say with a lower learning rate) loses nothing and is allowed."""
+    train(compose_train([*COMMON, "trainer.max_epochs=1"], tmp_path))
+    run = tmp_path / "run"
+    shutil.rmtree(run / "checkpoints")
+    (run / "metrics.json").unlink()
+    again = train(compose_train([*COMMON, "trainer.max_epochs=1"], tmp_path))
+    assert again["epochs"] == 1 and (run / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_a_sweep_relaunched_into_its_folder_is_refused_before_hydra_touches_the_jobs(tmp_path):
+    """Relaunching a sweep (other values) into the same hydra.sweep.dir: its jobs were refused one by one, but
+    Hydra had already rewritten their .hydra/overrides.yaml, and the summary then labelled job 1's k=4 results
+    model.k=8 (and the relaunch exited 0)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, TINY_GENERATOR
+
+    tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
+    sweep = tmp_path / "sweep"
+
+    def launch(values):
+        command = [sys.executable, str(REPO / "train.py"), "-m", "model=biased_mf", f"model.k={values}", *COMMON,
+                   "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"paths.data_dir={tmp_path / 'data'}",
+                   f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}", *tiny]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    assert launch("2,4").returncode == 0
+    before = _snapshot(sweep)
+    done = launch("2,8")
+    assert done.returncode == 2 and "already holds the runs of an earlier sweep (jobs 0, 1)" in done.stderr
+    assert _snapshot(sweep) == before
+
+
 def test_a_resume_with_other_settings_is_refused_naming_the_keys_before_anything_is_written(tmp_path):
     """A resume with another seed used to redraw the split (3,489 of the old test ratings moved into training)
     and continue the saved weights on it; another model.k rewrote config.yaml and split.parquet, then failed."""

@@ -341,6 +341,22 @@ class SweepSummary(Callback):
     def __init__(self, reference: str | None = None) -> None:
         self.reference = reference
 
+    def on_multirun_start(self, config, **kwargs) -> None:
+        """Refuse a multirun into a sweep directory whose job folders hold runs (a relaunched sweep), before
+        Hydra writes anything into them: its jobs would be refused one by one, but only after Hydra had
+        rewritten their ``.hydra/overrides.yaml``, which the summary reads to label the earlier results."""
+        from visrec.pipeline.run_folder import held_run_files
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)) \
+            if sweep_dir.is_dir() else []
+        held = [d.name for d in jobs if held_run_files(d)]
+        if held:
+            print(f"train.py: {sweep_dir}: already holds the runs of an earlier sweep (jobs {', '.join(held[:5])}"
+                  f"{', ...' if len(held) > 5 else ''}): a new sweep into it would mix the two; give it its own "
+                  "hydra.sweep.dir (continue one job with resume_dir=<job folder>)", file=sys.stderr)
+            raise SystemExit(2)
+
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():

@@ -94,21 +94,22 @@ def check_resume_matches(cfg: DictConfig, resume_dir: Path) -> None:
 
 
 def check_run_folder_free(cfg: DictConfig, out_dir: Path) -> None:
-    """Refuse to train a new run into a folder that already holds one (its ``config.yaml`` or a checkpoint):
+    """Refuse to train a new run into a folder where one trained (its ``metrics.json`` or a checkpoint):
     Lightning would write ``best-v1.ckpt`` beside the earlier ``best.ckpt``, and ``evaluate.py`` and export of
     that folder would then read the earlier run's weights. Checked by rank 0 only (the other DDP processes
-    start after it has written into the folder)."""
+    start after it has written into the folder). A relaunched sweep is refused before any job starts
+    (:meth:`visrec.pipeline.cross_validation.SweepSummary.on_multirun_start`)."""
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    from visrec.pipeline.run_folder import held_run_files, reuse_advice
 
     if cfg.get("resume_dir") or getattr(rank_zero_only, "rank", 0) != 0:
         return
-    held = [path for path in (out_dir / "config.yaml", out_dir / "metrics.json") if path.is_file()]
-    held += sorted((out_dir / "checkpoints").glob("*.ckpt")) if (out_dir / "checkpoints").is_dir() else []
+    held = held_run_files(out_dir)
     if held:
-        raise RunFolderInUse(out_dir, f"already holds a run ({held[0].name}{' and more' if len(held) > 1 else ''}): training "
-                                      "a new one into it would mix two runs' checkpoints and reports. Continue that run with "
-                                      f"resume_dir={out_dir}, or give this one its own folder (hydra.run.dir=..., or a new "
-                                      "hydra.sweep.dir for a relaunched sweep)")
+        raise RunFolderInUse(out_dir, f"already holds a run ({held[0].relative_to(out_dir)}{' and more' if len(held) > 1 else ''}): "
+                                      "training a new one into it would mix two runs' checkpoints and reports: "
+                                      f"{reuse_advice(out_dir)} (hydra.run.dir=...)")
 
 
 def resume_settings(cfg: DictConfig) -> None:
