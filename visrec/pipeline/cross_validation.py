@@ -354,7 +354,8 @@ class SweepSummary(Callback):
         if held:
             print(f"train.py: {sweep_dir}: already holds the runs of an earlier sweep (jobs {', '.join(held[:5])}"
                   f"{', ...' if len(held) > 5 else ''}): a new sweep into it would mix the two; give it its own "
-                  "hydra.sweep.dir (continue one job with resume_dir=<job folder>)", file=sys.stderr)
+                  "hydra.sweep.dir (an Optuna study with hydra.sweeper.storage resumes from its storage in any "
+                  "folder; one job continues with resume_dir=<job folder>)", file=sys.stderr)
             raise SystemExit(2)
 
     def on_multirun_end(self, config, **kwargs) -> None:
