@@ -54,6 +54,7 @@ from typing import Any
 
 import yaml
 
+from visrec.pipeline.run_folder import PROTOCOL_VARIANT, held_run_files
 from visrec.utils.atomic import atomic_path, write_json_atomic
 
 # Overrides that vary *within* one group: which fold, which seed.
@@ -119,7 +120,7 @@ def read_job(run_dir: Path) -> Job:
     stem = Path(tested).stem if tested else "final"
     per_user = []
     for report_file in sorted((run_dir / "eval").glob(f"{stem}_test_*/metrics.json")):
-        if "_protocol-" in report_file.parent.name:  # a later evaluation under other rules (evaluation.report_folder)
+        if PROTOCOL_VARIANT in report_file.parent.name:  # a later evaluation under other rules (evaluation.report_folder)
             continue
         report = json.loads(report_file.read_text()).get("metrics", {})
         metrics.update({k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -345,8 +346,6 @@ class SweepSummary(Callback):
         """Refuse a multirun into a sweep directory whose job folders hold runs (a relaunched sweep), before
         Hydra writes anything into them: its jobs would be refused one by one, but only after Hydra had
         rewritten their ``.hydra/overrides.yaml``, which the summary reads to label the earlier results."""
-        from visrec.pipeline.run_folder import held_run_files
-
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)) \
             if sweep_dir.is_dir() else []

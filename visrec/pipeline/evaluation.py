@@ -34,6 +34,7 @@ from visrec.features.images import image_file_exists
 from visrec.models.divergence import check_finite_model
 from visrec.models.registry import build_scoring
 from visrec.models.scoring import ScoringModel
+from visrec.pipeline.run_folder import PROTOCOL_VARIANT
 from visrec.pipeline.setup import extract_features, model_class, model_options
 from visrec.utils.atomic import atomic_dir, strict_json_text, writing
 from visrec.utils.parquet import read_parquet_frame
@@ -299,9 +300,6 @@ def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = N
             (tmp / "report.txt").write_text(report.format() + "\n", encoding="utf-8")
         with writing(out_dir / "per_user.parquet"):
             pd.DataFrame(report.per_user_rows(user_ids)).to_parquet(tmp / "per_user.parquet", index=False)
-
-
-PROTOCOL_VARIANT = "_protocol-"
 
 
 def report_folder(folder: Path, protocol: dict) -> Path:

@@ -1,7 +1,12 @@
-"""What makes a folder a run's: the files a run that trained leaves (``metrics.json``, checkpoints)."""
+"""What makes a folder a run's: the files a run that trained leaves (``metrics.json``, checkpoints), and how
+its report folders are named."""
 from __future__ import annotations
 
 from pathlib import Path
+
+# ``eval/<ckpt>_<part>_<exclude>`` + this + 8 hex digits: a later evaluation under other rules than the report
+# already there (visrec.pipeline.evaluation.report_folder); the sweep summary reads only folders without it.
+PROTOCOL_VARIANT = "_protocol-"
 
 
 def held_run_files(folder: Path) -> list[Path]:

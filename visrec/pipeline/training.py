@@ -44,12 +44,11 @@ class RunFolderInUse(DataError):
     leaves_folder_alone = True
 
 
-# Keys a resumed run may set differently from the run it continues: where things are (a moved folder or data:
-# also any key named *dir, *dirpath, *path or *root), how long to train, and what is logged or reported after training. Anything else would continue the saved
-# weights on other data or with other settings.
-RESUME_MAY_CHANGE = ("resume_dir", "ckpt_path", "paths.", "trainer.max_epochs", "trainer.max_steps", "trainer.enable_progress_bar",
-                     "trainer.enable_model_summary", "logger", "evaluate", "test", "export", "eval.", "feature_cache_dir",
-                     "task_name")
+# Keys a resumed run may set differently from the run it continues: where things are (`paths.*`, and any key
+# named *dir, *dirpath, *path or *root: a moved folder or data), how long to train, and what is logged or
+# reported after training. Anything else would continue the saved weights on other data or other settings.
+RESUME_MAY_CHANGE = ("paths.", "trainer.max_epochs", "trainer.max_steps", "trainer.enable_progress_bar",
+                     "trainer.enable_model_summary", "logger", "evaluate", "test", "export", "eval.", "task_name")
 
 
 def _flatten(node, prefix: str = "") -> dict:

@@ -24,7 +24,7 @@ def _compile():
 
     @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def cg_rows(indptr, indices, weights, targets, fixed, gram, ridge, extra, start, steps, spans):
-        rows, k = start.shape
+        k = start.shape[1]
         out = np.empty_like(start)
         per_coordinate = ridge.shape[1] > 1
         has_targets = targets.shape[0] > 0

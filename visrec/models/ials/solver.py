@@ -181,7 +181,7 @@ def _cg_rows_cpu(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, 
     out = cg_rows(interactions.indptr.contiguous().numpy(), interactions.indices.long().contiguous().numpy(),
                   interactions.weights.float().contiguous().numpy(),
                   None if targets is None else targets.float().contiguous().numpy(), fixed.contiguous().numpy(),
-                  gram.numpy(), ridge.contiguous().numpy(), extra, start.float().contiguous().numpy().copy(), steps,
+                  gram.numpy(), ridge.contiguous().numpy(), extra, start.float().contiguous().numpy(), steps,
                   torch.get_num_threads())
     return torch.from_numpy(out).reshape(-1, K)
 
