@@ -24,6 +24,24 @@ def _problem(seed=0, U=30, N=20, K=4):
     return CSR.from_pairs(rows, cols, weights, U, N), dense, torch.randn(N, K, generator=g)
 
 
+def test_csr_from_pairs_in_any_order():
+    """Shuffled pairs give each row its columns and weights, in input order within the row (a stable sort), so a
+    DDP process building its rows from a subset of the pairs lists them as the full table does."""
+    g = torch.Generator().manual_seed(3)
+    csr, dense, _ = _problem(3)
+    rows = torch.repeat_interleave(torch.arange(csr.num_rows), csr.counts())
+    order = torch.randperm(len(rows), generator=g)
+    shuffled = CSR.from_pairs(rows[order], csr.indices[order], csr.weights[order], csr.num_rows, csr.num_cols)
+    assert torch.equal(shuffled.indptr, csr.indptr)
+    rebuilt = torch.zeros_like(dense)
+    rebuilt[torch.repeat_interleave(torch.arange(csr.num_rows), shuffled.counts()), shuffled.indices] = shuffled.weights
+    assert torch.equal(rebuilt, dense)
+    for r in range(csr.num_rows):  # within row r: the input order of its pairs
+        lo, hi = int(shuffled.indptr[r]), int(shuffled.indptr[r + 1])
+        assert torch.equal(shuffled.indices[lo:hi], csr.indices[order][rows[order] == r])
+    assert torch.equal(shuffled.transpose().transpose().indices, csr.indices)  # a transpose lists columns in order
+
+
 def _dense_loss(P, Q, W, alpha0, penalty, prior_mean=None, prior_weight=None):
     S = P @ Q.T
     loss = (W * (1 - S) ** 2).sum() + alpha0 * (S ** 2).sum() + (penalty * (P ** 2).sum(1)).sum()

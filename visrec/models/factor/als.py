@@ -138,6 +138,11 @@ class ExplicitALS(RatingModule):
         per_coordinate = torch.tensor([self.reg_factors] * K + [self.reg_bias])  # (K + 1,)
         return scale[:, None] * per_coordinate  # (R, K + 1)
 
+    def _penalty_sum(self, counts: torch.Tensor, vectors: torch.Tensor, biases: torch.Tensor) -> float:
+        """Σ_r n_r^ν (λ_f ‖x_r‖² + λ_b b_r²) over rows with ``counts`` (R,), ``vectors`` (R, K), ``biases`` (R,)."""
+        scale = counts.clamp(min=1).float().pow(self.reg_exponent)  # (R,)
+        return float((scale * (self.reg_factors * vectors.pow(2).sum(1) + self.reg_bias * biases.pow(2))).sum())
+
     def _solve(self, table: CSR, targets: torch.Tensor, fixed: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         penalty = self._penalties(table.counts())
         if self.hparams.solver == "cholesky":
@@ -207,9 +212,7 @@ class ExplicitALS(RatingModule):
         sse = observed_sse(table.indptr.numpy(), table.indices.numpy(), table.weights.numpy(),
                            P[u0:u1].contiguous().numpy(), b_u[u0:u1].contiguous().numpy(), Q.contiguous().numpy(),
                            b_i.contiguous().numpy(), torch.get_num_threads())  # Σ ((r − μ) − (r̂ − μ))² over own users
-        user_penalty, item_penalty = self._penalties(table.counts()), self._penalties(self._by_item.counts())
-        l2 = float((user_penalty * torch.cat([P[u0:u1], b_u[u0:u1, None]], 1).pow(2)).sum()
-                   + (item_penalty * torch.cat([Q[i0:i1], b_i[i0:i1, None]], 1).pow(2)).sum())
+        l2 = self._penalty_sum(table.counts(), P[u0:u1], b_u[u0:u1]) + self._penalty_sum(self._by_item.counts(), Q[i0:i1], b_i[i0:i1])
         device = self.net.user_factors.weight.device
         sse, l2 = sum_over_processes(sse, world, device), sum_over_processes(l2, world, device)
         count = max(int(sum_over_processes(float(count), world, device)), 1)

@@ -37,6 +37,8 @@ def local_table(rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor, n
                 rank: int, world: int) -> CSR:
     """The CSR of the (nnz,) pairs whose row this process owns, rows renumbered from its slice's start:
     (stop − start) rows over ``num_cols`` columns. Pairs must be unique."""
+    if world == 1:  # every pair is this process's: no copy through a mask
+        return CSR.from_pairs(rows, cols, weights, num_rows, num_cols)
     start, stop = row_slice(num_rows, rank, world)
     mine = (rows >= start) & (rows < stop)  # (nnz,)
     return CSR.from_pairs(rows[mine] - start, cols[mine], weights[mine], stop - start, num_cols)
