@@ -30,7 +30,10 @@ module's reading and splitting, done once for every engine, do not. The target i
 
 ``als_1proc`` / ``als_2proc``: the same ALS for the same epochs with ``trainer=cpu`` and ``trainer=ddp_cpu
 trainer.devices=2`` (gloo; each process with ``--threads / 2`` threads, so both use the same cores): fit wall
-seconds, and peak RSS of each process (``ru_maxrss``, recorded by each rank at the end of training).
+seconds (under DDP these include starting the second process, which runs the command again and reads and
+splits the data before it joins), the cumulative seconds from ``on_fit_start`` after each epoch (rank 0; the
+processes are running by then), and peak RSS of each process (``ru_maxrss``, recorded by each rank at the end
+of training).
 """
 from __future__ import annotations
 
@@ -69,9 +72,13 @@ class TestRMSEClock(pl.Callback):
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer, pl_module):
-        if not self.measure or trainer.global_rank != 0:
+        if trainer.global_rank != 0:
             return
         elapsed = time.perf_counter() - self.started - self.evaluating
+        if not self.measure:  # the clock only (als_1proc / als_2proc)
+            with open(self.out, "a") as handle:
+                handle.write(json.dumps({"epoch": trainer.current_epoch + 1, "seconds": elapsed, "rmse": None}) + "\n")
+            return
         began = time.perf_counter()
         test = trainer.datamodule.tensors["test"]
         warm = pl_module.net.known_users[test.users] & pl_module.net.known_items[test.items]
@@ -225,7 +232,8 @@ def main() -> None:
                 continue
             results[engine] = json.loads(lines[-1][7:])
             r = results[engine]
-            curve = " ".join(f"{p['epoch']}:{p['seconds']:.1f}s/{p['rmse']:.4f}" for p in r["curve"])
+            curve = " ".join(f"{p['epoch']}:{p['seconds']:.1f}s" + ("" if p["rmse"] is None else f"/{p['rmse']:.4f}")
+                             for p in r["curve"])
             peaks = ", ".join(f"rank {p['rank']} {p['peak_rss_gib']:.2f} GiB" for p in r["peaks"])
             print(f"{engine:>10}: fit {r['fit_seconds']:.1f} s; peak RSS {peaks}; epochs (cumulative s / test RMSE) {curve}",
                   flush=True)
