@@ -133,6 +133,25 @@ def test_evaluate_refuses_a_part_it_cannot_score_naming_part(tmp_path):
             evaluate_run(cfg)
 
 
+@pytest.mark.parametrize("override, message", [("relevance_threshold=nan", r"^relevance_threshold must be a finite number"),
+                                               ("ks=[0]", r"^ks must be a non-empty list of positive integers"),
+                                               ("exclude_train=some", r"^exclude_train must be one of"),
+                                               ("activity_edges=[5,2]", r"^activity_edges must be a list of increasing")])
+def test_evaluate_options_are_refused_before_the_run_is_read(tmp_path, override, message):
+    """evaluate.py relevance_threshold=nan loaded the run and scored every user before the report writer refused
+    the NaN threshold; the protocol options are now checked first, naming the key as evaluate.py spells it."""
+    from hydra import compose, initialize_config_dir
+
+    from visrec.pipeline.evaluation import evaluate_run
+
+    from conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"run_dir={tmp_path / 'no-such-run'}", override])
+    with pytest.raises(ValueError, match=message):  # the run folder does not exist: nothing was read
+        evaluate_run(cfg)
+
+
 def test_an_evaluation_under_other_rules_never_replaces_the_report_written_after_training(tmp_path):
     """evaluate.py relevance_threshold=5 used to overwrite eval/best_test_all (the training-time report, threshold
     4), and the sweep summary then showed one job at threshold 5 beside the others at 4."""

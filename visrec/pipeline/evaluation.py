@@ -256,6 +256,32 @@ def checked_activity_edges(edges, key: str) -> list[int]:
     return edges
 
 
+def checked_protocol(options, prefix: str = "") -> dict:
+    """The evaluation protocol of ``options`` (a mapping: ks, relevance_threshold, exclude_train, baselines,
+    activity_edges; evaluate.py's defaults for keys it lacks), checked before anything is loaded or trained.
+    Returns {"ks", "threshold", "exclude_train", "baselines", "activity_edges"}. Raises ValueError naming the
+    key as the user sets it (``<prefix><name>``: ``eval.`` in train.py, none in evaluate.py)."""
+    from visrec.evaluation import DEFAULT_KS
+    from visrec.evaluation.segments import PROTOCOLS
+
+    ks = list(options.get("ks", DEFAULT_KS))
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"{prefix}ks must be a non-empty list of positive integers, got {ks}")
+    threshold = options.get("relevance_threshold", 4.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise ValueError(f"{prefix}relevance_threshold must be a finite number, got {threshold!r}")
+    exclude_train = options.get("exclude_train", "all")
+    if exclude_train not in PROTOCOLS:
+        raise ValueError(f"{prefix}exclude_train must be one of {PROTOCOLS}, got {exclude_train!r}")
+    baselines = list(options.get("baselines", ["popularity"]))
+    unknown = [b for b in baselines if b != "popularity"]
+    if unknown:
+        raise ValueError(f"{prefix}baselines: unknown baseline(s) {unknown}; available: popularity")
+    activity_edges = checked_activity_edges(options.get("activity_edges", DEFAULT_ACTIVITY_EDGES), f"{prefix}activity_edges")
+    return {"ks": ks, "threshold": float(threshold), "exclude_train": exclude_train, "baselines": baselines,
+            "activity_edges": activity_edges}
+
+
 def model_scorer(model: ScoringModel, name: str = "model"):
     """The model's evaluator scorer (model contract: ``scorer``)."""
     return model.scorer(name)
@@ -325,16 +351,17 @@ def evaluate_run(cfg: DictConfig) -> EvaluationReport:
     run_dir = Path(cfg.run_dir)
     if cfg.part not in ("test", "val"):
         raise ValueError(f"part must be test or val (the parts a trained model can be scored on), got {cfg.part!r}")
+    protocol = checked_protocol(cfg)  # before anything is loaded
     data = load_run_data(run_dir)
     ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt)
     model = load_model(data, ckpt_path, cfg.get("feature_cache_dir"))
     if cfg.part == "val" and model.trained_on_validation:
         raise DataError(ckpt_path, "was refit on train + val, so part=val would score ratings it was trained on; evaluate part=test, "
                         "or ckpt=best for the validated model")
-    report = run_evaluation(model, data.parts, len(data.user_map), len(data.item_map), ks=list(cfg.ks),
-                            threshold=float(cfg.relevance_threshold), exclude_train=cfg.exclude_train,
-                            baselines=list(cfg.baselines), max_batch_elements=int(cfg.max_batch_elements), part=cfg.part,
-                            activity_edges=checked_activity_edges(cfg.get("activity_edges", DEFAULT_ACTIVITY_EDGES), "activity_edges"))
+    report = run_evaluation(model, data.parts, len(data.user_map), len(data.item_map), ks=protocol["ks"],
+                            threshold=protocol["threshold"], exclude_train=protocol["exclude_train"],
+                            baselines=protocol["baselines"], max_batch_elements=int(cfg.max_batch_elements), part=cfg.part,
+                            activity_edges=protocol["activity_edges"])
     out_dir = report_folder(run_dir / "eval" / f"{ckpt_path.stem}_{cfg.part}_{cfg.exclude_train}", report.protocol)
     write_report(report, out_dir, {"checkpoint": str(ckpt_path), "part": cfg.part}, user_ids=list(data.user_map.raw_ids))
     if cfg.get("log_to_run_logger", True):

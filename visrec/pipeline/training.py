@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.data.datamodule import RatingsDataModule
 from visrec.data.errors import DataError
-from visrec.evaluation import DEFAULT_KS
 from visrec.interactions import Interactions
 from visrec.models.rating_metrics import COUNT_METRICS
 from visrec.features import ItemFeatures
@@ -357,29 +355,10 @@ def _check_refit_possible(trainer: pl.Trainer, datamodule: RatingsDataModule) ->
 
 
 def _eval_protocol(eval_cfg: DictConfig | None) -> dict:
-    """``cfg.eval`` (K values, relevance threshold, exclude_train, baselines) checked, with evaluate.py's
-    defaults for keys it lacks. Raises ValueError naming the key (``eval.<name>``)."""
-    from visrec.evaluation.segments import PROTOCOLS
+    """``cfg.eval`` checked (:func:`visrec.pipeline.evaluation.checked_protocol`, keys named ``eval.<name>``)."""
+    from visrec.pipeline.evaluation import checked_protocol
 
-    eval_cfg = eval_cfg or {}
-    ks = list(eval_cfg.get("ks", DEFAULT_KS))
-    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-        raise ValueError(f"eval.ks must be a non-empty list of positive integers, got {ks}")
-    threshold = eval_cfg.get("relevance_threshold", 4.0)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise ValueError(f"eval.relevance_threshold must be a finite number, got {threshold!r}")
-    exclude_train = eval_cfg.get("exclude_train", "all")
-    if exclude_train not in PROTOCOLS:
-        raise ValueError(f"eval.exclude_train must be one of {PROTOCOLS}, got {exclude_train!r}")
-    baselines = list(eval_cfg.get("baselines", ["popularity"]))
-    unknown = [b for b in baselines if b != "popularity"]
-    if unknown:
-        raise ValueError(f"eval.baselines: unknown baseline(s) {unknown}; available: popularity")
-    from visrec.pipeline.evaluation import DEFAULT_ACTIVITY_EDGES, checked_activity_edges
-
-    activity_edges = checked_activity_edges(eval_cfg.get("activity_edges", DEFAULT_ACTIVITY_EDGES), "eval.activity_edges")
-    return {"ks": ks, "threshold": float(threshold), "exclude_train": exclude_train, "baselines": baselines,
-            "activity_edges": activity_edges}
+    return checked_protocol(eval_cfg or {}, "eval.")
 
 
 def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataModule, out_dir: Path, checkpoint: str | None,
