@@ -234,11 +234,12 @@ def main() -> None:
                 continue
             results[engine] = json.loads(lines[-1][7:])
             r = results[engine]
-            curve = " ".join(f"{p['epoch']}:{p['seconds']:.1f}s" + ("" if p["rmse"] is None else f"/{p['rmse']:.4f}")
+            curve = " ".join(f"{p['epoch']}:{p['seconds']:.2f}s" + ("" if p["rmse"] is None else f"/{p['rmse']:.4f}")
                              for p in r["curve"])
             peaks = ", ".join(f"rank {p['rank']} {p['peak_rss_gib']:.2f} GiB" for p in r["peaks"])
-            print(f"{engine:>10}: fit {r['fit_seconds']:.1f} s; peak RSS {peaks}; epochs (cumulative s / test RMSE) {curve}",
-                  flush=True)
+            axis = ("iterations (seconds of a fresh fit / test RMSE)" if engine.startswith("libmf") else
+                    "epochs (cumulative s / test RMSE)" if engine in ("als", "sgd") else "epochs (cumulative s)")
+            print(f"{engine:>10}: fit {r['fit_seconds']:.2f} s; peak RSS {peaks}; {axis} {curve}", flush=True)
     finally:
         if not args.problem_dir:
             shutil.rmtree(folder, ignore_errors=True)
@@ -250,7 +251,7 @@ def main() -> None:
             if engine in results:
                 reached = time_to(results[engine]["curve"], target)
                 best = min(p["rmse"] for p in results[engine]["curve"])
-                print(f"{engine:>10}: time to target {'not reached' if reached is None else f'{reached:.1f} s'}; "
+                print(f"{engine:>10}: time to target {'not reached' if reached is None else f'{reached:.2f} s'}; "
                       f"best RMSE {best:.4f}")
 
 

@@ -136,7 +136,10 @@ def test_evaluate_refuses_a_part_it_cannot_score_naming_part(tmp_path):
 @pytest.mark.parametrize("override, message", [("relevance_threshold=nan", r"^relevance_threshold must be a finite number"),
                                                ("ks=[0]", r"^ks must be a non-empty list of positive integers"),
                                                ("exclude_train=some", r"^exclude_train must be one of"),
-                                               ("activity_edges=[5,2]", r"^activity_edges must be a list of increasing")])
+                                               ("activity_edges=[5,2]", r"^activity_edges must be a list of increasing"),
+                                               ("ks=10", r"^ks must be a non-empty list of positive integers, got 10"),
+                                               ("activity_edges=5", r"^activity_edges must be a list of increasing"),
+                                               ("baselines=popularity", r"^baselines must be a list of baseline names")])
 def test_evaluate_options_are_refused_before_the_run_is_read(tmp_path, override, message):
     """evaluate.py relevance_threshold=nan loaded the run and scored every user before the report writer refused
     the NaN threshold; the protocol options are now checked first, naming the key as evaluate.py spells it."""
@@ -176,6 +179,13 @@ def test_an_evaluation_under_other_rules_never_replaces_the_report_written_after
     # The same rules again write where they wrote before; the sweep summary reads the training-time report only.
     evaluate_run(cfg)
     assert len(list((run / "eval").iterdir())) == 2
+    # Without the baselines the report is another report too (it overwrote the training-time one, popularity rows lost).
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        evaluate_run(compose("evaluate", overrides=[f"run_dir={run}", "baselines=[]", "log_to_run_logger=false"]))
+    assert (report / "metrics.json").read_bytes() == before and len(list((run / "eval").iterdir())) == 3
+    for variant in (run / "eval").iterdir():
+        if variant != report:
+            shutil.rmtree(variant)
     (run / ".hydra").mkdir()
     (run / ".hydra" / "overrides.yaml").write_text("[]")
     job = read_job(run.rename(tmp_path / "0"))

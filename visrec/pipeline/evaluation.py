@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
@@ -247,13 +247,20 @@ def checked_activity_edges(edges, key: str) -> list[int]:
     """``edges`` as a list of increasing positive integers; ValueError naming the config ``key`` otherwise."""
     from visrec.evaluation.segments import activity_buckets
 
-    edges = list(edges or [])
     try:
+        edges = _listed(edges, key, "a list of increasing positive integers (e.g. [5, 20]; [] for none)") if edges else []
         activity_buckets(edges)
     except ValueError:
         raise ValueError(f"{key} must be a list of increasing positive integers (interaction counts where the warm items' "
                          f"activity segments end, e.g. [5, 20]; [] for none), got {edges}") from None
     return edges
+
+
+def _listed(value, key: str, expected: str) -> list:
+    """``value`` (a list / tuple / Hydra ListConfig) as a list; ValueError naming ``key`` for a scalar or a string."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, ListConfig)):
+        raise ValueError(f"{key} must be {expected}, got {value!r}")
+    return list(value)
 
 
 def checked_protocol(options, prefix: str = "") -> dict:
@@ -264,7 +271,7 @@ def checked_protocol(options, prefix: str = "") -> dict:
     from visrec.evaluation import DEFAULT_KS
     from visrec.evaluation.segments import PROTOCOLS
 
-    ks = list(options.get("ks", DEFAULT_KS))
+    ks = _listed(options.get("ks", DEFAULT_KS), f"{prefix}ks", "a non-empty list of positive integers")
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
         raise ValueError(f"{prefix}ks must be a non-empty list of positive integers, got {ks}")
     threshold = options.get("relevance_threshold", 4.0)
@@ -273,7 +280,7 @@ def checked_protocol(options, prefix: str = "") -> dict:
     exclude_train = options.get("exclude_train", "all")
     if exclude_train not in PROTOCOLS:
         raise ValueError(f"{prefix}exclude_train must be one of {PROTOCOLS}, got {exclude_train!r}")
-    baselines = list(options.get("baselines", ["popularity"]))
+    baselines = _listed(options.get("baselines", ["popularity"]), f"{prefix}baselines", "a list of baseline names ([] for none)")
     unknown = [b for b in baselines if b != "popularity"]
     if unknown:
         raise ValueError(f"{prefix}baselines: unknown baseline(s) {unknown}; available: popularity")
@@ -302,9 +309,11 @@ def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_u
         scorers.append(PopularityScorer.from_interactions(seen.items, num_items))
     # Warm = what the model scores with its trained factors (its own known users / items), so the
     # evaluator's warm segment is exactly trainer.test's test/rmse set and the bundle's known items.
-    return evaluate(scorers, seen, parts[part], num_users, num_items, ks=ks, threshold=threshold,
-                    exclude_train=exclude_train, max_batch_elements=max_batch_elements,
-                    known_users=model.known_users, known_items=model.known_items, activity_edges=activity_edges)
+    report = evaluate(scorers, seen, parts[part], num_users, num_items, ks=ks, threshold=threshold,
+                      exclude_train=exclude_train, max_batch_elements=max_batch_elements,
+                      known_users=model.known_users, known_items=model.known_items, activity_edges=activity_edges)
+    report.protocol["baselines"] = list(baselines)  # part of the rules: a report without them is another report
+    return report
 
 
 def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = None, user_ids=None) -> None:
@@ -340,7 +349,10 @@ def report_folder(folder: Path, protocol: dict) -> Path:
         existing = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("protocol")
     except (OSError, ValueError, AttributeError):
         return folder
-    if existing is None or existing == json.loads(json.dumps(protocol)):
+    if existing is None:
+        return folder
+    existing = {"baselines": ["popularity"], **existing}  # reports written before the protocol named its baselines
+    if existing == json.loads(json.dumps(protocol)):
         return folder
     digest = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:8]
     return folder.with_name(f"{folder.name}{PROTOCOL_VARIANT}{digest}")
