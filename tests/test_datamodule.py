@@ -31,3 +31,22 @@ def test_movielens_fold_u1(ml100k):
     assert sum(p is not None and p.exists() for p in dm.image_paths) == 1650
     assert dm.rating_range == (1.0, 5.0)
     assert np.isclose(dm.global_mean, dm.tensors["train"].ratings.mean().item())
+
+
+def test_split_file_holds_every_rating_with_its_raw_ids_and_part(tmp_path):
+    """split.parquet (written dictionary-encoded, without the Arrow schema) reads back as plain id columns: one
+    row per rating, the raw ids of the id maps, the rating and the part, parts in train, val, test order."""
+    import pandas as pd
+
+    dm = RatingsDataModule(SyntheticSource(tmp_path / "data", **TINY_GENERATOR), ColdItemSplit(0.25, seed=3), val_ratio=0.1)
+    dm.setup("fit")
+    dm.save(tmp_path)
+    split = pd.read_parquet(tmp_path / "split.parquet")
+    assert list(split.columns) == ["user", "item", "rating", "part"]
+    assert not any(isinstance(split[c].dtype, pd.CategoricalDtype) for c in split.columns)
+    expected = pd.concat([pd.DataFrame({"user": dm.user_map.to_raw(dm.frames[p]["user"].to_numpy()),
+                                        "item": dm.item_map.to_raw(dm.frames[p]["item"].to_numpy()),
+                                        "rating": dm.frames[p]["rating"].to_numpy(), "part": p})
+                          for p in ("train", "val", "test")], ignore_index=True)
+    assert sorted(split["part"].unique()) == ["test", "train", "val"]
+    assert split.astype(object).equals(expected.astype(object))
