@@ -127,10 +127,13 @@ def test_checkpoint_from_another_split(plain_run, visual_cold_run, tmp_path):
     assert len(data.parts["train"]) > 1
 
 
-def test_split_with_unknown_ids_names_file_row_and_field(plain_run, tmp_path):
+@pytest.mark.parametrize("null", [False, True], ids=["unknown-id", "null-id"])
+def test_split_with_unknown_ids_names_file_row_and_field(plain_run, tmp_path, null):
+    """A null id (code −1 of the dictionary-encoded read) is as absent as an unknown one, never the last id."""
     run = copy_run(plain_run, tmp_path)
     split = pd.read_parquet(run / "split.parquet")
-    split.loc[3, "item"] = -999 if pd.api.types.is_integer_dtype(split["item"]) else "no-such-item"
+    assert not pd.api.types.is_integer_dtype(split["item"])  # string ids: the dictionary-encoded read is tested
+    split.loc[3, "item"] = None if null else "no-such-item"
     split.to_parquet(run / "split.parquet", index=False)
     with pytest.raises(DataError, match=r"split\.parquet, field 'item': 1 row\(s\) name item ids absent from item_map\.parquet, first at row 4"):
         evaluate_run(compose_evaluate(run))

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
@@ -74,13 +75,13 @@ def load_run_data(run_dir: str | Path) -> RunData:
     user_map = IdMap.load(_require(run_dir / "user_map.parquet", "the user id map"), name="user")
     item_map = IdMap.load(_require(run_dir / "item_map.parquet", "the item id map"), name="item")
     split_path = _require(run_dir / "split.parquet", "the split")
-    frame = read_parquet_frame(split_path)
+    frame = read_parquet_frame(split_path, dictionary=["user", "item", "part"])  # ids looked up once per distinct value
     missing = [c for c in SPLIT_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(split_path, f"missing column(s) {missing}; expected {list(SPLIT_COLUMNS)}")
     indices = {}
     for field_name, id_map, map_file in (("user", user_map, "user_map.parquet"), ("item", item_map, "item_map.parquet")):
-        idx = id_map.lookup(frame[field_name].to_numpy())
+        idx = _lookup_column(frame[field_name], id_map)  # (R,) index, −1 where the id is absent (or null)
         if (idx < 0).any():
             row = int((idx < 0).argmax())
             raise DataError(split_path, f"{int((idx < 0).sum())} row(s) name {field_name} ids absent from {map_file}, "
@@ -335,6 +336,16 @@ def write_report(report: EvaluationReport, out_dir: Path, extra: dict | None = N
             (tmp / "report.txt").write_text(report.format() + "\n", encoding="utf-8")
         with writing(out_dir / "per_user.parquet"):
             pd.DataFrame(report.per_user_rows(user_ids)).to_parquet(tmp / "per_user.parquet", index=False)
+
+
+def _lookup_column(column: pd.Series, id_map: IdMap) -> np.ndarray:
+    """(R,) indices of a split column's raw ids in ``id_map``, −1 for an id it lacks or a null; a Categorical
+    column (string ids read dictionary-encoded) is looked up once per distinct id, then mapped by its codes."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        return id_map.lookup(column.to_numpy())
+    codes = column.cat.codes.to_numpy()  # (R,) −1 for null
+    per_value = np.append(id_map.lookup(column.cat.categories.to_numpy()), -1)  # (D + 1,): the last for code −1
+    return per_value[codes]
 
 
 def report_folder(folder: Path, protocol: dict) -> Path:

@@ -17,16 +17,19 @@ from typing import BinaryIO
 import pandas as pd
 
 
-def read_parquet_frame(source: str | Path | BinaryIO, columns: list[str] | None = None) -> pd.DataFrame:
+def read_parquet_frame(source: str | Path | BinaryIO, columns: list[str] | None = None,
+                       dictionary: list[str] | None = None) -> pd.DataFrame:
     """The Parquet file ``source`` (a path or an open binary file) as a DataFrame, read on the calling
     thread only (``ParquetFile.read(use_threads=False)``, no pre-buffering, ``to_pandas(use_threads=False)``).
 
     Dtypes are those of ``pandas.read_parquet`` for the same file (pandas metadata, including a stored
-    index, is honoured). Raises whatever pyarrow raises for an unreadable file (``ArrowInvalid``,
+    index, is honoured), except the string columns named in ``dictionary``: pandas Categoricals (codes into
+    the column's distinct values, −1 for null), so a caller maps each distinct value once, not every row
+    (pyarrow's ``read_dictionary``; other columns named there are read as usual). Raises whatever pyarrow raises for an unreadable file (``ArrowInvalid``,
     ``OSError``, ...); callers turn that into their own error naming the file.
     """
     import pyarrow.parquet as pq
 
     source = str(source) if isinstance(source, Path) else source
-    table = pq.ParquetFile(source, pre_buffer=False).read(columns=columns, use_threads=False)
+    table = pq.ParquetFile(source, pre_buffer=False, read_dictionary=dictionary).read(columns=columns, use_threads=False)
     return table.to_pandas(use_threads=False)
