@@ -22,6 +22,16 @@ _KERNEL = None
 def _compile():
     import numba
 
+    @numba.njit(inline="always", fastmath=True, cache=True)
+    def gram_and_ridge(gram, ridge, r, v, f, has_gram, per_coordinate):
+        """((G + diag λ_r) v)_f: the all-cells term (when there is one) and row r's penalty at coordinate f."""
+        gv = np.float32(0.0)
+        if has_gram:
+            for g in range(v.shape[0]):
+                gv += gram[f, g] * v[g]
+        lam = ridge[r, f] if per_coordinate else ridge[r, 0]
+        return gv + lam * v[f]
+
     @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def cg_rows(indptr, indices, weights, targets, fixed, gram, ridge, extra, start, steps, spans):
         k = start.shape[1]
@@ -46,12 +56,7 @@ def _compile():
                     for f in range(k):
                         residual[f] += scale * q[f]
                 for f in range(k):
-                    gx = np.float32(0.0)
-                    if has_gram:
-                        for g in range(k):
-                            gx += gram[f, g] * x[g]
-                    lam = ridge[r, f] if per_coordinate else ridge[r, 0]
-                    residual[f] -= gx + lam * x[f]
+                    residual[f] -= gram_and_ridge(gram, ridge, r, x, f, has_gram, per_coordinate)
                     if has_extra:
                         residual[f] += extra[r, f]
                 direction = residual.copy()
@@ -61,12 +66,7 @@ def _compile():
                 for _ in range(steps):
                     # product = A direction
                     for f in range(k):
-                        gx = np.float32(0.0)
-                        if has_gram:
-                            for g in range(k):
-                                gx += gram[f, g] * direction[g]
-                        lam = ridge[r, f] if per_coordinate else ridge[r, 0]
-                        product[f] = gx + lam * direction[f]
+                        product[f] = gram_and_ridge(gram, ridge, r, direction, f, has_gram, per_coordinate)
                     for j in range(indptr[r], indptr[r + 1]):
                         q = fixed[indices[j]]
                         dot = np.float32(0.0)
