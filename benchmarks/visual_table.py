@@ -2,9 +2,10 @@
 cold-item split with its warm part, several seeds, mean ± sd, paired p-values against plain iALS.
 
     .venv/bin/python benchmarks/visual_table.py [--root ../shared/datasets/ml-100k] [--seeds 0 1 2 3 4]
-        [--pooling final|stages] [--rows NAME ...] [--no-cornac] [--out table.json] [--work-dir DIR]
+        [--pooling final|stages] [--ties expected|index] [--rows NAME ...] [--no-cornac] [--out table.json]
+        [--work-dir DIR]
 
-Each (seed, row)'s per-user values are kept in ``--work-dir`` (``<pooling>/seed<S>/<row>.parquet``) as soon as
+Each (seed, row)'s per-user values are kept in ``--work-dir`` (``<ties>/<pooling>/seed<S>/<row>.parquet``) as soon as
 they are measured, and a rerun with the same directory skips what is there: a long table survives an
 interruption, and rows can be added to it later.
 
@@ -15,9 +16,10 @@ long-tail segment ``warm_items_1-5``: items with 1–5 training interactions, ra
 rating >= 4. Each seed draws its own held-out items.
 
 Rows (all scored by visrec's evaluator on the same split and the same image features):
-    popularity              the evaluator's baseline (training counts; on cold items a tie: an artefact)
+    popularity              the evaluator's baseline (training counts; cold items all tie)
     random order            the exact expected metrics of a uniformly random order of each user's candidates
-    iALS                    ``experiment=ml100k_u1_ials`` (cold items: zero vectors, a tie)
+    iALS                    ``experiment=ml100k_u1_ials`` (cold items: zero vectors, a tie: under ``--ties expected``,
+                            the default, that is the random floor; under ``index`` the item-id order, an artefact)
     iALS + head             ``model.visual_mode=head``: cold items from the picture, warm training untouched
     visual iALS             ``model.visual_mode=offset``: q_i = E f̃_i + v_i in training, cold head after it
     BPR, VBPR               ``model=bpr`` / ``model=vbpr`` at the settings of Cornac's side (below)
@@ -88,19 +90,20 @@ ROWS = {
 }
 
 
-def visrec_row(base: list[str], overrides: list[str], out_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def visrec_row(base: list[str], overrides: list[str], out_dir: str, ties: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and evaluate one row: (model's per-user rows, popularity's per-user rows)."""
     cfg = compose_cfg([*base, *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = out_dir
         cfg.eval.ks = [10]
+        cfg.eval.ties = ties
     train(cfg)
     (per_user,) = Path(out_dir, "eval").glob("*/per_user.parquet")
     rows = pd.read_parquet(per_user)
     return rows[rows.scorer == "model"], rows[rows.scorer == "popularity"]
 
 
-def cornac_row(base: list[str], spec: list[str], seed: int) -> pd.DataFrame:
+def cornac_row(base: list[str], spec: list[str], seed: int, ties: str) -> pd.DataFrame:
     """Cornac's BPR / VBPR on visrec's training part, scored by visrec's evaluator (per-user rows)."""
     model, *extra = spec
     datamodule, features = split_data([*base, *extra])
@@ -111,7 +114,7 @@ def cornac_row(base: list[str], spec: list[str], seed: int) -> pd.DataFrame:
     known_items = torch.bincount(parts["train"].items, minlength=N) > 0
     known_users = torch.bincount(parts["train"].users, minlength=U) > 0
     report = evaluate([scorer], seen, parts["test"], U, N, ks=[10], known_users=known_users, known_items=known_items,
-                      activity_edges=[5, 20])
+                      activity_edges=[5, 20], ties=ties)
     return pd.DataFrame(report.per_user_rows(list(datamodule.user_map.raw_ids)))
 
 
@@ -160,6 +163,8 @@ def main() -> None:
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "datasets" / "ml-100k"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--pooling", choices=["final", "stages"], default="final", help="features.backbone.pooling")
+    parser.add_argument("--ties", choices=["expected", "index"], default="expected",
+                        help="the evaluator's rule for tied scores (eval.ties)")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--no-cornac", action="store_true")
     parser.add_argument("--data-dir", default=str(REPO / "data"), help="paths.data_dir (the image-feature cache)")
@@ -176,7 +181,7 @@ def main() -> None:
         for seed in args.seeds:
             base = ["data=movielens_100k", f"data.root={args.root}", "data/split=cold_item", f"seed={seed}",
                     f"features.backbone.pooling={args.pooling}", f"paths.data_dir={args.data_dir}"]
-            kept = args.work_dir / args.pooling / f"seed{seed}"
+            kept = args.work_dir / args.ties / args.pooling / f"seed{seed}"
             kept.mkdir(parents=True, exist_ok=True)
             for name in ["random order", *rows]:
                 stored = kept / f"{name.replace(' ', '_').replace(',', '').replace('+', 'plus')}.parquet"
@@ -190,9 +195,9 @@ def main() -> None:
                 if kind == "random":
                     frame = random_rows(base)
                 elif kind == "cornac":
-                    frame = cornac_row(base, spec, seed)
+                    frame = cornac_row(base, spec, seed, args.ties)
                 else:
-                    frame, popularity = visrec_row(base, spec, f"{tmp}/{seed}_{name.replace(' ', '_')}")
+                    frame, popularity = visrec_row(base, spec, f"{tmp}/{seed}_{name.replace(' ', '_')}", args.ties)
                     if name == REFERENCE:
                         popularity.to_parquet(popularity_file, index=False)
                         per_user["popularity"].append(popularity)
@@ -204,11 +209,11 @@ def main() -> None:
                 print(f"  seed {seed} {name}: " + ", ".join(f"{seg} {frame.loc[frame.segment == seg, 'ndcg@10'].mean():.4f}"
                                                              for seg in SEGMENTS) + f" ({time.perf_counter() - started:.0f} s)", flush=True)
     text, numbers = table(per_user, args.seeds)
-    print(f"\nML-100K cold-item split with its warm part, seeds {args.seeds}, features.backbone.pooling={args.pooling}; "
+    print(f"\nML-100K cold-item split with its warm part, seeds {args.seeds}, features.backbone.pooling={args.pooling}, ties={args.ties}; "
           f"mean ± sd over seeds; p: Wilcoxon signed-rank of NDCG@10 against {REFERENCE} over (seed, user) pairs\n")
     print(text)
     if args.out:
-        args.out.write_text(json.dumps({"seeds": args.seeds, "pooling": args.pooling, "rows": numbers}, indent=1))
+        args.out.write_text(json.dumps({"seeds": args.seeds, "pooling": args.pooling, "ties": args.ties, "rows": numbers}, indent=1))
 
 
 if __name__ == "__main__":

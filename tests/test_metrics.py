@@ -119,7 +119,7 @@ def test_evaluator_ties_cold_users_and_popularity():
     # Popularity: item 0 seen twice, items 1, 2 once each (tie -> item 1 first), item 3 never.
     train = inter([(0, 0, 5.0), (1, 0, 5.0), (1, 1, 3.0), (0, 2, 4.0)])
     test = inter([(2, 2, 5.0), (2, 3, 1.0), (0, 1, 4.0)])  # user 2 has no training data (cold user)
-    report = evaluate([PopularityScorer.from_interactions(train.items, 4)], train, test, 3, 4, ks=[1, 2])
+    report = evaluate([PopularityScorer.from_interactions(train.items, 4)], train, test, 3, 4, ks=[1, 2], ties="index")
     pop = report.results["popularity"]
     # Warm: user 0, candidates {1} (0, 2 trained, 3 unknown) -> 1 relevant at rank 1.
     assert pop["warm"]["precision@1"] == 1.0 and pop["warm"]["precision@2"] == 0.5
@@ -127,6 +127,10 @@ def test_evaluator_ties_cold_users_and_popularity():
     assert pop["cold_users"]["users_evaluated"] == 1
     assert pop["cold_users"]["hitrate@2"] == 0.0
     assert "rmse" not in pop["warm"]  # popularity predicts no ratings
+    # The default rule: items 1 and 2 tie (one training rating each), so item 2 is at rank 2 with probability 1/2.
+    expected = evaluate([PopularityScorer.from_interactions(train.items, 4)], train, test, 3, 4, ks=[1, 2]).results["popularity"]
+    assert expected["cold_users"]["hitrate@2"] == pytest.approx(0.5) and expected["cold_users"]["precision@2"] == pytest.approx(0.25)
+    assert expected["warm"]["precision@1"] == 1.0
 
 
 def test_evaluator_rejects_pairs_shared_by_train_and_test():
@@ -191,7 +195,7 @@ def test_evaluator_matches_slow_reference(split, ks, exclude, batch):
     if not train or not test:
         return
     report = evaluate([MatrixScorer(torch.tensor(matrix))], inter(train), inter(test), num_users, num_items,
-                      ks=ks, exclude_train=exclude, max_batch_elements=batch)
+                      ks=ks, exclude_train=exclude, max_batch_elements=batch, ties="index")
     expected, users = reference(matrix, train, test, sorted(set(ks)), 4.0, exclude)
     warm = report.results["matrix"].get("warm", {})
     assert warm.get("users_evaluated", 0) == users

@@ -102,24 +102,28 @@ def _cell(value) -> str:
 def protocol_name(protocol: dict) -> str:
     return (f"relevant = rating >= {protocol['threshold']:g}; exclude_train={protocol['exclude_train']} "
             f"(candidates = known items minus the user's {'training items' if protocol['exclude_train'] == 'all' else 'training items rated >= threshold'}); "
-            f"macro average over users with >= 1 relevant test item")
+            f"macro average over users with >= 1 relevant test item; "
+            f"{'ties in index order' if protocol.get('ties', 'index') == 'index' else 'tied scores: expected value over a random order'}")
 
 
 def evaluate(scorers: Sequence[Scorer], train: Interactions, test: Interactions, num_users: int, num_items: int,
              ks: Sequence[int] = DEFAULT_KS, threshold: float = 4.0, exclude_train: str = "all",
              max_batch_elements: int = DEFAULT_BATCH_ELEMENTS, known_users: torch.Tensor | None = None,
-             known_items: torch.Tensor | None = None, activity_edges: Sequence[int] = ()) -> EvaluationReport:
+             known_items: torch.Tensor | None = None, activity_edges: Sequence[int] = (),
+             ties: str = "expected") -> EvaluationReport:
     """Rating metrics (scorers that predict ratings) and ranking metrics for each segment of ``test``.
 
     ``train`` is all the data the model could see (train and validation parts). ``known_users`` (U,) /
     ``known_items`` (N,) bool: the model's warm users and items (default: those with a rating in
     ``train``; see :mod:`visrec.evaluation.segments`); ``activity_edges``: the warm items' activity (long-tail)
-    segments, by interactions in ``train``."""
+    segments, by interactions in ``train``; ``ties``: ``expected`` (each ranking metric in expectation over a random
+    order of tied items) or ``index`` (see :func:`~visrec.evaluation.ranking.evaluate_ranking`)."""
     ks = sorted({int(k) for k in ks})
     segments = build_segments(train, test, num_users, num_items, threshold, exclude_train, known_users, known_items,
                               activity_edges)
     report = EvaluationReport({"threshold": float(threshold), "exclude_train": exclude_train, "ks": ks,
-                               "num_users": num_users, "num_items": num_items, "activity_edges": [int(e) for e in activity_edges]})
+                               "num_users": num_users, "num_items": num_items, "activity_edges": [int(e) for e in activity_edges],
+                               "ties": ties})
     for scorer in scorers:
         by_segment: dict[str, dict[str, float]] = {}
         for name, segment in segments.items():
@@ -132,7 +136,7 @@ def evaluate(scorers: Sequence[Scorer], train: Interactions, test: Interactions,
             values.update(segment.notes)
             if segment.task is not None:
                 started = time.perf_counter()
-                result = evaluate_ranking(scorer.score_users, segment.task, ks, max_batch_elements)
+                result = evaluate_ranking(scorer.score_users, segment.task, ks, max_batch_elements, ties)
                 values.update(_ordered(result.means(), ks))
                 report.per_user.setdefault(scorer.name, {})[name] = (segment.task.users.cpu(), result.per_user)
                 values["ranking_seconds"] = round(time.perf_counter() - started, 4)

@@ -266,11 +266,12 @@ def _listed(value, key: str, expected: str) -> list:
 
 def checked_protocol(options, prefix: str = "") -> dict:
     """The evaluation protocol of ``options`` (a mapping: ks, relevance_threshold, exclude_train, baselines,
-    activity_edges; evaluate.py's defaults for keys it lacks), checked before anything is loaded or trained.
-    Returns {"ks", "threshold", "exclude_train", "baselines", "activity_edges"}. Raises ValueError naming the
+    activity_edges, ties; evaluate.py's defaults for keys it lacks), checked before anything is loaded or trained.
+    Returns {"ks", "threshold", "exclude_train", "baselines", "activity_edges", "ties"}. Raises ValueError naming the
     key as the user sets it (``<prefix><name>``: ``eval.`` in train.py, none in evaluate.py)."""
     from visrec.evaluation import DEFAULT_KS
     from visrec.evaluation.segments import PROTOCOLS
+    from visrec.evaluation.ties import TIE_RULES
 
     ks = _listed(options.get("ks", DEFAULT_KS), f"{prefix}ks", "a non-empty list of positive integers")
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
@@ -286,8 +287,12 @@ def checked_protocol(options, prefix: str = "") -> dict:
     if unknown:
         raise ValueError(f"{prefix}baselines: unknown baseline(s) {unknown}; available: popularity")
     activity_edges = checked_activity_edges(options.get("activity_edges", DEFAULT_ACTIVITY_EDGES), f"{prefix}activity_edges")
+    ties = options.get("ties", "expected")
+    if ties not in TIE_RULES:
+        raise ValueError(f"{prefix}ties must be one of {TIE_RULES} (expected: each metric averaged over a random order of "
+                         f"tied items; index: ties ranked by lower item index), got {ties!r}")
     return {"ks": ks, "threshold": float(threshold), "exclude_train": exclude_train, "baselines": baselines,
-            "activity_edges": activity_edges}
+            "activity_edges": activity_edges, "ties": ties}
 
 
 def model_scorer(model: ScoringModel, name: str = "model"):
@@ -298,9 +303,10 @@ def model_scorer(model: ScoringModel, name: str = "model"):
 def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_users: int, num_items: int,
                    ks, threshold: float, exclude_train: str, baselines=("popularity",),
                    max_batch_elements: int = DEFAULT_BATCH_ELEMENTS, part: str = "test",
-                   activity_edges=()) -> EvaluationReport:
+                   activity_edges=(), ties: str = "expected") -> EvaluationReport:
     """The model and the baselines on one part of the split (training data = train + val); ``activity_edges``:
-    the warm items' long-tail segments (:mod:`visrec.evaluation.segments`)."""
+    the warm items' long-tail segments (:mod:`visrec.evaluation.segments`); ``ties``: how tied scores are ranked
+    (:mod:`visrec.evaluation.ties`)."""
     check_finite_model(model, "evaluation")
     seen = Interactions.concat(parts["train"], parts["val"]) if part == "test" else parts["train"]
     scorers = [model_scorer(model)]
@@ -312,7 +318,8 @@ def run_evaluation(model: torch.nn.Module, parts: dict[str, Interactions], num_u
     # evaluator's warm segment is exactly trainer.test's test/rmse set and the bundle's known items.
     report = evaluate(scorers, seen, parts[part], num_users, num_items, ks=ks, threshold=threshold,
                       exclude_train=exclude_train, max_batch_elements=max_batch_elements,
-                      known_users=model.known_users, known_items=model.known_items, activity_edges=activity_edges)
+                      known_users=model.known_users, known_items=model.known_items, activity_edges=activity_edges,
+                      ties=ties)
     report.protocol["baselines"] = list(baselines)  # part of the rules: a report without them is another report
     return report
 
@@ -362,7 +369,8 @@ def report_folder(folder: Path, protocol: dict) -> Path:
         return folder
     if existing is None:
         return folder
-    existing = {"baselines": ["popularity"], **existing}  # reports written before the protocol named its baselines
+    # Reports written before the protocol named its baselines, or its tie rule (then: index order).
+    existing = {"baselines": ["popularity"], "ties": "index", **existing}
     if existing == json.loads(json.dumps(protocol)):
         return folder
     digest = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:8]
@@ -384,7 +392,7 @@ def evaluate_run(cfg: DictConfig) -> EvaluationReport:
     report = run_evaluation(model, data.parts, len(data.user_map), len(data.item_map), ks=protocol["ks"],
                             threshold=protocol["threshold"], exclude_train=protocol["exclude_train"],
                             baselines=protocol["baselines"], max_batch_elements=int(cfg.max_batch_elements), part=cfg.part,
-                            activity_edges=protocol["activity_edges"])
+                            activity_edges=protocol["activity_edges"], ties=protocol["ties"])
     out_dir = report_folder(run_dir / "eval" / f"{ckpt_path.stem}_{cfg.part}_{cfg.exclude_train}", report.protocol)
     write_report(report, out_dir, {"checkpoint": str(ckpt_path), "part": cfg.part}, user_ids=list(data.user_map.raw_ids))
     if cfg.get("log_to_run_logger", True):

@@ -370,7 +370,7 @@ def _evaluate_after_training(model: pl.LightningModule, datamodule: RatingsDataM
     protocol = _eval_protocol(eval_cfg)
     report = run_evaluation(model, datamodule.tensors, datamodule.num_users, datamodule.num_items, ks=protocol["ks"],
                             threshold=protocol["threshold"], exclude_train=protocol["exclude_train"], baselines=protocol["baselines"],
-                            activity_edges=protocol["activity_edges"])
+                            activity_edges=protocol["activity_edges"], ties=protocol["ties"])
     stem = Path(checkpoint).stem if checkpoint else "final"
     write_report(report, out_dir / "eval" / f"{stem}_test_{protocol['exclude_train']}", {"checkpoint": checkpoint, "part": "test"},
                  user_ids=list(datamodule.user_map.raw_ids))
