@@ -99,3 +99,16 @@ def test_an_unknown_tie_rule_is_refused():
     task = _task(torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 2, dtype=torch.bool), torch.ones(2, dtype=torch.bool))
     with pytest.raises(ValueError, match="ties must be one of"):
         evaluate_ranking(lambda u: torch.zeros(len(u), 2), task, [1], ties="random")
+
+
+@pytest.mark.parametrize("ties", ["expected", "index"])
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf")])
+def test_a_candidate_scored_nan_or_minus_inf_still_counts_when_every_candidate_fits(ties, bad):
+    # Items 0, 1 excluded (the user's training items), item 2 relevant but scored NaN/-inf, item 3 scored 1:
+    # with K >= the 2 candidates, both are in the list, so recall@3 is 1 (a non-candidate used to take the slot).
+    excluded = torch.tensor([[True, True, False, False]])
+    relevant = torch.tensor([[False, False, True, False]])
+    scores = torch.tensor([[0.0, 0.0, bad, 1.0]])
+    result = evaluate_ranking(lambda u: scores[u].clone(), _task(relevant, excluded, torch.ones(4, dtype=torch.bool)), [3],
+                              ties=ties).per_user
+    assert float(result["recall@3"][0]) == 1.0
