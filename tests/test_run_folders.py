@@ -207,3 +207,31 @@ def test_an_empty_path_is_refused_naming_its_key(tmp_path, override, key):
     with pytest.raises(ValueError, match=rf"^{key} is empty"):
         train(cfg)
 
+
+
+def test_a_resume_from_the_command_line_writes_its_logs_into_the_run_it_continues(tmp_path):
+    """``train.py resume_dir=<run>`` used to open a new timestamped Hydra folder under paths.log_dir (its .hydra/
+    and train.log) while the run went on in <run>: the resumed epochs' log was in a folder holding nothing else."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, TINY_GENERATOR
+
+    tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
+    common = ["model=biased_mf", *COMMON, "trainer.enable_progress_bar=false", f"paths.data_dir={tmp_path / 'data'}",
+              f"paths.log_dir={tmp_path / 'logs'}", *tiny]
+    run = tmp_path / "run"
+
+    def launch(*extra):
+        return subprocess.run([sys.executable, str(REPO / "train.py"), *common, *extra], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+
+    first = launch("trainer.max_epochs=1", f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr
+    resumed = launch("trainer.max_epochs=2", f"resume_dir={run}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not (tmp_path / "logs").exists()  # no stray Hydra folder
+    assert (run / "train.log").is_file()
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    overrides = (run / ".hydra" / "overrides.yaml").read_text()
+    assert f"resume_dir={run}" in overrides

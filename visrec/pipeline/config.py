@@ -1,8 +1,15 @@
-"""Instantiate a Hydra config node so that a refused option reaches the user as itself."""
+"""Instantiate a Hydra config node so that a refused option reaches the user as itself; the config
+resolvers the conf/ files use."""
 from __future__ import annotations
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+# ${visrec.first_set:a,b}: a unless it is null or empty, else b. conf/hydra/default.yaml: a resumed run's Hydra
+# folder (its .hydra/ and train.log) is the run it continues (resume_dir), not a new timestamped folder.
+OmegaConf.register_new_resolver("visrec.first_set", lambda first, fallback: first if first not in (None, "") else fallback,
+                                replace=True)
 
 
 def instantiate_node(node, **kwargs):
