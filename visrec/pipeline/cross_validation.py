@@ -323,7 +323,7 @@ def summarize_sweep(sweep_dir: str | Path, wandb_options: dict | None = None, re
             print(f"error: paired tests not run: {error}")
     json_path, csv_path = write_summary(sweep_dir, summary)
     print(format_summary(summary))
-    print(f"Cross-validation summary: {json_path} and {csv_path}")
+    print(f"Sweep summary (each configuration over its seeds / folds): {json_path} and {csv_path}")
     if wandb_options is not None and summary["groups"]:
         log_summary_to_wandb(summary, wandb_options, group=sweep_dir.name, save_dir=sweep_dir)
     return summary
