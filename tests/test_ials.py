@@ -42,6 +42,24 @@ def test_csr_from_pairs_in_any_order():
     assert torch.equal(shuffled.transpose().transpose().indices, csr.indices)  # a transpose lists columns in order
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_csr_build_is_a_stable_sort_by_row_for_any_thread_count(threads):
+    """The counting sort (visrec.models.ials.csr_kernel) cuts the input into one chunk per thread: the table
+    must be the stable sort by row whatever the chunks, with rows left empty and rows given in any order."""
+    from visrec.models.ials.csr_kernel import bucket_by_row
+
+    g = torch.Generator().manual_seed(threads)
+    rows = torch.randint(0, 40, (3000,), generator=g) * 2  # odd rows stay empty
+    cols = torch.randint(0, 1000, (3000,), generator=g)
+    weights = torch.rand(3000, generator=g)
+    indptr, indices, values = bucket_by_row(rows.numpy(), cols.numpy(), weights.numpy(), 81, threads)
+    order = torch.sort(rows, stable=True).indices
+    assert np.array_equal(indptr[1:] - indptr[:-1], torch.bincount(rows, minlength=81).numpy())
+    assert np.array_equal(indices, cols[order].numpy()) and np.array_equal(values, weights[order].numpy())
+    with pytest.raises(ValueError, match=r"row indices must be in \[0, 81\)"):
+        bucket_by_row(np.array([0, 81]), np.array([0, 1]), np.ones(2, np.float32), 81, threads)
+
+
 def _dense_loss(P, Q, W, alpha0, penalty, prior_mean=None, prior_weight=None):
     S = P @ Q.T
     loss = (W * (1 - S) ** 2).sum() + alpha0 * (S ** 2).sum() + (penalty * (P ** 2).sum(1)).sum()

@@ -65,6 +65,9 @@ class ExplicitALS(RatingModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net.requires_grad_(False)  # solved in closed form, never by an optimizer
+        from visrec.models.ials import csr_kernel
+
+        csr_kernel.load_kernel()  # the tables' build, compiled (or loaded from numba's cache) before training starts
         if solver == "cg":  # the CPU's compiled CG: loaded (or compiled) before training starts
             from visrec.models.ials.cg_kernel import load_kernel
 

@@ -157,6 +157,9 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
         self.automatic_optimization = False
         self._train: CSR | None = None  # users x items, set in on_fit_start
         self._train_by_item: CSR | None = None  # its transpose
+        from visrec.models.ials import csr_kernel
+
+        csr_kernel.load_kernel()  # the tables' build, compiled (or loaded from numba's cache) before training starts
         if solver == "cg":  # the CPU's compiled CG: loaded (or compiled) before training starts
             from visrec.models.ials.cg_kernel import load_kernel
 

@@ -24,6 +24,7 @@ import warnings
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -48,13 +49,15 @@ class CSR:
     @staticmethod
     def from_pairs(rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor, num_rows: int, num_cols: int) -> "CSR":
         """From (nnz,) row and column indices and weights (pairs must be unique). Within a row the columns keep
-        their input order: one stable sort by row (torch's radix sort, O(nnz), on 32-bit keys when the rows
-        fit), so a process's rows built from a subset of the pairs list them as the full table does."""
-        keys = rows.int() if num_rows < 2**31 else rows  # 32-bit keys sort in half the time of 64-bit ones
-        sorted_rows, order = torch.sort(keys, stable=True)  # (nnz,), (nnz,)
-        indptr = torch.zeros(num_rows + 1, dtype=torch.int64)
-        indptr[1:] = torch.cumsum(torch.bincount(sorted_rows, minlength=num_rows), 0)
-        return CSR(indptr, cols[order], weights[order].float(), num_cols)
+        their input order (a stable counting sort by row, O(nnz + R): :mod:`visrec.models.ials.csr_kernel`), so
+        a process's rows built from a subset of the pairs list them as the full table does. Raises ValueError
+        for a row index outside [0, num_rows)."""
+        from visrec.models.ials.csr_kernel import bucket_by_row
+
+        as_numpy = lambda t, dtype: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)  # noqa: E731 - no copy when already so
+        indptr, indices, values = bucket_by_row(as_numpy(rows, np.int64), as_numpy(cols, np.int64), as_numpy(weights, np.float32),
+                                                int(num_rows), torch.get_num_threads())
+        return CSR(torch.from_numpy(indptr), torch.from_numpy(indices), torch.from_numpy(values), num_cols)
 
     def transpose(self) -> "CSR":
         rows = torch.repeat_interleave(torch.arange(self.num_rows), self.counts())
