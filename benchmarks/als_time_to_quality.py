@@ -3,7 +3,7 @@ visrec's SGD biased MF (``experiment=large_scale``) and LIBMF on the same split;
 on one process and on two (``trainer=ddp_cpu``).
 
     .venv/bin/python benchmarks/als_time_to_quality.py [--ratings 20000000] [--items 100000] [--k 64]
-        [--epochs 6] [--threads 2] [--als-overrides model.reg_factors=0.05 ...] [--libmf-eta 0.3] [--libmf-l2 0.05] [--libmf-k 16]
+        [--epochs 6] [--threads 2] [--als-k 16] [--als-overrides model.reg_factors=0.05 ...] [--libmf-eta 0.3] [--libmf-l2 0.05] [--libmf-k 16]
         [--problem-dir DIR]
         [--engines als sgd libmf als_1proc als_2proc]
 
@@ -11,7 +11,7 @@ Problem: :func:`benchmarks.training_throughput.make_problem` (``visrec.data.synt
 per user: 20M ratings = 1M users x 100k items, split 90/10 at random). Each engine runs in its own process
 with ``--threads`` threads (torch, OpenMP, LIBMF's ``nr_threads``).
 
-* ``als``: ``model=als model.solver=cg`` (3 warm-started CG steps per half-sweep), K = ``--k``, the model's
+* ``als``: ``model=als model.solver=cg`` (3 warm-started CG steps per half-sweep), K = ``--als-k`` (default ``--k``), the model's
   default penalties unless ``--als-overrides`` says otherwise; one epoch = one sweep.
 * ``sgd``: ``experiment=large_scale`` (sparse SGD, lr 20 per 1,024-rating step inside 65,536-rating loader
   batches), K = ``--k``.
@@ -106,6 +106,8 @@ def visrec_overrides(engine: str, folder: Path, args) -> list[str]:
             "trainer.enable_model_summary=false", "+trainer.enable_checkpointing=false", f"model.k={args.k}"]
     if engine == "sgd":
         return [*data, "experiment=large_scale", "model.scheduler=null"]
+    if args.als_k:
+        data = [o for o in data if not o.startswith("model.k=")] + [f"model.k={args.als_k}"]
     als = [*data, "model=als", "model.solver=cg", *args.als_overrides]
     return [*als, "trainer=ddp_cpu", "trainer.devices=2"] if engine == "als_2proc" else [*als, "trainer=cpu"]
 
@@ -198,6 +200,7 @@ def main() -> None:
     ap.add_argument("--libmf-l2", type=float, default=LIBMF_L2)
     ap.add_argument("--libmf-k", type=int, default=16, help="LIBMF's factor count (0: --k)")
     ap.add_argument("--problem-dir", help="keep the drawn problem here (and reuse it when it is there already)")
+    ap.add_argument("--als-k", type=int, default=0, help="ALS's factor count (0: --k, which SGD's target run uses)")
     ap.add_argument("--als-overrides", nargs="*", default=[])
     ap.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
@@ -226,7 +229,7 @@ def main() -> None:
             command = [sys.executable, __file__, "--worker", engine, "--folder", str(folder), "--k", str(args.k),
                        "--epochs", str(args.epochs), "--threads", str(args.threads), "--libmf-eta", str(args.libmf_eta),
                        "--libmf-l2", str(args.libmf_l2), "--libmf-k", str(args.libmf_k),
-                       "--als-overrides", *args.als_overrides]
+                       "--als-k", str(args.als_k), "--als-overrides", *args.als_overrides]
             done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode or not lines:
