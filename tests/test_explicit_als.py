@@ -103,7 +103,7 @@ def test_als_trains_tests_and_fits_the_cold_head(tmp_path):
     assert metrics["train/mse"] < metrics["train/loss"]
 
 
-@pytest.mark.parametrize("case", ["ials", "targets", "prior", "per-coordinate", "explicit"])
+@pytest.mark.parametrize("case", ["ials", "targets", "prior", "per-coordinate", "explicit", "explicit-offsets"])
 def test_the_compiled_row_by_row_cg_equals_the_whole_table_torch_cg(case):
     """The CPU path (numba, each row's iterations together) and the torch path (the whole table per
     iteration, what a GPU runs) take the same CG steps."""
@@ -123,11 +123,20 @@ def test_the_compiled_row_by_row_cg_equals_the_whole_table_torch_cg(case):
     if case == "explicit":  # explicit ALS: no all-cells term (the kernel then skips the Gramian)
         options.update(penalty=torch.rand(R, K, generator=g) + 0.1, targets=torch.randn(len(pairs), generator=g))
         alpha0 = 0.0
+    if case == "explicit-offsets":  # targets t_rc − o_c, the offsets (the other side's biases) subtracted per cell
+        options.update(penalty=torch.rand(R, K, generator=g) + 0.1, targets=torch.randn(len(pairs), generator=g),
+                       target_offsets=torch.randn(C, generator=g))
+        alpha0 = 0.0
     penalty = options.pop("penalty")
     compiled = solve_rows_cg(table, fixed, penalty, alpha0, start, 3, compiled=True, **options)
     whole = solve_rows_cg(table, fixed, penalty, alpha0, start, 3, compiled=False, **options)
     torch.testing.assert_close(compiled, whole, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(compiled, start)
+    if case == "explicit-offsets":  # the same as subtracting them from the targets first
+        offsets = options.pop("target_offsets")
+        options["targets"] = options["targets"] - offsets[table.indices]
+        torch.testing.assert_close(compiled, solve_rows_cg(table, fixed, penalty, alpha0, start, 3, compiled=True, **options),
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_the_sketch_start_spans_the_item_space_of_the_ratings_and_is_drawn_from_the_seed():

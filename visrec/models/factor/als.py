@@ -146,11 +146,14 @@ class ExplicitALS(RatingModule):
         scale = counts.clamp(min=1).float().pow(self.reg_exponent)  # (R,)
         return float((scale * (self.reg_factors * vectors.pow(2).sum(1) + self.reg_bias * biases.pow(2))).sum())
 
-    def _solve(self, table: CSR, targets: torch.Tensor, fixed: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    def _solve(self, table: CSR, targets: torch.Tensor, offsets: torch.Tensor, fixed: torch.Tensor,
+               start: torch.Tensor) -> torch.Tensor:
+        """Rows' [x_r, b_r] against targets t_rc − o_c (``targets`` (nnz,) aligned with ``table``, ``offsets`` (C,))."""
         penalty = self._penalties(table.counts())
         if self.hparams.solver == "cholesky":
-            return solve_rows(table, fixed, penalty, 0.0, targets=targets)
-        return solve_rows_cg(table, fixed, penalty, 0.0, start, self.hparams.cg_steps, targets=targets)
+            return solve_rows(table, fixed, penalty, 0.0, targets=targets - offsets[table.indices])
+        return solve_rows_cg(table, fixed, penalty, 0.0, start, self.hparams.cg_steps, targets=targets,
+                             target_offsets=offsets)
 
     @torch.no_grad()
     def sweep(self) -> float:
@@ -202,9 +205,9 @@ class ExplicitALS(RatingModule):
         side's vectors ``other`` (C, K) and biases (C,) fixed: features [y_c, 1], targets (r − μ) − b_c; warm
         start [own, own_bias] for CG."""
         table = self._by_user if side == "user" else self._by_item
-        targets = table.weights - other_bias[table.indices]  # (nnz,) r − μ − b_c
         features = torch.cat([other, torch.ones(len(other), 1)], 1)  # (C, K + 1)
-        return self._solve(self._unit[side], targets, features, torch.cat([own, own_bias[:, None]], 1))
+        # targets (r − μ) − b_c: the table holds r − μ, the solvers subtract b_c cell by cell
+        return self._solve(self._unit[side], table.weights, other_bias, features, torch.cat([own, own_bias[:, None]], 1))
 
     def _log_sweep(self, P: torch.Tensor, b_u: torch.Tensor, Q: torch.Tensor, b_i: torch.Tensor) -> float:
         """Add this sweep's train/loss (L / |R|) and train/mse to the epoch sums; returns L / |R|. Under DDP

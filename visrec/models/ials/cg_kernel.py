@@ -33,11 +33,12 @@ def _compile():
         return gv + lam * v[f]
 
     @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def cg_rows(indptr, indices, weights, targets, fixed, gram, ridge, extra, start, steps, spans):
+    def cg_rows(indptr, indices, weights, targets, offsets, fixed, gram, ridge, extra, start, steps, spans):
         k = start.shape[1]
         out = np.empty_like(start)
         per_coordinate = ridge.shape[1] > 1
         has_targets = targets.shape[0] > 0
+        has_offsets = offsets.shape[0] > 0  # t_ri − o_i: the other side's biases, subtracted here (no (nnz,) copy)
         has_extra = extra.shape[0] > 0
         has_gram = gram.shape[0] > 0  # an empty gram: no all-cells term (explicit ALS), K² per row per step saved
         for chunk in numba.prange(len(spans)):  # row spans of about equal work, interleaved (balanced_spans)
@@ -52,6 +53,8 @@ def _compile():
                     for f in range(k):
                         dot += q[f] * x[f]
                     t = targets[j] if has_targets else np.float32(1.0)
+                    if has_offsets:
+                        t -= offsets[indices[j]]
                     scale = weights[j] * (t - dot)
                     for f in range(k):
                         residual[f] += scale * q[f]
@@ -101,7 +104,7 @@ def load_kernel() -> None:
     if _KERNEL is None:
         kernel = _compile()
         one = np.ones((1, 1), np.float32)  # numba compiles (or loads) at the first call: one call on a 1 x 1 system
-        kernel(np.array([0, 1]), np.array([0]), np.ones(1, np.float32), np.zeros(0, np.float32), one, one, one,
+        kernel(np.array([0, 1]), np.array([0]), np.ones(1, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), one, one, one,
                np.zeros((0, 1), np.float32), one.copy(), 1, np.array([[0, 1]]))
         _KERNEL = kernel
         vector = np.zeros(1, np.float32)
@@ -110,10 +113,11 @@ def load_kernel() -> None:
 
 def cg_rows(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, targets: np.ndarray | None, fixed: np.ndarray,
             gram: np.ndarray, ridge: np.ndarray, extra: np.ndarray | None, start: np.ndarray, steps: int,
-            threads: int) -> np.ndarray:
+            threads: int, offsets: np.ndarray | None = None) -> np.ndarray:
     """(R, K) float32: ``steps`` CG iterations per row (module docstring). indptr (R + 1,), indices (nnz,) int64,
     weights (nnz,) and targets (nnz,) or None (t = 1) float32; fixed (C, K), gram (K, K), ridge (R, 1) or (R, K),
-    extra (R, K) or None, start (R, K), all float32 and C-contiguous; gram (0, 0) when there is no all-cells term."""
+    extra (R, K) or None, start (R, K), all float32 and C-contiguous; gram (0, 0) when there is no all-cells term;
+    offsets (C,) float32 or None: each cell's target is t_ri − o_i (explicit ALS: the other side's biases)."""
     load_kernel()
     import numba
 
@@ -121,7 +125,8 @@ def cg_rows(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, target
     previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     try:
-        return _KERNEL(indptr, indices, weights, empty_vector if targets is None else targets, fixed, gram, ridge,
+        return _KERNEL(indptr, indices, weights, empty_vector if targets is None else targets,
+                       empty_vector if offsets is None else offsets, fixed, gram, ridge,
                        empty_table if extra is None else extra, start, int(steps), balanced_spans(indptr, threads))
     finally:
         numba.set_num_threads(previous)

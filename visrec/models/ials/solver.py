@@ -122,14 +122,17 @@ def _diagonal(penalty: torch.Tensor, K: int) -> torch.Tensor:
 
 def solve_rows_cg(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, alpha0: float, start: torch.Tensor,
                   steps: int = 3, prior_mean: torch.Tensor | None = None, prior_weight: torch.Tensor | None = None,
-                  targets: torch.Tensor | None = None, compiled: bool | None = None) -> torch.Tensor:
+                  targets: torch.Tensor | None = None, compiled: bool | None = None,
+                  target_offsets: torch.Tensor | None = None) -> torch.Tensor:
     """One half-sweep by ``steps`` conjugate-gradient iterations per row, warm-started at ``start`` (R, K)
     (Takács, Pilászy & Tikk 2011, "Applications of the conjugate gradient method for implicit feedback
     collaborative filtering"; what ``implicit`` does). Same systems as :func:`solve_rows`, never formed:
     A x = (α₀ QᵀQ + λ_r I) x + Σ_{i ∈ S_r} w_ri (q_i·x) q_i costs O(|S| K) per step (a sampled
     dense-dense product on the sparsity pattern, then a sparse-dense product), instead of O(|S| K²) +
     O(R K³) for the exact solve. All rows at once; returns (R, K). Converges to :func:`solve_rows`'s
-    answer as ``steps`` grows, and across epochs from its warm start. ``penalty`` and ``targets`` as there.
+    answer as ``steps`` grows, and across epochs from its warm start. ``penalty`` and ``targets`` as there;
+    ``target_offsets`` (C,): each cell's target is t_ri − o_i (explicit ALS: the fixed side's biases),
+    subtracted cell by cell inside the compiled kernel rather than by an (nnz,) copy of the targets.
     On the CPU each row runs its iterations together, compiled (:mod:`visrec.models.ials.cg_kernel`, the loop
     ``implicit`` runs); on a GPU the whole table steps at once in torch (below). ``compiled``: force one of
     the two (None: by device).
@@ -137,7 +140,10 @@ def solve_rows_cg(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor,
     fixed = fixed.float()
     K = fixed.shape[1]
     if compiled if compiled is not None else (fixed.device.type == "cpu" and start.device.type == "cpu"):
-        return _cg_rows_cpu(interactions, fixed, penalty, alpha0, start, steps, prior_mean, prior_weight, targets)
+        return _cg_rows_cpu(interactions, fixed, penalty, alpha0, start, steps, prior_mean, prior_weight, targets,
+                            target_offsets)
+    if target_offsets is not None:
+        targets = (1.0 if targets is None else targets) - target_offsets[interactions.indices]  # (nnz,)
     weights = interactions.block(0, interactions.num_rows)  # (R, C) sparse CSR
     ridge = _diagonal(penalty.float(), K)  # (R, K)
     rhs = torch.sparse.mm(weights if targets is None else interactions.block(0, interactions.num_rows, interactions.weights * targets),
@@ -171,7 +177,7 @@ def solve_rows_cg(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor,
 
 def _cg_rows_cpu(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, alpha0: float, start: torch.Tensor,
                  steps: int, prior_mean: torch.Tensor | None, prior_weight: torch.Tensor | None,
-                 targets: torch.Tensor | None) -> torch.Tensor:
+                 targets: torch.Tensor | None, target_offsets: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`solve_rows_cg` on the CPU: each row's CG iterations run together, in cache, compiled
     (:mod:`visrec.models.ials.cg_kernel`)."""
     from visrec.models.ials.cg_kernel import cg_rows
@@ -187,7 +193,7 @@ def _cg_rows_cpu(interactions: CSR, fixed: torch.Tensor, penalty: torch.Tensor, 
                   interactions.weights.float().contiguous().numpy(),
                   None if targets is None else targets.float().contiguous().numpy(), fixed.contiguous().numpy(),
                   gram.numpy(), ridge.contiguous().numpy(), extra, start.float().contiguous().numpy(), steps,
-                  torch.get_num_threads())
+                  torch.get_num_threads(), None if target_offsets is None else target_offsets.float().contiguous().numpy())
     return torch.from_numpy(out).reshape(-1, K)
 
 
