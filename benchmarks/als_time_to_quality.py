@@ -3,7 +3,7 @@ visrec's SGD biased MF (``experiment=large_scale``) and LIBMF on the same split;
 on one process and on two (``trainer=ddp_cpu``).
 
     .venv/bin/python benchmarks/als_time_to_quality.py [--ratings 20000000] [--items 100000] [--k 64]
-        [--epochs 6] [--threads 2] [--als-k 16] [--als-overrides model.reg_factors=0.05 ...] [--libmf-eta 0.3] [--libmf-l2 0.05] [--libmf-k 16]
+        [--epochs 6] [--threads 2] [--als-k 16] [--als-overrides model.reg_factors=0.05 ...] [--libmf-eta 0.4] [--libmf-l2 0.05] [--libmf-k 8]
         [--problem-dir DIR]
         [--engines als sgd libmf als_1proc als_2proc]
 
@@ -16,8 +16,8 @@ with ``--threads`` threads (torch, OpenMP, LIBMF's ``nr_threads``).
 * ``sgd``: ``experiment=large_scale`` (sparse SGD, lr 20 per 1,024-rating step inside 65,536-rating loader
   batches), K = ``--k``.
 * ``libmf``: LIBMF's parallel SGD (PyPI ``libmf``), K = ``--libmf-k``, L2 ``--libmf-l2``, learning rate ``--libmf-eta``
-  (defaults: the fastest to the target among η 0.01–0.3, K 8–64, L2 0.05–5 on this problem, README "Time to
-  quality"; 0 for ``--libmf-k``: ``--k``); it has no
+  (defaults: the fastest to the target among η 0.01–0.5 (0.5 diverges), K 8–64, L2 0.05–5 on this problem,
+  README "Time to quality"; 0 for ``--libmf-k``: ``--k``); it has no
   biases, so it fits r − μ. Its Python binding reports no per-iteration error, so it is fitted afresh for
   1, 2, ..., E iterations and each fit is timed.
 * ``libmf_baseline``: the same on r − μ − b_u − b_i, the biases from 10 ALS epochs of the baseline predictor
@@ -196,9 +196,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--libmf-eta", type=float, default=0.3)
+    ap.add_argument("--libmf-eta", type=float, default=0.4)
     ap.add_argument("--libmf-l2", type=float, default=LIBMF_L2)
-    ap.add_argument("--libmf-k", type=int, default=16, help="LIBMF's factor count (0: --k)")
+    ap.add_argument("--libmf-k", type=int, default=8, help="LIBMF's factor count (0: --k)")
     ap.add_argument("--problem-dir", help="keep the drawn problem here (and reuse it when it is there already)")
     ap.add_argument("--als-k", type=int, default=0, help="ALS's factor count (0: --k, which SGD's target run uses)")
     ap.add_argument("--als-overrides", nargs="*", default=[])
