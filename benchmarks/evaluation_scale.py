@@ -1,6 +1,6 @@
 """Evaluator at scale: 100,000 users x 50,000 items, K = 100, within a 4 GB memory budget.
 
-    .venv/bin/python benchmarks/evaluation_scale.py [--users 100000] [--items 50000] [--k 100]
+    .venv/bin/python benchmarks/evaluation_scale.py [--users 100000] [--items 50000] [--k 100] [--ties expected|index]
 
 Random factors (64 dims) and random interactions (20 training and 5 test items per user, ratings
 1..5) stand in for a trained model: the evaluator's cost does not depend on what the numbers mean.
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--max-batch-elements", type=int, default=DEFAULT_BATCH_ELEMENTS)
     parser.add_argument("--budget-gib", type=float, default=4.0)
+    parser.add_argument("--ties", choices=["expected", "index"], default="expected", help="the evaluator's tie rule")
     args = parser.parse_args()
 
     generator = torch.Generator().manual_seed(0)
@@ -58,7 +59,8 @@ def main() -> None:
     )
     before = peak_rss_bytes()
     started = time.perf_counter()
-    report = evaluate([scorer], train, test, args.users, args.items, ks=[args.k], max_batch_elements=args.max_batch_elements)
+    report = evaluate([scorer], train, test, args.users, args.items, ks=[args.k], max_batch_elements=args.max_batch_elements,
+                      ties=args.ties)
     seconds = time.perf_counter() - started
     peak = peak_rss_bytes()
     warm = report.results["model"]["warm"]

@@ -104,12 +104,17 @@ def evaluate_ranking(score_users: ScoreUsers, task: RankingTask, ks: Sequence[in
     per_user = {f"{name}@{k}": torch.empty(num_users, dtype=torch.float64) for k in ks for name in RANKING_METRICS}
     recommended = {k: torch.zeros(num_items, dtype=torch.bool) for k in ks}
     num_candidates = task.num_candidates  # (E,)
-    for start, stop, scores, top, valid in ranked_batches(score_users, task, ks[-1], max_batch_elements):
+    length = min(ks[-1], num_items)  # L, the ranks the metrics read
+    # Expected rule: one rank more, to see whether each list's last tie group goes on past rank L.
+    ranked = ranked_batches(score_users, task, ks[-1] + (ties == "expected"), max_batch_elements)
+    for start, stop, scores, top, valid in ranked:
+        next_values = scores.gather(1, top[:, length:length + 1])[:, 0] if top.shape[1] > length else None  # (B,) or None
+        top, valid = top[:, :length], valid[:, :length]  # (B, L)
         relevant = task.relevant.dense_block(start, stop, num_items)  # (B, N) bool
         hits = relevant.gather(1, top) & valid  # (B, L)
         if ties == "expected":
             groups = tie_groups(scores.gather(1, top), hits, valid, scores, relevant, num_candidates[start:stop],
-                                num_relevant[start:stop])
+                                num_relevant[start:stop], next_values)
         for k in ks:
             if ties == "expected":
                 metrics = expected_ranking_metrics(groups, num_relevant[start:stop], num_candidates[start:stop], k)

@@ -54,14 +54,17 @@ class TieGroups:
 
 
 def tie_groups(values: torch.Tensor, hits: torch.Tensor, valid: torch.Tensor, scores: torch.Tensor,
-               relevant: torch.Tensor, num_candidates: torch.Tensor, num_relevant: torch.Tensor) -> TieGroups:
+               relevant: torch.Tensor, num_candidates: torch.Tensor, num_relevant: torch.Tensor,
+               next_values: torch.Tensor | None = None) -> TieGroups:
     """Tie groups of ranked lists.
 
     values: (B, L) the scores of each user's top L candidates, best first (NaN read as −inf, as ``top_k`` does);
     hits: (B, L) bool, whether each of those items is relevant; valid: (B, L) bool, whether the rank holds a
     candidate; scores: (B, N) all scores, non-candidates −inf; relevant: (B, N) bool; num_candidates,
-    num_relevant: (B,). The last group of a list may go on past rank L: its size and relevant items are
-    counted on ``scores`` (items scoring >= its score, minus the ranks above it)."""
+    num_relevant: (B,); next_values: (B,) the score at the first rank past the list, or None when the list
+    holds every item. A row whose last group goes on past rank L (its next value equals its last) has that
+    group's size and relevant items counted on ``scores`` (items scoring >= its score, minus the ranks above
+    it): one pass over those rows' N scores, none for the others."""
     batch, length = values.shape
     values = torch.nan_to_num(values, nan=float("-inf"))  # (B, L)
     ranks = torch.arange(length, device=values.device)  # (L,)
@@ -75,13 +78,21 @@ def tie_groups(values: torch.Tensor, hits: torch.Tensor, valid: torch.Tensor, sc
     above = torch.cat([torch.zeros(batch, 1, dtype=torch.float64), hits_f.cumsum(1)], dim=1)  # (B, L+1) hits before rank j
     hits_above = above.gather(1, start)  # (B, L)
     if length:
-        # The last group, counted over all candidates (it may continue past rank L).
+        # The last group may continue past rank L: then it is counted over all the user's candidates.
         last = values[:, -1]  # (B,)
-        at_least = scores >= last[:, None]  # (B, N); NaN scores never count
-        finite = last > float("-inf")
-        count = torch.where(finite, at_least.sum(1), num_candidates).to(torch.float64)  # (B,) candidates scoring >= last
-        count_rel = torch.where(finite, (at_least & relevant).sum(1), num_relevant).to(torch.float64)
         last_start = start[:, -1:]  # (B, 1)
+        finite = last > float("-inf")
+        count = last_start[:, 0].to(torch.float64) + size[:, -1]  # (B,) ranks down to the group's end in the list
+        count_rel = hits_above[:, -1] + rel[:, -1]
+        minus_inf = ~finite  # the list ran past the candidates: the rest of them all tie at −inf
+        count = torch.where(minus_inf, num_candidates.to(torch.float64), count)
+        count_rel = torch.where(minus_inf, num_relevant.to(torch.float64), count_rel)
+        if next_values is not None:
+            rows = ((torch.nan_to_num(next_values, nan=float("-inf")) == last) & finite).nonzero().squeeze(1)  # (M,)
+            if len(rows):
+                at_least = scores[rows] >= last[rows, None]  # (M, N); NaN scores never count
+                count[rows] = at_least.sum(1).to(torch.float64)
+                count_rel[rows] = (at_least & relevant[rows]).sum(1).to(torch.float64)
         in_last = start == last_start  # (B, L)
         size = torch.where(in_last, count[:, None] - last_start, size)
         rel = torch.where(in_last, count_rel[:, None] - hits_above[:, -1:], rel)
