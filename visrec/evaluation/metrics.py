@@ -35,7 +35,8 @@ def pad_hits(hits: torch.Tensor, k: int) -> torch.Tensor:
 def ranking_metrics(hits: torch.Tensor, num_relevant: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """All per-user ranking metrics at cut-off ``k``.
 
-    hits: (B, L) bool or 0/1, relevance of each user's top-L ranked items (L may differ from k);
+    hits: (B, L) bool or 0/1, relevance of each user's top-L ranked items (L may differ from k), or each rank's
+    probability of holding a relevant item (visrec.evaluation.ties: P, R, F1 and NDCG are linear in it);
     num_relevant: (B,) R_u >= 1. Returns {name: (B,) float64}.
     """
     rel = pad_hits(hits, k).to(torch.float64)  # (B, k)

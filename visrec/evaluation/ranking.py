@@ -59,8 +59,8 @@ class RankingResult:
 
 def ranked_batches(score_users: ScoreUsers, task: RankingTask, k: int, max_batch_elements: int = DEFAULT_BATCH_ELEMENTS):
     """Yield (start, stop, scores (B, N), top (B, L), valid (B, L)) for consecutive batches of the task's users:
-    their scores (non-candidates −inf; a candidate's NaN or −inf as the lowest float32), the top L = min(k, N) candidates of each, best first (ties by lower
-    index), and whether each rank holds a candidate."""
+    their scores (non-candidates −inf; a candidate's NaN or −inf as the lowest float32), the top L = min(k, N)
+    candidates of each, best first (ties by lower index), and whether each rank holds a candidate."""
     num_items = len(task.candidates)
     batch = max(1, int(max_batch_elements) // max(num_items, 1))
     num_candidates = task.num_candidates  # (E,)

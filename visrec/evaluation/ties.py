@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from visrec.evaluation.metrics import pad_hits
+from visrec.evaluation.metrics import pad_hits, ranking_metrics
 
 TIE_RULES = ("expected", "index")  # expected: McSherry & Najork 2008 (default); index: lower item index first
 
@@ -58,7 +58,7 @@ def tie_groups(values: torch.Tensor, hits: torch.Tensor, valid: torch.Tensor, sc
                next_values: torch.Tensor | None = None) -> TieGroups:
     """Tie groups of ranked lists.
 
-    values: (B, L) the scores of each user's top L candidates, best first (NaN read as −inf, as ``top_k`` does);
+    values: (B, L) the scores of each user's top L candidates, best first (no NaN: the caller maps them);
     hits: (B, L) bool, whether each of those items is relevant; valid: (B, L) bool, whether the rank holds a
     candidate; scores: (B, N) all scores, non-candidates −inf; relevant: (B, N) bool; num_candidates,
     num_relevant: (B,); next_values: (B,) the score at the first rank past the list, or None when the list
@@ -66,7 +66,6 @@ def tie_groups(values: torch.Tensor, hits: torch.Tensor, valid: torch.Tensor, sc
     group's size and relevant items counted on ``scores`` (items scoring >= its score, minus the ranks above
     it): one pass over those rows' N scores, none for the others."""
     batch, length = values.shape
-    values = torch.nan_to_num(values, nan=float("-inf"))  # (B, L)
     ranks = torch.arange(length, device=values.device)  # (L,)
     starts_group = torch.ones_like(values, dtype=torch.bool)  # (B, L)
     starts_group[:, 1:] = values[:, 1:] != values[:, :-1]
@@ -88,9 +87,9 @@ def tie_groups(values: torch.Tensor, hits: torch.Tensor, valid: torch.Tensor, sc
         count = torch.where(minus_inf, num_candidates.to(torch.float64), count)
         count_rel = torch.where(minus_inf, num_relevant.to(torch.float64), count_rel)
         if next_values is not None:
-            rows = ((torch.nan_to_num(next_values, nan=float("-inf")) == last) & finite).nonzero().squeeze(1)  # (M,)
+            rows = ((next_values == last) & finite).nonzero().squeeze(1)  # (M,)
             if len(rows):
-                at_least = scores[rows] >= last[rows, None]  # (M, N); NaN scores never count
+                at_least = scores[rows] >= last[rows, None]  # (M, N)
                 count[rows] = at_least.sum(1).to(torch.float64)
                 count_rel[rows] = (at_least & relevant[rows]).sum(1).to(torch.float64)
         in_last = start == last_start  # (B, L)
@@ -103,18 +102,14 @@ def tie_groups(values: torch.Tensor, hits: torch.Tensor, valid: torch.Tensor, sc
 def expected_ranking_metrics(groups: TieGroups, num_relevant: torch.Tensor, num_candidates: torch.Tensor,
                              k: int) -> dict[str, torch.Tensor]:
     """The per-user metrics of :func:`visrec.evaluation.metrics.ranking_metrics` at cut-off ``k``, each in
-    expectation over a random order of tied items (formulas in the module docstring). Returns {name: (B,) float64}."""
+    expectation over a random order of tied items (formulas in the module docstring). Returns {name: (B,) float64}.
+
+    Precision, Recall, F1 and NDCG are the ordinary formulas on p_j (F1 = 2·hits / (K + R_u) is linear in the
+    hits too); MAP and HitRate are not linear in rel_j and are computed here."""
+    metrics = ranking_metrics(groups.expected_rel, num_relevant, k)  # p_j in place of rel_j
     rel = pad_hits(groups.expected_rel, k)  # (B, k) p_j
-    num_relevant = num_relevant.to(torch.float64)  # (B,)
     ranks = torch.arange(1, k + 1, dtype=torch.float64)  # (k,) 1-based
-    discount = 1.0 / torch.log2(ranks + 1.0)  # (k,)
-    num_hits = rel.sum(1)  # (B,) E[hits]
-    precision = num_hits / k
-    recall = num_hits / num_relevant
-    f1 = 2 * num_hits / (k + num_relevant)  # = 2PR / (P + R), linear in hits (0 when hits = 0)
-    ideal_len = num_relevant.clamp(max=k).long()  # (B,)
-    ideal_prefix = torch.cat([torch.zeros(1, dtype=torch.float64), discount.cumsum(0)])  # (k+1,)
-    ndcg = (rel * discount).sum(1) / ideal_prefix[ideal_len]
+    ideal_len = num_relevant.clamp(max=k).long()  # (B,) min(K, R_u)
     # AP: E[rel_j · hits up to j] = p_j (1 + H_j) + (j − a_g) q_g.
     width = groups.expected_rel.shape[1]
     size, group_rel = pad_hits(groups.size, k), pad_hits(groups.relevant, k)  # (B, k)
@@ -126,7 +121,7 @@ def expected_ranking_metrics(groups: TieGroups, num_relevant: torch.Tensor, num_
     last = (torch.minimum(num_candidates.clamp(min=1), torch.tensor(k)) - 1).clamp(max=max(width - 1, 0))  # (B,)
     at = last[:, None]
     if width == 0:
-        hitrate = torch.zeros_like(num_hits)
+        hitrate = torch.zeros(len(rel), dtype=torch.float64)
     else:
         t = groups.size.gather(1, at)[:, 0]
         r = groups.relevant.gather(1, at)[:, 0]
@@ -135,7 +130,7 @@ def expected_ranking_metrics(groups: TieGroups, num_relevant: torch.Tensor, num_
         miss = torch.where(r <= 0, torch.ones_like(t), torch.where(t - r < drawn, torch.zeros_like(t), torch.exp(
             _log_choose(t - r, drawn) - _log_choose(t, drawn))))  # C(t − r, m) / C(t, m)
         hitrate = torch.where(groups.hits_above.gather(1, at)[:, 0] > 0, torch.ones_like(t), 1 - miss)
-    return {"precision": precision, "recall": recall, "f1": f1, "ndcg": ndcg, "map": average_precision, "hitrate": hitrate}
+    return {**metrics, "map": average_precision, "hitrate": hitrate}
 
 
 def _log_choose(n: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
