@@ -71,6 +71,7 @@ class TestRMSEClock(pl.Callback):
 
     def on_fit_start(self, trainer, pl_module):  # before the module's on_fit_start: its data tables count
         self.started = time.perf_counter()
+        self.peak_before_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # set-up: data, split, model
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer, pl_module):
@@ -95,7 +96,8 @@ class TestRMSEClock(pl.Callback):
 
     def on_train_end(self, trainer, pl_module):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        Path(f"{self.out}.rss{trainer.global_rank}").write_text(json.dumps({"rank": trainer.global_rank, "peak_rss_gib": peak}))
+        Path(f"{self.out}.rss{trainer.global_rank}").write_text(json.dumps({"rank": trainer.global_rank, "peak_rss_gib": peak,
+                                                                           "set_up_peak_rss_gib": self.peak_before_fit}))
 
 
 def visrec_overrides(engine: str, folder: Path, args) -> list[str]:
@@ -118,11 +120,14 @@ def run_visrec(engine: str, folder: Path, args) -> dict:
 
     from visrec.pipeline.training import train
 
+    from visrec.data.partition import launched_process
+
     out = folder / f"{engine}.jsonl"
-    # This engine's scratch from an earlier run of the benchmark on the same --problem-dir: a fresh run each time.
-    shutil.rmtree(folder / f"{engine}-run", ignore_errors=True)
-    for stale in [out, *folder.glob(f"{engine}.jsonl.rss*")]:
-        stale.unlink(missing_ok=True)
+    if launched_process() is None:  # rank 0 (Lightning's launcher runs this again for rank 1, which must not clean up)
+        # This engine's scratch from an earlier run of the benchmark on the same --problem-dir: a fresh run each time.
+        shutil.rmtree(folder / f"{engine}-run", ignore_errors=True)
+        for stale in [out, *folder.glob(f"{engine}.jsonl.rss*")]:
+            stale.unlink(missing_ok=True)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=visrec_overrides(engine, folder, args))
     with open_dict(cfg):
@@ -236,10 +241,14 @@ def main() -> None:
                 print(f"{engine}: failed: {done.stderr.strip().splitlines()[-3:]}", flush=True)
                 continue
             results[engine] = json.loads(lines[-1][7:])
+            for line in done.stdout.splitlines():
+                if line.startswith("Partitioned for"):  # rank 0 writing the other processes' rows (als_2proc)
+                    print(f"{engine:>10}: {line}", flush=True)
             r = results[engine]
             curve = " ".join(f"{p['epoch']}:{p['seconds']:.2f}s" + ("" if p["rmse"] is None else f"/{p['rmse']:.4f}")
                              for p in r["curve"])
-            peaks = ", ".join(f"rank {p['rank']} {p['peak_rss_gib']:.2f} GiB" for p in r["peaks"])
+            peaks = ", ".join(f"rank {p['rank']} {p['peak_rss_gib']:.2f} GiB" + (
+                f" ({p['set_up_peak_rss_gib']:.2f} GiB before the fit)" if "set_up_peak_rss_gib" in p else "") for p in r["peaks"])
             axis = ("iterations (seconds of a fresh fit / test RMSE)" if engine.startswith("libmf") else
                     "epochs (cumulative s / test RMSE)" if engine in ("als", "sgd") else "epochs (cumulative s)")
             print(f"{engine:>10}: fit {r['fit_seconds']:.2f} s; peak RSS {peaks}; {axis} {curve}", flush=True)

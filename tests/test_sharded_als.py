@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from visrec.data import partition
+from visrec.data.errors import DataError
+from visrec.interactions import Interactions
 from visrec.models.ials.sharding import local_table, row_slice
 from visrec.models.ials.solver import CSR
 
@@ -49,7 +52,9 @@ def _tables(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("model", [["model=ials", "model.k=4"], ["model=ials", "model.k=4", "model.solver=cg"],
-                                   ["model=als", "model.k=4"]], ids=["ials", "ials-cg", "als"])
+                                   ["model=als", "model.k=4"],
+                                   ["model=als", "model.k=4", "model.visual_mode=head", "features=random", "data/split=cold_item"]],
+                         ids=["ials", "ials-cg", "als", "als-head"])
 def test_two_processes_give_the_single_process_factors_and_the_run_resumes_evaluates_and_exports(tmp_path, model):
     single = _train(tmp_path, "single", model, ["trainer=cpu", "export=false"])
     ddp = _train(tmp_path, "ddp", model, ["trainer=ddp_cpu", "trainer.devices=2", "export=true"])
@@ -62,7 +67,117 @@ def test_two_processes_give_the_single_process_factors_and_the_run_resumes_evalu
     single_metrics = json.loads((single / "metrics.json").read_text())
     monitored = "val/ndcg@10_best" if model[0] == "model=ials" else "val/rmse_best"
     assert metrics[monitored] == pytest.approx(single_metrics[monitored], rel=1e-4, abs=1e-6)
+    # Test metrics too: each process tests only its own users' ratings (all of them), and with the cold-item head
+    # rank 0 fits it on every row and the other process receives it (test/rmse_cold would differ otherwise).
+    tested = [k for k in single_metrics if k.startswith("test/")]
+    assert tested and (("test/rmse_cold" in tested) == ("model.visual_mode=head" in model))
+    for key in tested:
+        assert metrics[key] == pytest.approx(single_metrics[key], rel=1e-4, abs=1e-6), key
+    # Process 1 read only its rows from rank 0's partition (not the source), and the partition is gone after training.
+    log = (ddp / "train_ddp_process_1.log").read_text()
+    assert "process 1 of 2: read its rows from" in log and "users, " not in log.split("read its rows")[0]
+    assert not (ddp / "partitions").exists()
     assert (ddp / "export" / "manifest.json").exists() and any((ddp / "eval").glob("*/metrics.json"))
     # Resume the two-process run for one more epoch from its last checkpoint.
     _train(tmp_path, "ddp", model, ["trainer=ddp_cpu", "trainer.devices=2", "export=true", f"resume_dir={ddp}", "trainer.max_epochs=4"])
     assert json.loads((ddp / "metrics.json").read_text())["epochs"] == 4
+
+
+def _parts(U: int = 9, N: int = 7, seed: int = 0) -> dict[str, Interactions]:
+    g = torch.Generator().manual_seed(seed)
+    cells = torch.randperm(U * N, generator=g)[:40]  # distinct (user, item) cells
+    ratings = torch.randint(1, 6, (40,), generator=g).float()
+    data = Interactions(cells // N, cells % N, ratings)
+    return {"train": data.subset(slice(0, 28)), "val": data.subset(slice(28, 33)), "test": data.subset(slice(33, 40))}
+
+
+def test_each_process_reads_exactly_the_rows_its_slices_need(tmp_path):
+    U, N, world = 9, 7, 3
+    parts = _parts(U, N)
+    counts_u, counts_i = torch.bincount(parts["train"].users, minlength=U), torch.bincount(parts["train"].items, minlength=N)
+    partition.write(tmp_path, world, parts, counts_u, counts_i, {"global_mean": 3.0})
+    assert sorted(p.name for p in (tmp_path / "partitions").iterdir()) == [
+        "meta.json", "rows_1_of_3.parquet", "rows_2_of_3.parquet", "train_counts_items.parquet", "train_counts_users.parquet"]
+    for rank in (1, 2):
+        got = partition.read(tmp_path, rank, world, wait_s=0)
+        (u0, u1), (i0, i1) = row_slice(U, rank, world), row_slice(N, rank, world)
+        for name, data in parts.items():
+            mine = (data.users >= u0) & (data.users < u1)
+            if name == "train":
+                mine |= (data.items >= i0) & (data.items < i1)
+            for field in ("users", "items", "ratings"):  # the same rows, in the split's order
+                assert torch.equal(getattr(got.parts[name], field), getattr(data, field)[mine]), (rank, name, field)
+        assert torch.equal(got.user_train_counts, counts_u) and torch.equal(got.item_train_counts, counts_i)
+        # Its user- and item-major tables are the ones built from the whole training part.
+        train, whole = got.parts["train"], parts["train"]
+        for rows, cols, n_rows, n_cols in (("users", "items", U, N), ("items", "users", N, U)):
+            mine = local_table(getattr(train, rows), getattr(train, cols), train.ratings, n_rows, n_cols, rank, world)
+            full = local_table(getattr(whole, rows), getattr(whole, cols), whole.ratings, n_rows, n_cols, rank, world)
+            assert torch.equal(mine.indptr, full.indptr) and torch.equal(mine.indices, full.indices)
+            assert torch.equal(mine.weights, full.weights)
+    # Validation and test rows: each rating in exactly one process's part (rank 0 keeps its own users').
+    for name in ("val", "test"):
+        total = sum(len(partition.read(tmp_path, r, world, wait_s=0).parts[name]) for r in (1, 2))
+        u1 = row_slice(U, 0, world)[1]
+        assert total + int((parts[name].users < u1).sum()) == len(parts[name])
+
+
+def test_a_partition_from_another_launch_or_a_damaged_one_is_not_read(tmp_path, monkeypatch):
+    U, N = 9, 7
+    parts = _parts(U, N)
+    counts = torch.bincount(parts["train"].users, minlength=U), torch.bincount(parts["train"].items, minlength=N)
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    partition.write(tmp_path, 2, parts, *counts, {})
+    monkeypatch.setenv("SLURM_JOB_ID", "42")  # a later job of the same run: waits for its own rank 0, then says so
+    with pytest.raises(DataError, match="waited 0 s for rank 0"):
+        partition.read(tmp_path, 1, 2, wait_s=0)
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    with pytest.raises(DataError, match="waited"):  # another world size
+        partition.read(tmp_path, 1, 3, wait_s=0)
+    assert len(partition.read(tmp_path, 1, 2, wait_s=0).parts["train"]) > 0
+    monkeypatch.delenv("SLURM_JOB_ID")  # Lightning's launcher: rank 0 wrote it before this process started, no waiting
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    with pytest.raises(DataError, match="found no partition for 2 processes"):
+        partition.read(tmp_path, 1, 2, wait_s=1e9)
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard = tmp_path / "partitions" / "rows_1_of_2.parquet"
+    table = pq.read_table(shard)
+    users = table.column("user").to_numpy().copy()
+    users[0] = U  # outside the catalog
+    pq.write_table(table.set_column(0, "user", pa.array(users)), shard)
+    with pytest.raises(DataError, match="rows_1_of_2.parquet.*outside"):
+        partition.read(tmp_path, 1, 2, wait_s=0)
+    pq.write_table(table.drop(["part"]), shard)
+    with pytest.raises(DataError, match="expected columns"):
+        partition.read(tmp_path, 1, 2, wait_s=0)
+    partition.remove(tmp_path)
+    assert not (tmp_path / "partitions").exists()
+
+
+def test_the_launchers_environment_gives_the_rank_before_any_process_group(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    assert partition.launched_process() is None  # Lightning's first process, or a single-process run
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert partition.launched_process() == (3, 4)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("NODE_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert partition.launched_process(num_nodes=2) == (3, 4)  # Lightning's launcher: node 1, local process 1
+    monkeypatch.setenv("RANK", "2")
+    assert partition.launched_process(num_nodes=2) == (2, 4)  # torchrun
+
+
+def test_a_process_with_none_of_a_part_still_runs_its_loop_once():
+    from visrec.data.datamodule import RowBatches
+
+    # A partitioned part this process holds none of: one empty batch, so Lightning runs the loop and the process
+    # joins the others' metric gathers (with no batch Lightning skips the loop and the others would wait for it).
+    empty = RowBatches(0, 5, shuffle=False, split_by_rank=False)
+    assert len(empty) == 1 and [len(b) for b in empty] == [0]
+    assert [b.tolist() for b in RowBatches(7, 5, shuffle=False, split_by_rank=False)] == [[0, 1, 2, 3, 4], [5, 6]]
+    assert len(RowBatches(0, 5, shuffle=False)) == 0  # a whole part with no rows: no loop (the same on every process)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from visrec.data import partition
 from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
+from visrec.data.partition import rows_of
 from visrec.data.readers import RatingsSource
 from visrec.data.splits import Split
 from visrec.data.table import take_rows
@@ -59,18 +62,22 @@ class RowBatches(Sampler):
     Under torch.distributed each process takes every world-th row of the order. For training
     (``shuffle``) the order is padded by wrapping around to a multiple of the world size, so every
     process runs the same number of steps (as ``DistributedSampler`` does); evaluation is not padded,
-    so no rating is counted twice (the metric sums are gathered across processes).
+    so no rating is counted twice (the metric sums are gathered across processes). With ``split_by_rank``
+    false every process takes all rows: the rows are already this process's own (a partitioned part); with
+    none it still gets one empty batch, so it runs the loop and joins the other processes' gathers (Lightning
+    would skip a loop with no batch, and they would wait for it).
     """
 
-    def __init__(self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0, split_by_rank: bool = True):
         self.num_rows, self.batch_size, self.shuffle, self.seed = int(num_rows), int(batch_size), bool(shuffle), int(seed)
+        self.split_by_rank = bool(split_by_rank)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def _rows(self) -> torch.Tensor:
-        rank, world = _rank_and_world()
+        rank, world = _rank_and_world() if self.split_by_rank else (0, 1)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.num_rows, generator=generator)
@@ -83,11 +90,16 @@ class RowBatches(Sampler):
     def __iter__(self):
         # A generator: the order is drawn at the first batch, not when the iterator is created —
         # Lightning creates the training iterator before it calls set_epoch on a resumed run.
+        if self.num_rows == 0 and not self.split_by_rank:
+            yield torch.zeros(0, dtype=torch.int64)
+            return
         yield from self._rows().split(self.batch_size)
 
     def __len__(self) -> int:
         # The same count as len(self._rows()) without drawing the permutation (Lightning asks often).
-        rank, world = _rank_and_world()
+        if self.num_rows == 0 and not self.split_by_rank:
+            return 1
+        rank, world = _rank_and_world() if self.split_by_rank else (0, 1)
         total = self.num_rows + ((-self.num_rows) % world if self.shuffle else 0)
         rows = len(range(rank, total, world))
         return -(-rows // self.batch_size)
@@ -160,6 +172,11 @@ class RatingsDataModule(pl.LightningDataModule):
         self.min_item_ratings = _int_option(min_item_ratings, "data.min_item_ratings", 0)
         self.frames: dict[str, pd.DataFrame] = {}  # part -> user / item indices, rating (+ the column the split reads)
         self.tensors: dict[str, Interactions] = {}
+        # DDP runs of models that solve row slices (visrec.data.partition): (rank, world) when validation and test
+        # iterate only this process's users' ratings; holds_all_rows is False on a process that read only its rows.
+        self.row_owner: tuple[int, int] | None = None
+        self.holds_all_rows = True
+        self._partition_meta: dict | None = None
 
     def _source_key(self, name: str) -> str | None:
         """The config key of a source option (``data.source_args.timestamp_col``), None if it has none."""
@@ -236,6 +253,8 @@ class RatingsDataModule(pl.LightningDataModule):
         ratings), cold-user (user without training ratings) and cold-item (user with, item without) —
         the evaluator's segments (:mod:`visrec.evaluation.segments`). Keys: ``train``, ``val``,
         ``val_warm``, ``val_cold_users``, ``val_cold_items``, ``test``, ``test_warm``, ... (counts of ratings)."""
+        if not self.holds_all_rows:  # the whole split's counts, as rank 0 computed them
+            return dict(self._partition_meta["split_counts"])
         counts = {"train": len(self.tensors["train"])}
         for part in ("val", "test"):
             data = self.tensors[part]
@@ -257,8 +276,16 @@ class RatingsDataModule(pl.LightningDataModule):
                          f"({counts[f'{part}_cold_users']} cold-user, {counts[f'{part}_cold_items']} cold-item)")
         return "ratings: " + "; ".join(parts)
 
+    def part_size(self, part: str) -> int:
+        """Ratings in ``part`` of the whole split (also on a DDP process that holds only its own rows)."""
+        if not self.holds_all_rows:
+            return int(self._partition_meta["split_counts"][part])
+        return len(self.tensors[part])
+
     def warm_count(self, part: str) -> int:
         """Ratings of ``part`` whose user and item both have training ratings (what val/rmse and test/rmse cover)."""
+        if not self.holds_all_rows:
+            return int(self._partition_meta["split_counts"][f"{part}_warm"])
         data = self.tensors[part]
         if len(data) == 0:
             return 0
@@ -306,6 +333,7 @@ class RatingsDataModule(pl.LightningDataModule):
     def with_validation_in_train(self) -> "RatingsDataModule":
         """A copy whose training part is train + val and whose validation part is empty (same maps, same
         test part): the data of a refit on all training ratings after early stopping chose the epochs."""
+        self._require_all_rows("a refit on train + val")
         merged = copy.copy(self)
         train = Interactions.concat(self.tensors["train"], self.tensors["val"])
         merged.frames = {**self.frames, "train": pd.concat([self.frames["train"], self.frames["val"]], ignore_index=True),
@@ -314,6 +342,56 @@ class RatingsDataModule(pl.LightningDataModule):
         merged.item_train_counts = torch.bincount(train.items, minlength=self.num_items)  # (N,)
         merged.user_train_counts = torch.bincount(train.users, minlength=self.num_users)  # (U,)
         return merged
+
+    # ---- partitioned DDP runs (visrec.data.partition) ---------------------------------------------
+    def write_partitions(self, run_dir: str | Path, world: int) -> Path:
+        """Rank 0 of a DDP run whose model solves row slices: write each other process's rows (and what a model
+        is built from) under ``<run_dir>/partitions/``, and iterate only rank 0's users in validation and test.
+        Call after :meth:`save` (the readers take the id maps from the run folder)."""
+        meta = {"global_mean": self.global_mean, "rating_range": list(self.rating_range) if self.rating_range else None,
+                "source": str(self.source_description), "split_counts": self.split_counts(),
+                "image_paths": [None if p is None else str(p) for p in self.image_paths]}
+        folder = partition.write(run_dir, world, self.tensors, self.user_train_counts, self.item_train_counts, meta)
+        self.row_owner = (0, world)
+        return folder
+
+    def setup_partition(self, run_dir: str | Path, rank: int, world: int, wait_s: float = 1800.0) -> None:
+        """Rank ``rank`` ≥ 1 of ``world``: set up from rank 0's partition of ``run_dir`` instead of reading the
+        source — the id maps, sizes and counts of the whole split, and this process's rows only (train: its
+        users' and its items' ratings; val / test: its users'). :meth:`setup` then does nothing; :meth:`save`
+        and :meth:`with_validation_in_train` refuse (they need every row). Raises :class:`DataError` (the
+        partition's files, checked; or rank 0's files not coming within ``wait_s`` seconds)."""
+        started = time.perf_counter()
+        loaded = partition.read(run_dir, rank, world, wait_s)
+        run_dir = Path(run_dir)
+        try:
+            self.user_map = IdMap.load(run_dir / "user_map.parquet", name="user")
+            self.item_map = IdMap.load(run_dir / "item_map.parquet", name="item")
+        except Exception as error:  # pyarrow's errors and the loader's ValueError: one error type here
+            raise DataError(run_dir, f"rank 0's id maps (user_map.parquet, item_map.parquet) unreadable: {error}") from None
+        meta = loaded.meta
+        paths = meta.get("image_paths")
+        if (len(self.user_map), len(self.item_map)) != (meta["num_users"], meta["num_items"]) or not (
+                isinstance(paths, list) and len(paths) == meta["num_items"]):
+            raise DataError(run_dir / partition.FOLDER / "meta.json", f"sizes do not match the run's id maps "
+                                                                     f"({len(self.user_map)} users, {len(self.item_map)} items)")
+        self.source_description = meta.get("source", str(run_dir))
+        self.rating_range = tuple(meta["rating_range"]) if meta.get("rating_range") else None
+        self.image_paths = paths
+        self.tensors = loaded.parts
+        self.frames = {}
+        self.user_train_counts, self.item_train_counts = loaded.user_train_counts, loaded.item_train_counts
+        self._partition_meta = meta
+        self.holds_all_rows = False
+        self.row_owner = (rank, world)
+        log.info("process %d of %d: read its rows from %s in %.1f s: train %d, val %d, test %d ratings (the whole split: %s)",
+                 rank, world, run_dir / partition.FOLDER, time.perf_counter() - started, *(len(loaded.parts[p]) for p in PARTS),
+                 self.counts_line())
+
+    def _require_all_rows(self, what: str) -> None:
+        if not self.holds_all_rows:
+            raise RuntimeError(f"{what} need every row of the split; this DDP process holds only its own "
+                               f"(visrec.data.partition): only rank 0 may do this")
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -326,17 +404,22 @@ class RatingsDataModule(pl.LightningDataModule):
 
     @property
     def global_mean(self) -> float:
+        if not self.holds_all_rows:
+            return float(self._partition_meta["global_mean"])
         return float(self.tensors["train"].ratings.mean())
 
     # ---- loaders --------------------------------------------------------------------------------
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        rows = _Rows(self.tensors[part])
+        data, own = self.tensors[part], part != "train" and self.row_owner is not None
+        if own:  # validation / test of a partitioned run: this process's users' ratings, all of them
+            data = data.subset(rows_of(data, self.num_users, self.num_items, *self.row_owner, by_item=False))
+        rows = _Rows(data)
         batch = self.batch_size if shuffle else self.eval_batch_size
         if part == "train" and self.train_batches == "whole":  # one batch per epoch: every training row
             batch, shuffle = max(1, len(rows)), False
         return DataLoader(
             rows,
-            sampler=RowBatches(len(rows), batch, shuffle=shuffle, seed=self.seed),
+            sampler=RowBatches(len(rows), batch, shuffle=shuffle, seed=self.seed, split_by_rank=not own),
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -346,7 +429,7 @@ class RatingsDataModule(pl.LightningDataModule):
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False) if len(self.tensors["val"]) else []
+        return self._loader("val", shuffle=False) if self.part_size("val") else []
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
@@ -358,6 +441,7 @@ class RatingsDataModule(pl.LightningDataModule):
         item has none), image_path_from_run (the same path relative to ``folder``, so a project folder that
         moves with its run and pictures still finds them) and, with ``image_digests`` (N,), image_sha256: the
         digest of the picture the run's features came from (null: the run used no picture for the item)."""
+        self._require_all_rows("the run's split files")
         folder = Path(folder)
         self.user_map.save(folder / "user_map.parquet")
         self.item_map.save(folder / "item_map.parquet")

@@ -12,6 +12,10 @@ Built from (class-level, before any data is read):
     ``VALIDATION_METRICS``              what validation logs (what ``monitor`` may name)
     ``single_process``                  True: refused under DDP before processes are launched
     ``single_process_reason(options)``  the same for some option values only (BPR's per-sample SGD)
+    ``PARTITIONED_DDP``                 True: under DDP each process needs only the ratings of its own user and
+                                        item slices (``visrec.data.partition``) and validates / tests only its
+                                        users' ratings; rank 0 alone runs ``finish_training`` and its parameters
+                                        are broadcast (ALS, iALS)
     ``sparse_gradients_for(options)``   whether training produces sparse gradients (DDP needs gloo then)
     ``TRAINING_BATCHES``                "ratings": shuffled batches of ``data.batch_size`` observed
                                         (user, item, rating) rows; "whole": one batch per epoch holding
@@ -79,6 +83,8 @@ class RecommenderModel(ScoringModel, pl.LightningModule):
     DATA_KEYS: tuple[str, ...] = ("num_users", "num_items")
     # True when the model cannot train under DDP (the pipeline refuses it before launching processes).
     single_process: bool = False
+    # True when under DDP each process reads only its own users' and items' ratings (visrec.data.partition).
+    PARTITIONED_DDP: bool = False
     # What one training batch is: "ratings" (mini-batches of rows) or "whole" (all rows, once per epoch).
     TRAINING_BATCHES: str = "ratings"
 

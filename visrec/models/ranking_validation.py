@@ -42,9 +42,9 @@ class RankingValidation:
         (:func:`~visrec.models.ials.sharding.row_slice`, the users its ALS sweeps solve) and the per-user sums
         and user counts are added up over the processes (4 all-reduces), so the means are the single-process
         ones and the U × N scoring is split W ways instead of repeated by every process."""
-        if len(part) == 0:  # the same on every process: the parts are whole on each
-            return
         rank, world = rank_and_world()
+        if len(part) == 0 and world == 1:  # under DDP a process may hold none of the part: it still joins the sums
+            return
         if world > 1:
             start, stop = row_slice(self.net.num_users, rank, world)
             part = part.subset((part.users >= start) & (part.users < stop))

@@ -157,7 +157,7 @@ def build_model(cfg: DictConfig, datamodule: RatingsDataModule, features: ItemFe
         raise TypeError(f"{type(model).__name__}.TRAINING_BATCHES must be 'ratings' or 'whole', got {model.TRAINING_BATCHES!r}")
     datamodule.train_batches = model.TRAINING_BATCHES
     model.set_train_counts(datamodule.user_train_counts, datamodule.item_train_counts)
-    if fit:
+    if fit and datamodule.holds_all_rows:  # a DDP process with only its own rows: rank 0 checked the whole split
         model.check_training_data(datamodule.tensors["train"], datamodule.tensors["val"])
     if features is not None:
         model.attach_features(features.features, features.has_image, fit=fit)

@@ -21,8 +21,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visrec.data.datamodule import RatingsDataModule
+from visrec.data.partition import launched_process
+from visrec.data.partition import remove as remove_partitions
 from visrec.data.errors import DataError
 from visrec.interactions import Interactions
+from visrec.models.ials.sharding import broadcast_from_rank_zero
 from visrec.models.rating_metrics import COUNT_METRICS
 from visrec.features import ItemFeatures
 from visrec.pipeline.checkpointing import LastEpochMetrics, recorded_epoch_metrics
@@ -203,7 +206,7 @@ def check_options(cfg: DictConfig) -> None:
 def check_validation_needs(cfg: DictConfig, datamodule: RatingsDataModule) -> None:
     """With no validation part (``data.val_ratio=0``), nothing may watch a ``val/*`` metric: refuse at
     set-up, naming the keys, instead of failing inside Lightning after the first epoch."""
-    if len(datamodule.tensors["val"]) > 0:
+    if datamodule.part_size("val") > 0:
         return
     watchers = [f"callbacks.{name}.monitor ({node.monitor})" for name, node in (cfg.get("callbacks") or {}).items()
                 if node is not None and str(node.get("monitor") or "").startswith("val/")]
@@ -253,7 +256,13 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: RatingsDataModule = instantiate_node(cfg.data)
-    datamodule.setup("fit")  # refuses a validation part with no warm rating, with the counts
+    partitioned = model_class(cfg).PARTITIONED_DDP
+    launched = launched_process(int(cfg.trainer.get("num_nodes") or 1)) if partitioned else None
+    reads_partition = launched is not None and launched[0] > 0 and launched[1] > 1
+    if reads_partition:  # rank >= 1 of a DDP run of ALS / iALS: only its own rows, written by rank 0
+        datamodule.setup_partition(out_dir, *launched)
+    else:
+        datamodule.setup("fit")  # refuses a validation part with no warm rating, with the counts
     split_counts = datamodule.split_counts()
     print(f"Split {datamodule.split.describe()}: {datamodule.counts_line(split_counts)}")
     check_validation_needs(cfg, datamodule)
@@ -264,8 +273,9 @@ def train(cfg: DictConfig) -> dict:
     model = build_model(cfg, datamodule, features)
     if features is not None:
         write_json_atomic(out_dir / "features_report.json", {"backbone_key": features.backbone_key, **vars(features.report)})
-    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    datamodule.save(out_dir, image_digests=None if features is None else features.digests)
+    if not reads_partition:  # a process holding only its own rows writes none of the run's data files
+        write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        datamodule.save(out_dir, image_digests=None if features is None else features.digests)
 
     loggers = make_loggers(cfg, out_dir)
     callbacks = _instantiate_all(cfg.get("callbacks"))
@@ -283,9 +293,23 @@ def train(cfg: DictConfig) -> dict:
                          f"would run {trainer.world_size}: use trainer=cpu or trainer=gpu")
     if cfg.get("refit"):
         _check_refit_possible(trainer, datamodule)
+    partition_run = partitioned and trainer.world_size > 1
+    if reads_partition and launched != (trainer.global_rank, trainer.world_size):
+        raise RuntimeError(f"this process read the rows of process {launched[0]} of {launched[1]} (from its launcher's "
+                           f"environment), but Lightning made it process {trainer.global_rank} of {trainer.world_size}")
+    if partition_run and not reads_partition:
+        if trainer.global_rank == 0:
+            started = time.perf_counter()
+            folder = datamodule.write_partitions(out_dir, trainer.world_size)
+            print(f"Partitioned for {trainer.world_size} processes in {time.perf_counter() - started:.1f} s: {folder} "
+                  "(each other process reads only its rows; removed when training ends)")
+        else:  # a process that read the whole split itself (nothing in its environment said its rank)
+            datamodule.row_owner = (trainer.global_rank, trainer.world_size)
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_seconds = time.perf_counter() - started
+    if partition_run and trainer.is_global_zero:  # every process read its rows before it joined the fit
+        remove_partitions(out_dir)
 
     metrics: dict = {"fit_seconds": round(fit_seconds, 3), "epochs": trainer.current_epoch,
                      **{f"split/{key}": value for key, value in split_counts.items()}}
@@ -307,7 +331,17 @@ def train(cfg: DictConfig) -> dict:
         print(f"Refit on train + val ({len(datamodule.tensors['train'])} ratings) for the {epochs} epochs validation chose: "
               f"{refit_seconds:.1f} s; tested: {tested_checkpoint}")
     metrics["tested_checkpoint"] = tested_checkpoint
-    metrics.update(model.finish_training(datamodule.tensors["train"]))  # closed-form steps after training, if any
+    if not partition_run:
+        metrics.update(model.finish_training(datamodule.tensors["train"]))  # closed-form steps after training, if any
+    else:  # rank 0 alone holds every training row: it takes the step, the others receive its parameters
+        changed = torch.tensor([0.0])
+        if trainer.is_global_zero:
+            metrics.update(model.finish_training(datamodule.tensors["train"]))
+            changed[0] = float(model.weights_changed)
+        device = trainer.strategy.root_device
+        broadcast_from_rank_zero([changed], trainer.world_size, device)
+        if changed.item():
+            broadcast_from_rank_zero(list(model.parameters()), trainer.world_size, device)
     if model.weights_changed and tested_checkpoint and trainer.is_global_zero:
         store_weights(model, tested_checkpoint)
     if cfg.get("test"):

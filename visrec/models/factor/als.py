@@ -48,6 +48,7 @@ class ExplicitALS(RatingModule):
 
     MODEL_NAME = "als"
     TRAINING_BATCHES = "whole"
+    PARTITIONED_DDP = True  # each process reads only its own rows (visrec.data.partition)
     single_process = False  # under DDP each process solves its own users and items (visrec.models.ials.sharding)
 
     def __init__(self, num_users: int, num_items: int, k: int = 64, init_std: float = 0.001, reg_factors: float = 0.05,

@@ -121,6 +121,7 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
     VALIDATION_METRICS = (f"val/ndcg@{RANKING_K}", f"val/recall@{RANKING_K}", f"val/precision@{RANKING_K}")
     # Under DDP each process solves its own slice of users and items (visrec.models.ials.sharding);
     # the visual modes that refit E from every item each sweep (reg, offset) stay single-process.
+    PARTITIONED_DDP = True  # each process reads only its own rows (visrec.data.partition)
     single_process = False
 
     def __init__(
@@ -235,7 +236,8 @@ class IALSModule(RankingValidation, IALSScoring, FactorModel):
 
     def on_fit_start(self) -> None:
         train = self.trainer.datamodule.tensors["train"]
-        self.check_training_data(train, self.trainer.datamodule.tensors["val"])
+        if getattr(self.trainer.datamodule, "holds_all_rows", True):  # else only its own rows: rank 0 checked them all
+            self.check_training_data(train, self.trainer.datamodule.tensors["val"])
         self._rank, self._world = rank_and_world()
         if self._world == 1:
             self._train = self.interactions(train)

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import torch
 
+from visrec.data.partition import row_slice
 from visrec.models.ials.solver import CSR
+
+__all__ = ["rank_and_world", "row_slice", "local_table", "gather_rows", "sum_over_processes", "broadcast_from_rank_zero"]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -26,11 +29,6 @@ def rank_and_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
-
-
-def row_slice(num_rows: int, rank: int, world: int) -> tuple[int, int]:
-    """[start, stop) of the rows process ``rank`` of ``world`` owns (contiguous, sizes differing by ≤ 1)."""
-    return num_rows * rank // world, num_rows * (rank + 1) // world
 
 
 def local_table(rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor, num_rows: int, num_cols: int,
@@ -66,3 +64,15 @@ def sum_over_processes(value: float, world: int, device: torch.device | str = "c
     total = torch.tensor([value], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(total)
     return float(total)
+
+
+def broadcast_from_rank_zero(tensors, world: int, device: torch.device | str = "cpu") -> None:
+    """Overwrite each of ``tensors`` (parameters, buffers) with rank 0's values, one broadcast per tensor
+    (nothing when ``world`` is 1): after a closed-form step that only rank 0 can take (under a partitioned DDP
+    run it alone holds every training row)."""
+    if world == 1:
+        return
+    for tensor in tensors:
+        shared = tensor.detach().to(device).clone()
+        torch.distributed.broadcast(shared, src=0)
+        tensor.data.copy_(shared.to(tensor.device))
