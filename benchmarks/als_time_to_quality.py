@@ -32,10 +32,10 @@ module's reading and splitting, done once for every engine, do not. The target i
 
 ``als_1proc`` / ``als_2proc``: the same ALS for the same epochs with ``trainer=cpu`` and ``trainer=ddp_cpu
 trainer.devices=2`` (gloo; each process with ``--threads / 2`` threads, so both use the same cores): fit wall
-seconds (under DDP these include starting the second process, which runs the command again and reads and
-splits the data before it joins), the cumulative seconds from ``on_fit_start`` after each epoch (rank 0; the
-processes are running by then), and peak RSS of each process (``ru_maxrss``, recorded by each rank at the end
-of training).
+seconds (under DDP these include starting the second process, which runs the command again and reads its rows
+of rank 0's partition before it joins; rank 0 writing the partition comes before the fit and is printed), the
+cumulative seconds from ``on_fit_start`` after each epoch (rank 0; the processes are running by then), and the
+peak RSS of each process (:func:`peak_rss_gib`) at the end of its set-up and at the end of training.
 """
 from __future__ import annotations
 
@@ -61,6 +61,19 @@ from training_throughput import LIBMF_L2, libmf_predictor, make_problem, read_co
 ENGINES = ("als", "sgd", "libmf", "libmf_baseline", "als_1proc", "als_2proc")
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory in GiB: Linux's VmHWM (the high-water mark of this process's own
+    memory; ``ru_maxrss`` is not, since Linux carries it across fork and exec, so a DDP process started by
+    Lightning's launcher would report rank 0's size at the launch), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 class TestRMSEClock(pl.Callback):
     """After each training epoch: cumulative training seconds and warm test RMSE (clock stopped while it is
     computed), appended as JSON lines to ``out``; at the end, this process's peak RSS in ``out``.rss<rank>."""
@@ -71,7 +84,7 @@ class TestRMSEClock(pl.Callback):
 
     def on_fit_start(self, trainer, pl_module):  # before the module's on_fit_start: its data tables count
         self.started = time.perf_counter()
-        self.peak_before_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # set-up: data, split, model
+        self.peak_before_fit = peak_rss_gib()  # set-up: data, split, model
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer, pl_module):
@@ -95,7 +108,7 @@ class TestRMSEClock(pl.Callback):
             handle.write(json.dumps({"epoch": trainer.current_epoch + 1, "seconds": elapsed, "rmse": rmse}) + "\n")
 
     def on_train_end(self, trainer, pl_module):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        peak = peak_rss_gib()
         Path(f"{self.out}.rss{trainer.global_rank}").write_text(json.dumps({"rank": trainer.global_rank, "peak_rss_gib": peak,
                                                                            "set_up_peak_rss_gib": self.peak_before_fit}))
 
@@ -171,7 +184,7 @@ def run_libmf(folder: Path, args, baseline: bool = False) -> dict:
         tables = libmf_predictor(model)  # not the binding's MF.predict, which is wrong (training_throughput.py)
         rmse = warm_rmse(lambda u, i: mu + b_u[u] + b_i[i] + tables(u, i), data["test"])
         curve.append({"epoch": iterations, "seconds": seconds, "rmse": rmse})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss_gib()
     return {"fit_seconds": curve[-1]["seconds"], "curve": curve, "peaks": [{"rank": 0, "peak_rss_gib": peak}]}
 
 
