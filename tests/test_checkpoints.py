@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from visrec.pipeline.checkpointing import LeanModelCheckpoint
+from visrec.pipeline.checkpointing import LeanModelCheckpoint, ResumableEarlyStopping
 from visrec.pipeline.training import train
 
 from conftest import compose_train
@@ -23,6 +23,49 @@ def test_best_is_weights_only_and_last_can_resume(tmp_path):
     # last.ckpt still resumes exactly (the resume test in test_tracking.py checks the metrics; here the epochs).
     resumed = train(compose_train([*common, "trainer.max_epochs=3", f"resume_dir={tmp_path / 'a' / 'run'}"], tmp_path / "b"))
     assert resumed["epochs"] == 3
+
+
+def test_last_is_the_last_epoch_even_when_it_did_not_improve(tmp_path):
+    """Lightning >= 2.5 writes last.ckpt only with a top-k save: here only epoch 0 is best (the metric falls),
+    and last.ckpt must still hold the last epoch (resume continues from it, not from epoch 0)."""
+    import pytorch_lightning as pl
+
+    class Falling(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/score", -float(self.current_epoch))  # best in epoch 0, worse after
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
+    checkpoint = LeanModelCheckpoint(dirpath=tmp_path, filename="best", monitor="val/score", mode="max", save_last=True)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[checkpoint], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(Falling(), loader, loader)
+    best = torch.load(tmp_path / "best.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 0 and last["epoch"] == 2 and last["global_step"] == 6
+
+    # Early stopping: stopped after epoch 2 (patience 2); resumed from that last.ckpt, no epoch more is trained.
+    def fit(folder, ckpt_path=None):
+        stopping = ResumableEarlyStopping(monitor="val/score", mode="max", patience=2)
+        saving = LeanModelCheckpoint(dirpath=folder, filename="best", monitor="val/score", mode="max", save_last=True)
+        trainer = pl.Trainer(max_epochs=10, callbacks=[saving, stopping], logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0)
+        trainer.fit(Falling(), loader, loader, ckpt_path=ckpt_path)
+        return trainer, stopping
+
+    trainer, stopping = fit(tmp_path / "stopping")
+    assert stopping.stopped_epoch == 2 and trainer.global_step == 6
+    resumed, _ = fit(tmp_path / "stopping", ckpt_path=tmp_path / "stopping" / "last.ckpt")
+    assert resumed.global_step == 6  # Lightning's EarlyStopping trains epoch 3 here (global step 8)
 
 
 def test_weights_only_for_every_file_is_refused():

@@ -25,8 +25,12 @@ COUNT = "import os\ndef threads():\n    return len(os.listdir('/proc/self/task')
 
 
 def threads_started_by(setup: str, load: str) -> int:
-    """Native threads that ``load`` starts in a fresh interpreter after ``setup`` has run."""
-    code = f"{COUNT}{setup}\nbefore = threads()\n{load}\nprint(threads() - before)\n"
+    """Native threads that ``load`` starts in a fresh interpreter after ``setup`` has run. The interpreter leaves
+    by ``os._exit`` once the count is printed: a process that did start pyarrow's pool (the reference check) may
+    otherwise abort at exit tearing it down (the bug these tests guard against; -6 in 1 of ~40 runs), which
+    would fail the check for a reason it does not measure."""
+    code = (f"{COUNT}{setup}\nbefore = threads()\n{load}\nprint(threads() - before)\n"
+            "import sys\nsys.stdout.flush()\nos._exit(0)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return int(done.stdout.strip().splitlines()[-1])

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 
 class LeanModelCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose top-k (best) files are weights-only and whose ``last.ckpt`` is complete.
+    """``ModelCheckpoint`` whose top-k (best) files are weights-only and whose ``last.ckpt`` is complete and
+    written after every epoch (with ``save_last``), whether or not the epoch improved the monitored metric.
 
     Same arguments as Lightning's ``ModelCheckpoint``; ``save_weights_only`` must stay False (it would
     make ``last.ckpt`` unusable for resuming)."""
@@ -46,6 +47,23 @@ class LeanModelCheckpoint(ModelCheckpoint):
                               best_k_models={moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()})
         super().load_state_dict(state_dict)
 
+    # last.ckpt after every epoch. Lightning >= 2.5 writes it only in an epoch whose top-k file was saved (or at
+    # the end of training when it never was): an interrupted run would resume from its last *improving* epoch.
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_yet(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_yet(trainer)
+
+    def _save_last_if_not_yet(self, trainer: pl.Trainer) -> None:
+        # Skipped when Lightning skips saving (sanity check, fast_dev_run) or already saved at this step.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         # Lightning's own save, with save_weights_only chosen per file (its only use is this call).
         self.save_weights_only = not os.path.basename(filepath).startswith(self.CHECKPOINT_NAME_LAST)
@@ -53,6 +71,20 @@ class LeanModelCheckpoint(ModelCheckpoint):
             super()._save_checkpoint(trainer, filepath)
         finally:
             self.save_weights_only = False
+
+
+class ResumableEarlyStopping(EarlyStopping):
+    """Lightning's ``EarlyStopping``, except that a run resumed from a ``last.ckpt`` written after it had already
+    stopped trains no further epoch (Lightning's would run one more, then stop again: a resumed run must end as the
+    uninterrupted one did). Same arguments; its checkpoint state keeps Lightning's key, so either loads the other's."""
+
+    @property
+    def state_key(self) -> str:
+        return f"EarlyStopping{repr({'monitor': self.monitor, 'mode': self.mode})}"
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stopped_epoch > 0:  # restored from a checkpoint of a run this callback had stopped
+            trainer.should_stop = True
 
 
 EPOCH_METRICS_FILE = "last_epoch_metrics.json"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -110,6 +111,13 @@ def check_run_folder_free(cfg: DictConfig, out_dir: Path) -> None:
         raise RunFolderInUse(out_dir, f"already holds a run ({held[0].relative_to(out_dir)}{' and more' if len(held) > 1 else ''}): "
                                       "training a new one into it would mix two runs' checkpoints and reports: "
                                       f"{reuse_advice(out_dir)} (hydra.run.dir=...)")
+
+
+def _launcher_rank() -> int:
+    """This process's rank as the launcher's environment gives it (Lightning's rank_zero_only; 0 when none)."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0)
 
 
 def resume_settings(cfg: DictConfig) -> None:
@@ -256,7 +264,9 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: RatingsDataModule = instantiate_node(cfg.data)
-    partitioned = model_class(cfg).PARTITIONED_DDP
+    # Lightning's "ddp" runs this function in every process (its launcher, SLURM, torchrun); other strategies
+    # (ddp_spawn, ...) start their processes inside the fit from rank 0's objects: no partition there.
+    partitioned = model_class(cfg).PARTITIONED_DDP and str(cfg.trainer.get("strategy") or "") == "ddp"
     launched = launched_process(int(cfg.trainer.get("num_nodes") or 1)) if partitioned else None
     reads_partition = launched is not None and launched[0] > 0 and launched[1] > 1
     if reads_partition:  # rank >= 1 of a DDP run of ALS / iALS: only its own rows, written by rank 0
@@ -264,7 +274,8 @@ def train(cfg: DictConfig) -> dict:
     else:
         datamodule.setup("fit")  # refuses a validation part with no warm rating, with the counts
     split_counts = datamodule.split_counts()
-    print(f"Split {datamodule.split.describe()}: {datamodule.counts_line(split_counts)}")
+    if not reads_partition and _launcher_rank() == 0:  # once per run, not once per DDP process
+        print(f"Split {datamodule.split.describe()}: {datamodule.counts_line(split_counts)}")
     check_validation_needs(cfg, datamodule)
     features = item_features(cfg, datamodule.image_paths, list(datamodule.item_map.raw_ids))
     # Seeded again: building a backbone to extract features draws from the global generator (and a cached run
@@ -294,6 +305,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("refit"):
         _check_refit_possible(trainer, datamodule)
     partition_run = partitioned and trainer.world_size > 1
+    if partition_run:  # these models all-reduce their val/ and test/ sums themselves (and train/loss)
+        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level in distributed setting")
     if reads_partition and launched != (trainer.global_rank, trainer.world_size):
         raise RuntimeError(f"this process read the rows of process {launched[0]} of {launched[1]} (from its launcher's "
                            f"environment), but Lightning made it process {trainer.global_rank} of {trainer.world_size}")
