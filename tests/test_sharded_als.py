@@ -181,3 +181,29 @@ def test_a_process_with_none_of_a_part_still_runs_its_loop_once():
     assert len(empty) == 1 and [len(b) for b in empty] == [0]
     assert [b.tolist() for b in RowBatches(7, 5, shuffle=False, split_by_rank=False)] == [[0, 1, 2, 3, 4], [5, 6]]
     assert len(RowBatches(0, 5, shuffle=False)) == 0  # a whole part with no rows: no loop (the same on every process)
+
+
+def test_a_damaged_byte_in_a_shard_is_an_error_never_different_rows(tmp_path):
+    U, N = 30, 20
+    g = torch.Generator().manual_seed(1)
+    cells = torch.randperm(U * N, generator=g)[:400]
+    data = Interactions(cells // N, cells % N, torch.randint(1, 6, (400,), generator=g).float())
+    parts = {"train": data.subset(slice(0, 300)), "val": data.subset(slice(300, 350)), "test": data.subset(slice(350, 400))}
+    partition.write(tmp_path, 2, parts, torch.bincount(parts["train"].users, minlength=U),
+                    torch.bincount(parts["train"].items, minlength=N), {})
+    shard = tmp_path / "partitions" / "rows_1_of_2.parquet"
+    good, reference = shard.read_bytes(), partition.read(tmp_path, 1, 2, wait_s=0).parts
+    caught = 0
+    for position in range(4, len(good) - 8, 13):  # page checksums (CRC32): without them most flips read as other rows
+        damaged = bytearray(good)
+        damaged[position] ^= 0xFF
+        shard.write_bytes(bytes(damaged))
+        try:
+            got = partition.read(tmp_path, 1, 2, wait_s=0).parts
+        except DataError:
+            caught += 1
+            continue
+        for name in reference:  # read without an error: then the very same rows (a byte of metadata only)
+            for field in ("users", "items", "ratings"):
+                assert torch.equal(getattr(got[name], field), getattr(reference[name], field)), (position, name, field)
+    assert caught > 0

@@ -110,7 +110,7 @@ def _write_parquet(path: Path, columns: dict[str, np.ndarray]) -> None:
 
     table = pa.table({name: pa.array(values) for name, values in columns.items()})
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)  # CRC per page: a damaged byte is an error, not data
 
 
 def write(run_dir: str | Path, world: int, parts: dict[str, Interactions], user_train_counts: torch.Tensor,
@@ -159,12 +159,12 @@ def _meta_for(path: Path, world: int, token: str | None) -> dict | None:
 
 def _read_rows(path: Path, sizes: list[int], num_users: int, num_items: int) -> Interactions:
     """The shard's rows, streamed in batches into tensors allocated once (no second copy of the file in memory),
-    each batch checked: schema, no nulls, the part column as ``sizes`` (rows per part) says, indices in range,
-    finite ratings."""
+    each batch checked: page checksums (CRC32, written by :func:`write`), schema, no nulls, the part column as
+    ``sizes`` (rows per part) says, indices in range, finite ratings."""
     import pyarrow.parquet as pq
 
     try:
-        handle = pq.ParquetFile(path, pre_buffer=False)
+        handle = pq.ParquetFile(path, pre_buffer=False, page_checksum_verification=True)
         found = {field.name: field.type.to_pandas_dtype().__name__ for field in handle.schema_arrow}
         total = handle.metadata.num_rows
     except Exception as error:  # pyarrow's errors have no common base
