@@ -89,12 +89,24 @@ def test_conjugate_gradient_reaches_the_exact_solve_with_targets_and_a_diagonal_
 
 
 @pytest.mark.parametrize("options, key", [(["model.visual_mode=reg"], "model.visual_mode"), (["model.reg_bias=0"], "model.reg_bias"),
-                                          (["model.solver=lu"], "model.solver")])
+                                          (["model.solver=lu"], "model.solver"), (["model.epoch_unit=third"], "model.epoch_unit")])
 def test_what_model_als_cannot_do_is_refused_at_set_up(tmp_path, options, key):
     with pytest.raises(Exception) as error:
         train(compose_train(["model=als", "model.k=4", *options, "trainer.max_epochs=1", "logger=none"], tmp_path))
     assert key in str(error.value)
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+
+def test_half_sweep_epochs_alternate_users_and_items(tmp_path):
+    """epoch_unit=half_sweep: 2n epochs are n sweeps exactly; an odd count ends after a user half (another model)."""
+    def fit(unit, epochs):
+        return train(compose_train(["model=als", "model.k=4", f"model.epoch_unit={unit}", f"trainer.max_epochs={epochs}",
+                                    "callbacks=none", "logger=none", "evaluate=false"], tmp_path / f"{unit}{epochs}"))
+
+    sweeps, halves, odd = fit("sweep", 2), fit("half_sweep", 4), fit("half_sweep", 3)
+    assert halves["test/rmse"] == pytest.approx(sweeps["test/rmse"], rel=1e-6)
+    assert halves["train/loss"] == pytest.approx(sweeps["train/loss"], rel=1e-6)
+    assert abs(odd["test/rmse"] - sweeps["test/rmse"]) > 1e-4
 
 
 def test_als_trains_tests_and_fits_the_cold_head(tmp_path):

@@ -19,7 +19,8 @@ exact (or CG-approximate) minimisation, so with ``cholesky`` L never rises.
 
 One epoch = one sweep (users, then items) = one ``training_step`` over the whole training part
 (``TRAINING_BATCHES = "whole"``), so checkpoints, resume, validation (``val/rmse``), early stopping, W&B
-and refit are those of any model. ``train/loss`` is L / |R|, ``train/mse`` the training MSE.
+and refit are those of any model; with ``epoch_unit=half_sweep`` one epoch is one half (users in even epochs,
+items in odd ones), so early stopping can also pick a point after a user half-sweep. ``train/loss`` is L / |R|, ``train/mse`` the training MSE.
 Visual modes: ``none`` and ``head`` (the closed-form cold-start head of biased MF, fitted after training);
 the modes that pull q_i toward the picture during training (init, reg) are gradient-trained and refused.
 Under DDP (``trainer=ddp_cpu`` / ``ddp``) each process solves its own users and items and the solved rows
@@ -39,6 +40,7 @@ from visrec.models.ials.sharding import gather_rows, local_table, rank_and_world
 from visrec.models.ials.solver import CSR, solve_rows, solve_rows_cg
 
 SOLVERS = ("cholesky", "cg")
+EPOCH_UNITS = ("sweep", "half_sweep")
 INITS = ("sketch", "random")
 ALS_VISUAL_MODES = ("none", "head")
 
@@ -55,10 +57,10 @@ class ExplicitALS(RatingModule):
                  reg_bias: float = 0.05, reg_exponent: float = 1.0, global_mean: float = 0.0,
                  rating_min: float | None = None, rating_max: float | None = None, visual_mode: str = "none",
                  feature_dim: int = 0, visual_pca_dim: int = 64, solver: str = "cholesky", cg_steps: int = 3,
-                 init: str = "sketch"):
+                 init: str = "sketch", epoch_unit: str = "sweep"):
         self.check_options(dict(k=k, init_std=init_std, reg_factors=reg_factors, reg_bias=reg_bias, reg_exponent=reg_exponent,
                                 visual_mode=visual_mode, visual_pca_dim=visual_pca_dim, solver=solver, cg_steps=cg_steps,
-                                init=init))
+                                init=init, epoch_unit=epoch_unit))
         super().__init__(num_users, num_items, k=k, init_std=init_std, reg_factors=reg_factors, reg_bias=reg_bias,
                          reg_exponent=reg_exponent, global_mean=global_mean, rating_min=rating_min, rating_max=rating_max,
                          visual_mode=visual_mode, feature_dim=feature_dim, visual_pca_dim=visual_pca_dim,
@@ -99,6 +101,8 @@ class ExplicitALS(RatingModule):
             raise ValueError(f"model.init must be one of {INITS}, got {options.get('init')!r}")
         if options.get("solver", "cholesky") not in SOLVERS:
             raise ValueError(f"model.solver must be one of {SOLVERS}, got {options.get('solver')!r}")
+        if options.get("epoch_unit", "sweep") not in EPOCH_UNITS:
+            raise ValueError(f"model.epoch_unit must be one of {EPOCH_UNITS} (what one epoch solves), got {options.get('epoch_unit')!r}")
         steps = options.get("cg_steps", 3)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise bad("cg_steps", "a positive number of conjugate-gradient steps")
@@ -158,7 +162,9 @@ class ExplicitALS(RatingModule):
 
     @torch.no_grad()
     def sweep(self) -> float:
-        """Solve every user's [p_u, b_u], then every item's [q_i, b_i]; returns L / |R| (module docstring)."""
+        """Solve every user's [p_u, b_u], then every item's [q_i, b_i]; returns L / |R| (module docstring). With
+        ``epoch_unit=half_sweep`` one half per epoch: users in even epochs (0, 2, ...), items in odd ones, so early
+        stopping (and the refit) can end after either half."""
         net = self.net
         device = net.user_factors.weight.device
         P, Q = net.user_factors.weight.detach().cpu(), net.item_factors.weight.detach().cpu()  # (U, K), (N, K)
@@ -170,10 +176,13 @@ class ExplicitALS(RatingModule):
             if start is not None:
                 Q, b_i = start, torch.zeros_like(b_i)
             self._sketch_pending = False
-        users = gather_rows(self._solve_side("user", b_i, Q, P[u0:u1], b_u[u0:u1]), U, world, device)  # (U, K + 1)
-        P, b_u = users[:, :-1], users[:, -1]
-        items = gather_rows(self._solve_side("item", b_u, P, Q[i0:i1], b_i[i0:i1]), N, world, device)  # (N, K + 1)
-        Q, b_i = items[:, :-1], items[:, -1]
+        half = self.current_epoch % 2 if self.hparams.epoch_unit == "half_sweep" else None  # 0 users, 1 items, None both
+        if half in (None, 0):
+            users = gather_rows(self._solve_side("user", b_i, Q, P[u0:u1], b_u[u0:u1]), U, world, device)  # (U, K + 1)
+            P, b_u = users[:, :-1], users[:, -1]
+        if half in (None, 1):
+            items = gather_rows(self._solve_side("item", b_u, P, Q[i0:i1], b_i[i0:i1]), N, world, device)  # (N, K + 1)
+            Q, b_i = items[:, :-1], items[:, -1]
         net.user_factors.weight.copy_(P.to(device))
         net.user_bias.weight.copy_(b_u[:, None].to(device))
         net.item_factors.weight.copy_(Q.to(device))
