@@ -33,6 +33,22 @@ def test_movielens_fold_u1(ml100k):
     assert np.isclose(dm.global_mean, dm.tensors["train"].ratings.mean().item())
 
 
+def test_released_frames_keep_the_tensors_and_refuse_what_needs_the_frames(tmp_path):
+    """After the run's files are written and no refit will merge the parts, train() drops the pandas frames (a
+    second copy of the ratings during training); the tensors stay, and save / the refit merge refuse by name."""
+    import pytest
+
+    dm = RatingsDataModule(SyntheticSource(tmp_path / "data", **TINY_GENERATOR), ColdItemSplit(0.25, seed=3), val_ratio=0.1)
+    dm.setup("fit")
+    sizes = {part: len(data) for part, data in dm.tensors.items()}
+    dm.release_frames()
+    assert dm.frames == {} and {part: len(data) for part, data in dm.tensors.items()} == sizes
+    with pytest.raises(RuntimeError, match="the run's split files need the parts' frames"):
+        dm.save(tmp_path)
+    with pytest.raises(RuntimeError, match="a refit on train \\+ val need"):
+        dm.with_validation_in_train()
+
+
 def test_split_file_holds_every_rating_with_its_raw_ids_and_part(tmp_path):
     """split.parquet (written dictionary-encoded, without the Arrow schema) reads back as plain id columns: one
     row per rating, the raw ids of the id maps, the rating and the part, parts in train, val, test order."""

@@ -334,6 +334,7 @@ class RatingsDataModule(pl.LightningDataModule):
         """A copy whose training part is train + val and whose validation part is empty (same maps, same
         test part): the data of a refit on all training ratings after early stopping chose the epochs."""
         self._require_all_rows("a refit on train + val")
+        self._require_frames("a refit on train + val")
         merged = copy.copy(self)
         train = Interactions.concat(self.tensors["train"], self.tensors["val"])
         merged.frames = {**self.frames, "train": pd.concat([self.frames["train"], self.frames["val"]], ignore_index=True),
@@ -387,6 +388,16 @@ class RatingsDataModule(pl.LightningDataModule):
         log.info("process %d of %d: read its rows from %s in %.1f s: train %d, val %d, test %d ratings (the whole split: %s)",
                  rank, world, run_dir / partition.FOLDER, time.perf_counter() - started, *(len(loaded.parts[p]) for p in PARTS),
                  self.counts_line())
+
+    def release_frames(self) -> None:
+        """Drop the parts' pandas frames (a second copy of every rating next to the tensors) once the run's files
+        are written and no refit will merge them: :meth:`save` and :meth:`with_validation_in_train` refuse after."""
+        self.frames = {}
+        self._frames_released = True
+
+    def _require_frames(self, what: str) -> None:
+        if getattr(self, "_frames_released", False):
+            raise RuntimeError(f"{what} need the parts' frames, released after the run's files were written")
 
     def _require_all_rows(self, what: str) -> None:
         if not self.holds_all_rows:
@@ -442,6 +453,7 @@ class RatingsDataModule(pl.LightningDataModule):
         moves with its run and pictures still finds them) and, with ``image_digests`` (N,), image_sha256: the
         digest of the picture the run's features came from (null: the run used no picture for the item)."""
         self._require_all_rows("the run's split files")
+        self._require_frames("the run's split files")
         folder = Path(folder)
         self.user_map.save(folder / "user_map.parquet")
         self.item_map.save(folder / "item_map.parquet")

@@ -287,6 +287,8 @@ def train(cfg: DictConfig) -> dict:
     if not reads_partition:  # a process holding only its own rows writes none of the run's data files
         write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         datamodule.save(out_dir, image_digests=None if features is None else features.digests)
+    if not cfg.get("refit"):  # nothing merges the frames any more: training holds the tensors only
+        datamodule.release_frames()
 
     loggers = make_loggers(cfg, out_dir)
     callbacks = _instantiate_all(cfg.get("callbacks"))
