@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from visrec.data import partition
 from visrec.data.errors import DataError
 from visrec.data.idmap import IdMap
-from visrec.data.partition import rows_of
+from visrec.data.partition import PARTS, rows_of
 from visrec.data.readers import RatingsSource
 from visrec.data.splits import Split
 from visrec.data.table import take_rows
@@ -25,7 +25,6 @@ from visrec.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-PARTS = ("train", "val", "test")
 
 
 def _validation_remedies(split: Split) -> str:

@@ -117,10 +117,8 @@ def write(run_dir: str | Path, world: int, parts: dict[str, Interactions], user_
           item_train_counts: torch.Tensor, meta: dict) -> Path:
     """Write ``<run_dir>/partitions/`` for ranks 1..world−1 (module docstring) from rank 0's whole ``parts``;
     ``meta`` (JSON-able: sizes, global mean, ...) goes into meta.json with the shards' sizes. Returns the folder."""
+    remove(run_dir)  # an earlier launch's files
     folder = Path(run_dir) / FOLDER
-    if folder.exists():  # an earlier launch's files: meta.json first, so nothing reads a mix
-        (folder / "meta.json").unlink(missing_ok=True)
-        shutil.rmtree(folder)
     folder.mkdir(parents=True)
     num_users, num_items = len(user_train_counts), len(item_train_counts)
     _write_parquet(folder / "train_counts_users.parquet", {"count": user_train_counts.numpy().astype(np.int64)})
@@ -257,7 +255,8 @@ def read(run_dir: str | Path, rank: int, world: int, wait_s: float = 1800.0) -> 
 
 
 def remove(run_dir: str | Path) -> None:
-    """Delete ``<run_dir>/partitions/`` (rank 0, once every process has read its rows: after the fit)."""
+    """Delete ``<run_dir>/partitions/`` (rank 0: before writing one, and after the fit, once every process has
+    read its rows); meta.json first, so nothing reads a mix."""
     folder = Path(run_dir) / FOLDER
     if folder.exists():
         (folder / "meta.json").unlink(missing_ok=True)

@@ -14,8 +14,8 @@ Built from (class-level, before any data is read):
     ``single_process_reason(options)``  the same for some option values only (BPR's per-sample SGD)
     ``PARTITIONED_DDP``                 True: under DDP each process needs only the ratings of its own user and
                                         item slices (``visrec.data.partition``) and validates / tests only its
-                                        users' ratings; rank 0 alone runs ``finish_training`` and its parameters
-                                        are broadcast (ALS, iALS)
+                                        users' ratings; rank 0 alone runs ``finish_training`` (Lightning's DDP
+                                        test set-up gives the others its module states) (ALS, iALS)
     ``sparse_gradients_for(options)``   whether training produces sparse gradients (DDP needs gloo then)
     ``TRAINING_BATCHES``                "ratings": shuffled batches of ``data.batch_size`` observed
                                         (user, item, rating) rows; "whole": one batch per epoch holding

@@ -26,7 +26,6 @@ from visrec.data.partition import launched_process
 from visrec.data.partition import remove as remove_partitions
 from visrec.data.errors import DataError
 from visrec.interactions import Interactions
-from visrec.models.ials.sharding import broadcast_from_rank_zero
 from visrec.models.rating_metrics import COUNT_METRICS
 from visrec.features import ItemFeatures
 from visrec.pipeline.checkpointing import LastEpochMetrics, recorded_epoch_metrics
@@ -100,11 +99,9 @@ def check_run_folder_free(cfg: DictConfig, out_dir: Path) -> None:
     that folder would then read the earlier run's weights. Checked by rank 0 only (the other DDP processes
     start after it has written into the folder). A relaunched sweep is refused before any job starts
     (:meth:`visrec.pipeline.cross_validation.SweepSummary.on_multirun_start`)."""
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
     from visrec.pipeline.run_folder import held_run_files, reuse_advice
 
-    if cfg.get("resume_dir") or getattr(rank_zero_only, "rank", 0) != 0:
+    if cfg.get("resume_dir") or _launcher_rank() != 0:
         return
     held = held_run_files(out_dir)
     if held:
@@ -346,17 +343,10 @@ def train(cfg: DictConfig) -> dict:
         print(f"Refit on train + val ({len(datamodule.tensors['train'])} ratings) for the {epochs} epochs validation chose: "
               f"{refit_seconds:.1f} s; tested: {tested_checkpoint}")
     metrics["tested_checkpoint"] = tested_checkpoint
-    if not partition_run:
-        metrics.update(model.finish_training(datamodule.tensors["train"]))  # closed-form steps after training, if any
-    else:  # rank 0 alone holds every training row: it takes the step, the others receive its parameters
-        changed = torch.tensor([0.0])
-        if trainer.is_global_zero:
-            metrics.update(model.finish_training(datamodule.tensors["train"]))
-            changed[0] = float(model.weights_changed)
-        device = trainer.strategy.root_device
-        broadcast_from_rank_zero([changed], trainer.world_size, device)
-        if changed.item():
-            broadcast_from_rank_zero(list(model.parameters()), trainer.world_size, device)
+    # Closed-form steps after training, if any. In a partitioned run only rank 0 holds every training row, so
+    # only it takes them; Lightning's DDP test set-up gives the other processes rank 0's module states.
+    if not partition_run or trainer.is_global_zero:
+        metrics.update(model.finish_training(datamodule.tensors["train"]))
     if model.weights_changed and tested_checkpoint and trainer.is_global_zero:
         store_weights(model, tested_checkpoint)
     if cfg.get("test"):

@@ -342,10 +342,8 @@ class RatingModule(RatingScoring, FactorModel):
 
     def _log_epoch(self, stage: str) -> None:
         sums = self._sums.pop("current", None)
-        if sums is None and self.trainer.world_size == 1:
+        if sums is None:
             return
-        if sums is None:  # no rating of this stage on this process: it still joins the gather
-            sums = torch.zeros(2, 3, device=self.device)
         if self.trainer.world_size > 1:
             sums = self.all_gather(sums).reshape(-1, 2, 3).sum(0)
         for (sse, sae, count), suffix in zip(sums, ("", "_cold")):

@@ -21,7 +21,7 @@ import torch
 from visrec.data.partition import row_slice
 from visrec.models.ials.solver import CSR
 
-__all__ = ["rank_and_world", "row_slice", "local_table", "gather_rows", "sum_over_processes", "broadcast_from_rank_zero"]
+__all__ = ["rank_and_world", "row_slice", "local_table", "gather_rows", "sum_over_processes"]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -65,14 +65,3 @@ def sum_over_processes(value: float, world: int, device: torch.device | str = "c
     torch.distributed.all_reduce(total)
     return float(total)
 
-
-def broadcast_from_rank_zero(tensors, world: int, device: torch.device | str = "cpu") -> None:
-    """Overwrite each of ``tensors`` (parameters, buffers) with rank 0's values, one broadcast per tensor
-    (nothing when ``world`` is 1): after a closed-form step that only rank 0 can take (under a partitioned DDP
-    run it alone holds every training row)."""
-    if world == 1:
-        return
-    for tensor in tensors:
-        shared = tensor.detach().to(device).clone()
-        torch.distributed.broadcast(shared, src=0)
-        tensor.data.copy_(shared.to(tensor.device))
