@@ -1,4 +1,5 @@
 """Train a recommender: ``python train.py [group=option ...] [key=value ...]`` (see README)."""
+import os
 import sys
 import traceback
 
@@ -7,12 +8,14 @@ from omegaconf import DictConfig
 
 from visrec.data.errors import DataError
 from visrec.models.divergence import DivergedError
+from visrec.pipeline.config import OptionError
 from visrec.pipeline.training import train
 from visrec.utils.atomic import WriteError
 
-# Errors a user can act on from one line: bad input (file, line, field or config key), a result that could
-# not be written (disk full, quota, unwritable folder), a diverged run (no result was written).
-ONE_LINE_ERRORS = (DataError, WriteError, DivergedError)
+# Errors a user can act on from one line: bad input (file, line, field or config key), an option refused at
+# set-up (its config key), a result that could not be written (disk full, quota, unwritable folder), a diverged
+# run (no result was written). HYDRA_FULL_ERROR=1 shows the traceback instead.
+ONE_LINE_ERRORS = (DataError, OptionError, WriteError, DivergedError)
 
 
 def _in_multirun() -> bool:
@@ -37,6 +40,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except ONE_LINE_ERRORS as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" and not _in_multirun():
+            raise
         message = f"{type(error).__name__}: {error}" if isinstance(error, DivergedError) else str(error)
         print(f"train.py: {message}", file=sys.stderr)
         if _in_multirun():  # one job of a sweep: recorded, left out of the summary; the other jobs run

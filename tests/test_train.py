@@ -116,3 +116,40 @@ def test_train_cli_reports_bad_input_in_one_line_and_writes_nothing(tmp_path):
     assert "Traceback" not in done.stderr
     assert re.search(r"train\.py: .*ratings\.csv, line 3.*'rating'", done.stderr), done.stderr
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_train_cli_reports_a_refused_option_in_one_line_naming_its_key(tmp_path):
+    """An option refused at set-up (here model.k) is one line naming the key, exit 2 — not Hydra's traceback."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "model.k=-3", "logger=none",
+                           f"paths.output_dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "HYDRA_FULL_ERROR" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "train.py: model.k must be a positive number of latent factors, got -3"
+
+
+def test_only_visrecs_own_checks_become_option_errors():
+    """A ValueError raised by visrec's option checks becomes an OptionError; one from elsewhere (a library, a
+    bug) and a DataError pass unchanged, so their tracebacks still show."""
+    from omegaconf import OmegaConf
+
+    from visrec.data.errors import DataError
+    from visrec.pipeline.config import OptionError, refused_options_as_option_errors
+    from visrec.pipeline.training import check_trainer_options
+
+    with pytest.raises(OptionError, match=r"trainer.max_epochs must be >= 1"):
+        with refused_options_as_option_errors():
+            check_trainer_options(OmegaConf.create({"trainer": {"max_epochs": 0}}))
+    with pytest.raises(ValueError) as raised:
+        with refused_options_as_option_errors():
+            np.zeros(-1)
+    assert type(raised.value) is ValueError
+    with pytest.raises(DataError) as raised:
+        with refused_options_as_option_errors():
+            raise DataError("ratings.csv", "bad", line=2)
+    assert type(raised.value) is DataError

@@ -2,6 +2,9 @@
 resolvers the conf/ files use."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -24,4 +27,33 @@ def instantiate_node(node, **kwargs):
             cause = cause.__cause__
         if isinstance(cause, ValueError):
             raise cause from None
+        raise
+
+
+class OptionError(ValueError):
+    """An option out of range, or a combination of options refused, found while a run is set up; the message
+    names the config key a user sets (``model.k must be ...``). train.py prints it as one line (exit 2)."""
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]  # visrec/
+
+
+def _raised_by_visrec(error: BaseException) -> bool:
+    """Whether the innermost frame of ``error``'s traceback is visrec's own code (a deliberate check), not a
+    library's (a ValueError from numpy or torch there is a bug to show with its traceback)."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
+
+
+@contextmanager
+def refused_options_as_option_errors():
+    """Inside the block (a run's set-up), a plain ``ValueError`` raised by visrec's own checks is raised again
+    as :class:`OptionError` (chained to it); :class:`~visrec.data.DataError` and every other error pass as they are."""
+    try:
+        yield
+    except ValueError as error:
+        if type(error) is ValueError and _raised_by_visrec(error):
+            raise OptionError(str(error)) from error
         raise

@@ -29,7 +29,7 @@ from visrec.interactions import Interactions
 from visrec.models.rating_metrics import COUNT_METRICS
 from visrec.features import ItemFeatures
 from visrec.pipeline.checkpointing import LastEpochMetrics, recorded_epoch_metrics
-from visrec.pipeline.config import instantiate_node
+from visrec.pipeline.config import instantiate_node, refused_options_as_option_errors
 from visrec.pipeline.setup import _instantiate_all, build_model, item_features, load_weights, model_class, model_options, store_weights
 from visrec.pipeline.refit import LearningRateHistory, best_epoch_count, refit
 from visrec.utils.atomic import write_json_atomic, write_text_atomic
@@ -250,73 +250,75 @@ def check_trainer_options(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict:
     """Fit the configured model; return the final metrics (also written to ``metrics.json``).
 
-    Raises :class:`~visrec.data.DataError` (bad input), ``ValueError`` (an option out of range, named by
-    its config key) before training, and :class:`~visrec.models.divergence.DivergedError` when training
-    produces non-finite weights."""
-    check_options(cfg)
-    check_run_folder_free(cfg, Path(cfg.paths.output_dir))
-    resume_settings(cfg)
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(cfg.seed, workers=True)
+    Raises :class:`~visrec.data.DataError` (bad input) and :class:`~visrec.pipeline.config.OptionError` (a
+    ``ValueError``: an option out of range, named by its config key) before training, and
+    :class:`~visrec.models.divergence.DivergedError` when training produces non-finite weights."""
+    # Set-up: everything is checked and built before training; an option refused here is one line (train.py).
+    with refused_options_as_option_errors():
+        check_options(cfg)
+        check_run_folder_free(cfg, Path(cfg.paths.output_dir))
+        resume_settings(cfg)
+        out_dir = Path(cfg.paths.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule: RatingsDataModule = instantiate_node(cfg.data)
-    # Lightning's "ddp" runs this function in every process (its launcher, SLURM, torchrun); other strategies
-    # (ddp_spawn, ...) start their processes inside the fit from rank 0's objects: no partition there.
-    partitioned = model_class(cfg).PARTITIONED_DDP and str(cfg.trainer.get("strategy") or "") == "ddp"
-    launched = launched_process(int(cfg.trainer.get("num_nodes") or 1)) if partitioned else None
-    reads_partition = launched is not None and launched[0] > 0 and launched[1] > 1
-    if reads_partition:  # rank >= 1 of a DDP run of ALS / iALS: only its own rows, written by rank 0
-        datamodule.setup_partition(out_dir, *launched)
-    else:
-        datamodule.setup("fit")  # refuses a validation part with no warm rating, with the counts
-    split_counts = datamodule.split_counts()
-    if not reads_partition and _launcher_rank() == 0:  # once per run, not once per DDP process
-        print(f"Split {datamodule.split.describe()}: {datamodule.counts_line(split_counts)}")
-    check_validation_needs(cfg, datamodule)
-    features = item_features(cfg, datamodule.image_paths, list(datamodule.item_map.raw_ids))
-    # Seeded again: building a backbone to extract features draws from the global generator (and a cached run
-    # builds none), so without this the initial weights would depend on whether pictures were read.
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_model(cfg, datamodule, features)
-    if features is not None:
-        write_json_atomic(out_dir / "features_report.json", {"backbone_key": features.backbone_key, **vars(features.report)})
-    if not reads_partition:  # a process holding only its own rows writes none of the run's data files
-        write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        datamodule.save(out_dir, image_digests=None if features is None else features.digests)
-    if not cfg.get("refit"):  # nothing merges the frames any more: training holds the tensors only
-        datamodule.release_frames()
+        datamodule: RatingsDataModule = instantiate_node(cfg.data)
+        # Lightning's "ddp" runs this function in every process (its launcher, SLURM, torchrun); other strategies
+        # (ddp_spawn, ...) start their processes inside the fit from rank 0's objects: no partition there.
+        partitioned = model_class(cfg).PARTITIONED_DDP and str(cfg.trainer.get("strategy") or "") == "ddp"
+        launched = launched_process(int(cfg.trainer.get("num_nodes") or 1)) if partitioned else None
+        reads_partition = launched is not None and launched[0] > 0 and launched[1] > 1
+        if reads_partition:  # rank >= 1 of a DDP run of ALS / iALS: only its own rows, written by rank 0
+            datamodule.setup_partition(out_dir, *launched)
+        else:
+            datamodule.setup("fit")  # refuses a validation part with no warm rating, with the counts
+        split_counts = datamodule.split_counts()
+        if not reads_partition and _launcher_rank() == 0:  # once per run, not once per DDP process
+            print(f"Split {datamodule.split.describe()}: {datamodule.counts_line(split_counts)}")
+        check_validation_needs(cfg, datamodule)
+        features = item_features(cfg, datamodule.image_paths, list(datamodule.item_map.raw_ids))
+        # Seeded again: building a backbone to extract features draws from the global generator (and a cached run
+        # builds none), so without this the initial weights would depend on whether pictures were read.
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        model = build_model(cfg, datamodule, features)
+        if features is not None:
+            write_json_atomic(out_dir / "features_report.json", {"backbone_key": features.backbone_key, **vars(features.report)})
+        if not reads_partition:  # a process holding only its own rows writes none of the run's data files
+            write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            datamodule.save(out_dir, image_digests=None if features is None else features.digests)
+        if not cfg.get("refit"):  # nothing merges the frames any more: training holds the tensors only
+            datamodule.release_frames()
 
-    loggers = make_loggers(cfg, out_dir)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    lr_history = LearningRateHistory()
-    from visrec.pipeline.strategies import CheckpointWriteIO, ClosedFormDDPStrategy
+        loggers = make_loggers(cfg, out_dir)
+        callbacks = _instantiate_all(cfg.get("callbacks"))
+        lr_history = LearningRateHistory()
+        from visrec.pipeline.strategies import CheckpointWriteIO, ClosedFormDDPStrategy
 
-    # A failed checkpoint write: one line naming the file (unless the config brings its own plugins).
-    trainer_options = {} if cfg.trainer.get("plugins") else {"plugins": [CheckpointWriteIO()]}
-    if str(cfg.trainer.get("strategy") or "") == "ddp" and not any(p.requires_grad for p in model.parameters()):
-        trainer_options["strategy"] = ClosedFormDDPStrategy()  # closed-form sweeps: no DistributedDataParallel wrapper
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history, LastEpochMetrics()], logger=loggers or False,
-                                      **trainer_options)
-    if trainer.world_size > 1 and model.single_process:  # before any process is launched
-        raise ValueError(f"{type(model).__name__} trains in a single process; trainer={cfg.trainer.get('strategy', 'this trainer')} "
-                         f"would run {trainer.world_size}: use trainer=cpu or trainer=gpu")
-    if cfg.get("refit"):
-        _check_refit_possible(trainer, datamodule)
-    partition_run = partitioned and trainer.world_size > 1
-    if partition_run:  # these models all-reduce their val/ and test/ sums themselves (and train/loss)
-        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level in distributed setting")
-    if reads_partition and launched != (trainer.global_rank, trainer.world_size):
-        raise RuntimeError(f"this process read the rows of process {launched[0]} of {launched[1]} (from its launcher's "
-                           f"environment), but Lightning made it process {trainer.global_rank} of {trainer.world_size}")
-    if partition_run and not reads_partition:
-        if trainer.global_rank == 0:
-            started = time.perf_counter()
-            folder = datamodule.write_partitions(out_dir, trainer.world_size)
-            print(f"Partitioned for {trainer.world_size} processes in {time.perf_counter() - started:.1f} s: {folder} "
-                  "(each other process reads only its rows; removed when training ends)")
-        else:  # a process that read the whole split itself (nothing in its environment said its rank)
-            datamodule.row_owner = (trainer.global_rank, trainer.world_size)
+        # A failed checkpoint write: one line naming the file (unless the config brings its own plugins).
+        trainer_options = {} if cfg.trainer.get("plugins") else {"plugins": [CheckpointWriteIO()]}
+        if str(cfg.trainer.get("strategy") or "") == "ddp" and not any(p.requires_grad for p in model.parameters()):
+            trainer_options["strategy"] = ClosedFormDDPStrategy()  # closed-form sweeps: no DistributedDataParallel wrapper
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [lr_history, LastEpochMetrics()], logger=loggers or False,
+                                          **trainer_options)
+        if trainer.world_size > 1 and model.single_process:  # before any process is launched
+            raise ValueError(f"{type(model).__name__} trains in a single process; trainer={cfg.trainer.get('strategy', 'this trainer')} "
+                             f"would run {trainer.world_size}: use trainer=cpu or trainer=gpu")
+        if cfg.get("refit"):
+            _check_refit_possible(trainer, datamodule)
+        partition_run = partitioned and trainer.world_size > 1
+        if partition_run:  # these models all-reduce their val/ and test/ sums themselves (and train/loss)
+            warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level in distributed setting")
+        if reads_partition and launched != (trainer.global_rank, trainer.world_size):
+            raise RuntimeError(f"this process read the rows of process {launched[0]} of {launched[1]} (from its launcher's "
+                               f"environment), but Lightning made it process {trainer.global_rank} of {trainer.world_size}")
+        if partition_run and not reads_partition:
+            if trainer.global_rank == 0:
+                started = time.perf_counter()
+                folder = datamodule.write_partitions(out_dir, trainer.world_size)
+                print(f"Partitioned for {trainer.world_size} processes in {time.perf_counter() - started:.1f} s: {folder} "
+                      "(each other process reads only its rows; removed when training ends)")
+            else:  # a process that read the whole split itself (nothing in its environment said its rank)
+                datamodule.row_owner = (trainer.global_rank, trainer.world_size)
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_seconds = time.perf_counter() - started
