@@ -5,6 +5,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from visrec.data.errors import DataError
+from visrec.pipeline.config import OptionError
 from visrec.pipeline.evaluation import evaluate_run
 from visrec.utils.atomic import WriteError
 
@@ -17,7 +18,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     try:
         evaluate_run(cfg)
-    except (DataError, WriteError) as error:  # bad input, or a report that could not be written: one line
+    except (DataError, OptionError, WriteError) as error:  # bad input or option, a report not written: one line
         print(f"evaluate.py: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -177,3 +177,18 @@ def test_evaluate_py_without_a_run_says_how_to_call_it(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "evaluate.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "usage: python evaluate.py run_dir=" in done.stderr
     assert "Traceback" not in done.stderr and "MissingMandatoryValue" not in done.stderr
+
+
+def test_evaluate_cli_reports_a_refused_option_in_one_line(tmp_path):
+    """part=train is refused before anything is read: one line naming the key, exit 2, no traceback."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "evaluate.py"), f"run_dir={tmp_path / 'run'}", "part=train"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == ("evaluate.py: part must be test or val (the parts a trained model can be "
+                                                    "scored on), got 'train'")

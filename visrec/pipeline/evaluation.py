@@ -378,14 +378,19 @@ def report_folder(folder: Path, protocol: dict) -> Path:
 
 
 def evaluate_run(cfg: DictConfig) -> EvaluationReport:
-    """Entry point of ``evaluate.py`` (see ``conf/evaluate.yaml``)."""
+    """Entry point of ``evaluate.py`` (see ``conf/evaluate.yaml``). Raises :class:`~visrec.data.DataError` (a
+    run folder or file that cannot be evaluated) and :class:`~visrec.pipeline.config.OptionError` (an option
+    refused, named by its key) before scoring."""
+    from visrec.pipeline.config import refused_options_as_option_errors
+
     run_dir = Path(cfg.run_dir)
-    if cfg.part not in ("test", "val"):
-        raise ValueError(f"part must be test or val (the parts a trained model can be scored on), got {cfg.part!r}")
-    protocol = checked_protocol(cfg)  # before anything is loaded
-    data = load_run_data(run_dir)
-    ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt)
-    model = load_model(data, ckpt_path, cfg.get("feature_cache_dir"))
+    with refused_options_as_option_errors():  # a refused option is one line in evaluate.py (OptionError)
+        if cfg.part not in ("test", "val"):
+            raise ValueError(f"part must be test or val (the parts a trained model can be scored on), got {cfg.part!r}")
+        protocol = checked_protocol(cfg)  # before anything is loaded
+        data = load_run_data(run_dir)
+        ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt)
+        model = load_model(data, ckpt_path, cfg.get("feature_cache_dir"))
     if cfg.part == "val" and model.trained_on_validation:
         raise DataError(ckpt_path, "was refit on train + val, so part=val would score ratings it was trained on; evaluate part=test, "
                         "or ckpt=best for the validated model")
