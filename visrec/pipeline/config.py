@@ -13,6 +13,16 @@ from omegaconf import OmegaConf
 # folder (its .hydra/ and train.log) is the run it continues (resume_dir), not a new timestamped folder.
 OmegaConf.register_new_resolver("visrec.first_set", lambda first, fallback: first if first not in (None, "") else fallback,
                                 replace=True)
+# ${visrec.resumed_seed:seed,storage,study_name}: an Optuna search's sampler seed past the trials its stored
+# study already holds (visrec/pipeline/optuna_sampler.py), so a resumed search does not replay its first launch.
+OmegaConf.register_new_resolver("visrec.resumed_seed", lambda seed, storage, study: _resumed_seed(seed, storage, study),
+                                replace=True)
+
+
+def _resumed_seed(seed, storage, study_name) -> int:
+    from visrec.pipeline.optuna_sampler import resumed_seed
+
+    return resumed_seed(seed, storage, study_name)
 
 
 def instantiate_node(node, **kwargs):
