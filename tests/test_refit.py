@@ -102,3 +102,12 @@ def test_learning_rate_history_survives_a_checkpoint_and_replay_sets_each_epoch(
         trainer.current_epoch = epoch
         replay.on_train_epoch_start(trainer, None)
         assert optimizer.param_groups[0]["lr"] == rate
+
+
+@pytest.mark.parametrize("trainer", [["trainer=ddp_cpu"], ["trainer=ddp_cpu", "trainer.devices=[0,1]"], ["+trainer.num_nodes=2"]])
+def test_refit_on_several_processes_is_refused_before_anything_is_read_or_written(tmp_path, trainer):
+    """refit=true on a trainer the config gives several processes: refused by check_options, naming the keys,
+    before the data are read — no run folder, no split files (it was refused only once the trainer was built)."""
+    with pytest.raises(ValueError, match=r"refit=true runs in a single process; this trainer has 2 \(trainer.devices="):
+        train(compose_train(["model=ials", "refit=true", *trainer], tmp_path))
+    assert not (tmp_path / "run").exists()

@@ -206,6 +206,24 @@ def check_options(cfg: DictConfig) -> None:
     if cfg.get("export") and not cls.exportable:
         raise ValueError(f"export=true, but {cls.__name__} (model._target_={cfg.model._target_}) cannot be exported: a serving "
                          "bundle holds factor tables and this model has none (a bundle format for it is not built); set export=false")
+    processes = configured_processes(cfg.trainer)
+    if cfg.get("refit") and processes is not None and processes > 1:  # known from the config: before anything is read
+        raise ValueError(f"refit=true runs in a single process; this trainer has {processes} (trainer.devices="
+                         f"{cfg.trainer.get('devices')}, trainer.num_nodes={cfg.trainer.get('num_nodes', 1)}): use trainer=cpu "
+                         "or trainer=gpu, or refit=false")
+
+
+def configured_processes(trainer_cfg: DictConfig) -> int | None:
+    """The number of training processes ``trainer.devices`` × ``trainer.num_nodes`` ask for, when the config says it
+    (an integer, a list of device ids or a digit string); None for ``auto`` / -1 (Lightning decides when it is built)."""
+    devices, nodes = trainer_cfg.get("devices"), trainer_cfg.get("num_nodes") or 1
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        devices = len(devices)
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1 or isinstance(nodes, bool) or not isinstance(nodes, int):
+        return None
+    return devices * nodes
 
 
 def check_validation_needs(cfg: DictConfig, datamodule: RatingsDataModule) -> None:
@@ -258,8 +276,7 @@ def train(cfg: DictConfig) -> dict:
         check_options(cfg)
         check_run_folder_free(cfg, Path(cfg.paths.output_dir))
         resume_settings(cfg)
-        out_dir = Path(cfg.paths.output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = Path(cfg.paths.output_dir)  # made once the data and model are built (an option refused first leaves none)
         pl.seed_everything(cfg.seed, workers=True)
 
         datamodule: RatingsDataModule = instantiate_node(cfg.data)
@@ -281,6 +298,7 @@ def train(cfg: DictConfig) -> dict:
         # builds none), so without this the initial weights would depend on whether pictures were read.
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         model = build_model(cfg, datamodule, features)
+        out_dir.mkdir(parents=True, exist_ok=True)
         if features is not None:
             write_json_atomic(out_dir / "features_report.json", {"backbone_key": features.backbone_key, **vars(features.report)})
         if not reads_partition:  # a process holding only its own rows writes none of the run's data files

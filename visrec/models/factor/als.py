@@ -94,9 +94,10 @@ class ExplicitALS(RatingModule):
             value = options.get(name, 0.0)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
                 raise bad(name, "a finite number >= 0")
-        if options.get("reg_factors", 0.05) == 0 or options.get("reg_bias", 0.05) == 0:
-            raise ValueError("model.reg_factors and model.reg_bias must be > 0 for model=als: a user or item with fewer "
-                             "ratings than K + 1 has no unique least-squares solution without a penalty")
+        for name in ("reg_factors", "reg_bias"):
+            if options.get(name, 0.05) == 0:
+                raise ValueError(f"model.{name} must be > 0 for model=als, got {options[name]!r}: a user or item with fewer "
+                                 "ratings than K + 1 has no unique least-squares solution without a penalty")
         if options.get("init", "sketch") not in INITS:
             raise ValueError(f"model.init must be one of {INITS}, got {options.get('init')!r}")
         if options.get("solver", "cholesky") not in SOLVERS:
