@@ -4,6 +4,8 @@ resumes, evaluates and exports like a single-process one."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +172,63 @@ def test_the_launchers_environment_gives_the_rank_before_any_process_group(monke
     assert partition.launched_process(num_nodes=2) == (3, 4)  # Lightning's launcher: node 1, local process 1
     monkeypatch.setenv("RANK", "2")
     assert partition.launched_process(num_nodes=2) == (2, 4)  # torchrun
+
+
+def test_an_external_launch_names_one_run_folder_for_all_its_processes(monkeypatch):
+    """torchrun / an srun step of several tasks: every process derives the same run-folder name from the launch;
+    one process, Lightning's launcher or a one-task step keep the timestamp (None here)."""
+    for name in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE", "SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    assert partition.external_launch_name() is None
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "ab/12")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert partition.external_launch_name() is None  # torchrun with one process: nothing to agree on
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert partition.external_launch_name() == "torchrun-ab_12"  # no path separator from a user's --rdzv-id
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert partition.external_launch_name() is None  # the batch script itself, not an srun step
+    monkeypatch.setenv("SLURM_STEP_ID", "3")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert partition.external_launch_name() is None  # a one-task step
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    assert partition.external_launch_name() == "slurm-77.3"
+
+
+def test_torchrun_runs_the_partitioned_ials_in_one_run_folder(tmp_path):
+    """torchrun starts both processes itself, each composing the config: with the default (timestamped) run folder
+    each stamped its own, and process 1 waited for rank 0's partition in the wrong folder. Now both use
+    torchrun-<run id>: one folder, the run completes, and it equals the single-process run."""
+    tiny = [f"data.generator.{k}={v}" for k, v in TINY_GENERATOR.items()]
+    common = ["model=ials", "model.k=4", f"paths.log_dir={tmp_path / 'logs'}"]  # _train adds the rest
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py")]
+    options = ["trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=none", "callbacks.early_stopping.patience=10",
+               *tiny, f"paths.data_dir={tmp_path / 'data'}"]  # as _train's
+    # Output to a file (a worker holding a pipe would block reading it) and, on a timeout, SIGTERM to torchrun,
+    # which stops its workers (they run in sessions of their own): a hung run fails the test and leaves nothing.
+    log = tmp_path / "torchrun.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([*launch, *common, *options, "trainer=ddp_cpu", "trainer.devices=2", "task_name=ddp"],
+                                   cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            process.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"torchrun did not finish in 300 s: {log.read_text()[-3000:]}")
+    assert process.returncode == 0, log.read_text()[-3000:]
+    (run,) = (tmp_path / "logs" / "ddp" / "runs").iterdir()
+    assert run.name.startswith("torchrun-") and (run / "metrics.json").is_file() and not (run / "partitions").exists()
+    single = _train(tmp_path, "single", common, ["trainer=cpu"])
+    ddp_metrics, single_metrics = (json.loads((r / "metrics.json").read_text()) for r in (run, single))
+    assert ddp_metrics["epochs"] == single_metrics["epochs"] == 3
+    for key in ("test/ndcg@10", "test/recall@10", "val/ndcg@10_best"):
+        assert ddp_metrics[key] == pytest.approx(single_metrics[key], rel=1e-4), key
 
 
 def test_a_process_with_none_of_a_part_still_runs_its_loop_once():

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -80,6 +81,26 @@ def launch_token() -> str | None:
     if "TORCHELASTIC_RUN_ID" in env:
         return f"torchelastic:{env['TORCHELASTIC_RUN_ID']}"
     return None
+
+
+def external_launch_name() -> str | None:
+    """A run-folder name that every process of an externally launched multi-process run computes alike:
+    ``torchrun-<TORCHELASTIC_RUN_ID>`` under torchrun with ``WORLD_SIZE`` > 1, ``slurm-<job id>.<step id>`` in an
+    srun step of several tasks; None otherwise (one process, or Lightning's launcher, which hands its run folder
+    to the processes it starts). Without it each process would stamp its own folder with its own start time, and
+    the partitioned processes would wait for rank 0's files in the wrong one. Characters other than letters,
+    digits, ``.``, ``_`` and ``-`` become ``_``."""
+    env = os.environ
+    try:
+        if env.get("TORCHELASTIC_RUN_ID") and int(env.get("WORLD_SIZE", "1")) > 1:
+            name = f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
+        elif env.get("SLURM_JOB_ID") and env.get("SLURM_STEP_ID") and int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or 1) > 1:
+            name = f"slurm-{env['SLURM_JOB_ID']}.{env['SLURM_STEP_ID']}"
+        else:
+            return None
+    except ValueError:
+        return None
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def rows_of(data: Interactions, num_users: int, num_items: int, rank: int, world: int, by_item: bool) -> torch.Tensor:

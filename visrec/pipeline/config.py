@@ -13,6 +13,17 @@ from omegaconf import OmegaConf
 # folder (its .hydra/ and train.log) is the run it continues (resume_dir), not a new timestamped folder.
 OmegaConf.register_new_resolver("visrec.first_set", lambda first, fallback: first if first not in (None, "") else fallback,
                                 replace=True)
+# ${visrec.launch_name:<stamp>}: <stamp>, except in a run that torchrun or an srun step started as several processes,
+# where every process must find the same run folder: a name from the launch (visrec.data.partition.external_launch_name).
+OmegaConf.register_new_resolver("visrec.launch_name", lambda stamp: _launch_name() or stamp, replace=True)
+
+
+def _launch_name() -> str | None:
+    from visrec.data.partition import external_launch_name
+
+    return external_launch_name()
+
+
 # ${visrec.resumed_seed:seed,storage,study_name}: an Optuna search's sampler seed past the trials its stored
 # study already holds (visrec/pipeline/optuna_sampler.py), so a resumed search does not replay its first launch.
 OmegaConf.register_new_resolver("visrec.resumed_seed", lambda seed, storage, study: _resumed_seed(seed, storage, study),
