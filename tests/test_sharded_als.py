@@ -196,6 +196,26 @@ def test_an_external_launch_names_one_run_folder_for_all_its_processes(monkeypat
     assert partition.external_launch_name() == "slurm-77.3"
 
 
+def test_only_a_ddp_run_takes_the_launchs_folder_name(monkeypatch):
+    """The default run folder (conf/hydra/default.yaml) under torchrun: a DDP trainer gets torchrun-<run id>; a
+    single-process trainer keeps its timestamp (`srun -n 4 python train.py seed=...` runs four separate trainings)."""
+    from hydra import compose, initialize_config_dir
+
+    import visrec.pipeline.config  # noqa: F401 - registers the config's resolvers, as train.py's import does
+    from conftest import CONF
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "r1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    def run_dir(overrides: list[str]) -> str:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return str(compose(config_name="train", overrides=overrides, return_hydra_config=True).hydra.run.dir)
+
+    assert run_dir(["trainer=ddp_cpu"]).endswith("/runs/torchrun-r1")
+    assert run_dir(["trainer=multinode"]).endswith("/runs/torchrun-r1")
+    assert "torchrun" not in run_dir(["trainer=cpu"]) and "torchrun" not in run_dir([])
+
+
 def test_torchrun_runs_the_partitioned_ials_in_one_run_folder(tmp_path):
     """torchrun starts both processes itself, each composing the config: with the default (timestamped) run folder
     each stamped its own, and process 1 waited for rank 0's partition in the wrong folder. Now both use

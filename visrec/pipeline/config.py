@@ -13,15 +13,17 @@ from omegaconf import OmegaConf
 # folder (its .hydra/ and train.log) is the run it continues (resume_dir), not a new timestamped folder.
 OmegaConf.register_new_resolver("visrec.first_set", lambda first, fallback: first if first not in (None, "") else fallback,
                                 replace=True)
-# ${visrec.launch_name:<stamp>}: <stamp>, except in a run that torchrun or an srun step started as several processes,
-# where every process must find the same run folder: a name from the launch (visrec.data.partition.external_launch_name).
-OmegaConf.register_new_resolver("visrec.launch_name", lambda stamp: _launch_name() or stamp, replace=True)
+# ${visrec.launch_name:<stamp>,<trainer.strategy>}: <stamp>, except in a DDP run that torchrun or an srun step
+# started as several processes, where every process must find the same run folder: a name from the launch
+# (visrec.data.partition.external_launch_name). Not for other strategies: `srun -n 4 python train.py seed=...`
+# runs four separate single-process trainings, which keep a folder each.
+OmegaConf.register_new_resolver("visrec.launch_name", lambda stamp, strategy=None: _launch_name(strategy) or stamp, replace=True)
 
 
-def _launch_name() -> str | None:
+def _launch_name(strategy) -> str | None:
     from visrec.data.partition import external_launch_name
 
-    return external_launch_name()
+    return external_launch_name() if "ddp" in str(strategy or "") else None
 
 
 # ${visrec.resumed_seed:seed,storage,study_name}: an Optuna search's sampler seed past the trials its stored
